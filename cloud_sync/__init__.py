@@ -1,0 +1,31 @@
+"""Gets activity data to the platform: outbox, MQTT transport, platform contract v1.
+
+Public surface used by the gateway; nothing here knows Modbus or OPC UA.
+"""
+
+from cloud_sync.contract import (
+    Ack,
+    AckStatus,
+    ContractError,
+    Topics,
+    build_batch,
+    parse_batch,
+)
+from cloud_sync.outbox import Outbox, OutboxStats, create_schema, enqueue
+from cloud_sync.sync import CloudSync, MqttSettings, SyncCounters
+
+__all__ = [
+    "Ack",
+    "AckStatus",
+    "CloudSync",
+    "ContractError",
+    "MqttSettings",
+    "Outbox",
+    "OutboxStats",
+    "SyncCounters",
+    "Topics",
+    "build_batch",
+    "create_schema",
+    "enqueue",
+    "parse_batch",
+]

@@ -1,0 +1,143 @@
+"""Platform contract v1: topics, batch payloads with content-derived ids, acks, JSON Schemas.
+
+The schemas in cloud_sync/schemas/ are the contract; both the gateway and the platform
+simulator validate against them. Changing a schema means a new version file.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from gateway.evidence import canonical_json, sha256_hex
+from gateway.models import ActivityRecord
+
+CONTRACT_VERSION = 1
+BATCH_SCHEMA_ID = "tanji.activity-batch/1"
+ACK_SCHEMA_ID = "tanji.ack/1"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """MQTT topics of one gateway: `{prefix}/{uscc}/{gateway_id}/{activity|ack|status}`."""
+
+    prefix: str
+    uscc: str
+    gateway_id: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.uscc}/{self.gateway_id}"
+
+    @property
+    def activity(self) -> str:
+        return f"{self.base}/activity"
+
+    @property
+    def ack(self) -> str:
+        return f"{self.base}/ack"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    text = resources.files("cloud_sync").joinpath("schemas", name).read_text(encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(schema(name), format_checker=FormatChecker())
+
+
+class ContractError(ValueError):
+    """A message does not satisfy the contract; the text names the offending field."""
+
+
+def validate(name: str, message: Any) -> None:
+    errors = sorted(_validator(name).iter_errors(message), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(message)"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ContractError(f"{where}: {first.message}{more}")
+
+
+def batch_id(uscc: str, gateway_id: str, records: Sequence[dict[str, Any]]) -> str:
+    """SHA-256 of the canonical JSON of the batch's content (not of when it was made)."""
+    return sha256_hex(
+        canonical_json({"uscc": uscc, "gateway_id": gateway_id, "records": list(records)})
+    )
+
+
+def build_batch(uscc: str, gateway_id: str, records: Sequence[ActivityRecord]) -> dict[str, Any]:
+    body = [r.model_dump(mode="json") for r in records]
+    batch = {
+        "schema": BATCH_SCHEMA_ID,
+        "batch_id": batch_id(uscc, gateway_id, body),
+        "uscc": uscc,
+        "gateway_id": gateway_id,
+        "records": body,
+    }
+    validate("activity-batch.v1.json", batch)
+    return batch
+
+
+def parse_batch(payload: bytes) -> dict[str, Any]:
+    """Decode and check a batch as the platform receives it; ContractError on any problem."""
+    try:
+        message = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError(f"not JSON: {exc}") from None
+    validate("activity-batch.v1.json", message)
+    expected = batch_id(message["uscc"], message["gateway_id"], message["records"])
+    if message["batch_id"] != expected:
+        raise ContractError(f"batch_id does not match the content (expected {expected})")
+    for i, record in enumerate(message["records"]):
+        if record["uscc"] != message["uscc"] or record["gateway_id"] != message["gateway_id"]:
+            raise ContractError(f"records/{i}: uscc or gateway_id differs from the batch's")
+    return dict(message)
+
+
+class AckStatus(enum.StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Ack:
+    batch_id: str
+    status: AckStatus
+    reason: str | None = None
+
+    def to_json(self) -> bytes:
+        msg: dict[str, Any] = {
+            "schema": ACK_SCHEMA_ID,
+            "batch_id": self.batch_id,
+            "status": self.status.value,
+        }
+        if self.reason is not None:
+            msg["reason"] = self.reason
+        validate("ack.v1.json", msg)
+        return json.dumps(msg).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> Ack:
+        try:
+            message = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ContractError(f"ack is not JSON: {exc}") from None
+        validate("ack.v1.json", message)
+        return cls(message["batch_id"], AckStatus(message["status"]), message.get("reason"))

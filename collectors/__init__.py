@@ -1,0 +1,9 @@
+"""Protocol adapters: devices in, Readings out. Public surface of the collectors package.
+
+Each protocol is one module registered by name; the gateway uses only what is exported here.
+"""
+
+from collectors import modbus as _modbus  # noqa: F401  (registers "modbus_tcp")
+from collectors.base import Collector, CollectorType, WallClock, collector_types, create_collector
+
+__all__ = ["Collector", "CollectorType", "WallClock", "collector_types", "create_collector"]

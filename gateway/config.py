@@ -1,0 +1,277 @@
+"""Site configuration (site.toml): the enterprise, its meters, the store, aggregation and MQTT.
+
+Loading never raises a traceback at the user: every problem becomes a ConfigProblem with the
+field path (e.g. `meters[2].points[0].address`) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Union
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
+
+from collectors import collector_types
+from gateway.models import CalibrationRecord, Carrier, DeviceSpec, Frozen, Meter
+from gateway.uscc import uscc_problem
+
+
+class Enterprise(Frozen):
+    name: str = Field(min_length=1)
+    uscc: str = Field(description="unified social credit code, GB 32100")
+
+    @field_validator("uscc")
+    @classmethod
+    def _valid_uscc(cls, v: str) -> str:
+        problem = uscc_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+class MeterFields(Frozen):
+    """Identity and metrology of a configured meter (the protocol part is mixed in)."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    serial: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    carrier: Carrier
+    accuracy_class: str = Field(min_length=1)
+    location: str | None = None
+    line: str | None = None
+    calibration: CalibrationRecord | None = None
+
+    def meter(self) -> Meter:
+        return Meter(
+            id=self.id,
+            serial=self.serial,
+            model=self.model,
+            carrier=self.carrier,
+            accuracy_class=self.accuracy_class,
+            location=self.location,
+            line=self.line,
+            calibrations=(self.calibration,) if self.calibration else (),
+        )
+
+
+def _meter_models() -> tuple[type[MeterFields], ...]:
+    """One meter model per registered protocol: MeterFields + that protocol's DeviceSpec."""
+    from pydantic import create_model
+
+    return tuple(
+        create_model(  # type: ignore[call-overload]
+            f"{ct.device_model.__name__}Meter", __base__=(MeterFields, ct.device_model)
+        )
+        for ct in collector_types().values()
+    )
+
+
+if TYPE_CHECKING:
+
+    class MeterConfig(MeterFields, DeviceSpec):
+        """A configured meter: identity + protocol, connection and points."""
+
+else:
+    MeterConfig = Annotated[Union[_meter_models()], Field(discriminator="protocol")]  # noqa: UP007
+
+
+class StoreConfig(Frozen):
+    path: Path = Path("tanji.db")
+    commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class AggregationConfig(Frozen):
+    interval_s: int = Field(default=900, ge=1, le=86400)
+    timezone: str = "Asia/Shanghai"
+    gap_limit_s: float | None = Field(
+        default=None, gt=0, description="pairs of readings further apart count as a gap"
+    )
+    grace_s: float = Field(default=5.0, ge=0, le=3600)
+
+    @field_validator("interval_s")
+    @classmethod
+    def _divides_a_day(cls, v: int) -> int:
+        if 86400 % v:
+            raise ValueError("must divide a day (86400 s) so periods align to midnight")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class MqttConfig(Frozen):
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = "tanji/v1"
+    client_id: str | None = None
+    batch_size: int = Field(default=50, ge=1, le=10000)
+    ack_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "tcp"):
+            raise ValueError(f"scheme must be mqtt:// (got {parts.scheme or 'none'!r})")
+        if not parts.hostname:
+            raise ValueError("needs a host, e.g. mqtt://127.0.0.1:1883")
+        try:
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError:
+            raise ValueError("port must be 1..65535") from None
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("must be non-empty, without wildcards or leading/trailing '/'")
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.broker_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.broker_url).port or 1883
+
+
+class SiteConfig(Frozen):
+    enterprise: Enterprise
+    gateway_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    meters: tuple[MeterConfig, ...] = Field(min_length=1)
+    store: StoreConfig = StoreConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    mqtt: MqttConfig = MqttConfig()
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> SiteConfig:
+        seen: set[str] = set()
+        for m in self.meters:
+            if m.id in seen:
+                raise ValueError(f"meter id {m.id!r} is used twice")
+            seen.add(m.id)
+            quantities = [p.quantity for p in m.points]
+            dup = {q for q in quantities if quantities.count(q) > 1}
+            if dup:
+                raise ValueError(f"meter {m.id!r} lists {sorted(dup)[0]} more than once")
+        return self
+
+
+# --- loading with readable errors ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every one with its field path."""
+
+    def __init__(self, source: str, problems: Sequence[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(f"{source}: " + "; ".join(str(p) for p in problems))
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    protocols = set(collector_types())
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in protocols or part.startswith("function-"):
+            continue  # the union tag pydantic inserts, not a field the user wrote
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _lower_first(msg: str) -> str:
+    return msg[:1].lower() + msg[1:]
+
+
+def _message(err: ErrorDetails) -> str:
+    kind = err["type"]
+    ctx: dict[str, Any] = dict(err.get("ctx") or {})
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a known field (check the spelling)"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return f"{_lower_first(err['msg'])} (got {err['input']!r})"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        allowed = ", ".join(sorted(collector_types()))
+        return f"must be one of: {allowed} (got {ctx.get('tag', 'nothing')!r})"
+    if kind in ("literal_error", "enum"):
+        return f"{_lower_first(err['msg'])} (got {err['input']!r})"
+    msg = str(ctx.get("error") or err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def problems_from(exc: ValidationError) -> list[ConfigProblem]:
+    errors = exc.errors(include_url=False)
+    # pydantic checks a list's length after dropping invalid items: such a "too short" error
+    # is only an echo of the errors inside the list, so it is left out
+    inner = [e["loc"] for e in errors]
+    errors = [
+        e
+        for e in errors
+        if not (
+            e["type"] == "too_short"
+            and any(loc[: len(e["loc"])] == e["loc"] and len(loc) > len(e["loc"]) for loc in inner)
+        )
+    ]
+    problems = []
+    for err in errors:
+        loc = err["loc"]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, "protocol")
+        problems.append(ConfigProblem(_path(loc), _message(err)))
+    return problems
+
+
+def parse_site_config(data: dict[str, Any], source: str = "<config>") -> SiteConfig:
+    try:
+        return SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, problems_from(exc)) from None
+
+
+def load_site_config(path: Path) -> SiteConfig:
+    """Read and validate a site.toml; raises ConfigError (never anything else) on bad input."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), [ConfigProblem("", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [ConfigProblem("", f"cannot read: {exc}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [ConfigProblem("", f"not valid TOML: {exc}")]) from None
+    config = parse_site_config(data, str(path))
+    if not config.store.path.is_absolute():
+        # relative store paths are relative to the config file, not to the caller's cwd
+        store = config.store.model_copy(update={"path": path.parent / config.store.path})
+        config = config.model_copy(update={"store": store})
+    return config

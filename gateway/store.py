@@ -1,0 +1,208 @@
+"""Durable SQLite store for readings and activity records (the gateway's source of truth).
+
+Durability policy: WAL journal with `synchronous=FULL`, so a transaction is on disk (fsynced)
+when `commit` returns and survives `kill -9` and power loss. Readings are written in batches
+by a single writer; the outbox (cloud_sync) lives in the same file. Never holds readings in
+memory beyond the caller's commit interval.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+
+from gateway.models import (
+    ActivityRecord,
+    PointKind,
+    Quality,
+    QualityStatus,
+    Quantity,
+    Reading,
+)
+from gateway.periods import datetime_to_ns
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    id           INTEGER PRIMARY KEY,
+    meter_id     TEXT    NOT NULL,
+    quantity     TEXT    NOT NULL,
+    kind         TEXT    NOT NULL,
+    unit         TEXT    NOT NULL,
+    ts_ns        INTEGER NOT NULL,
+    source_ts_ns INTEGER,
+    raw          BLOB    NOT NULL,
+    value        TEXT,             -- exact decimal as text; NULL when quality is bad
+    quality      TEXT    NOT NULL,
+    reason       TEXT
+);
+CREATE INDEX IF NOT EXISTS readings_point_ts ON readings (meter_id, quantity, ts_ns);
+
+CREATE TABLE IF NOT EXISTS activity_records (
+    record_id    TEXT PRIMARY KEY,
+    meter_id     TEXT    NOT NULL,
+    quantity     TEXT    NOT NULL,
+    period_start_ns INTEGER NOT NULL,
+    period_end_ns   INTEGER NOT NULL,
+    revision     INTEGER NOT NULL,
+    record_json  TEXT    NOT NULL,
+    created_ns   INTEGER NOT NULL,
+    UNIQUE (meter_id, quantity, period_start_ns, revision)
+);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the database with the documented durability settings (autocommit; explicit txns)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _reading_from_row(row: sqlite3.Row | tuple[object, ...]) -> Reading:
+    meter_id, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason = row
+    return Reading(
+        meter_id=str(meter_id),
+        quantity=Quantity(quantity),
+        kind=PointKind(kind),
+        unit=str(unit),
+        ts_ns=int(ts_ns),  # type: ignore[call-overload]
+        source_ts_ns=int(source_ts_ns) if source_ts_ns is not None else None,  # type: ignore[call-overload]
+        raw=bytes(raw),  # type: ignore[call-overload]
+        value=Decimal(str(value)) if value is not None else None,
+        quality=Quality(status=QualityStatus(quality), reason=reason),  # type: ignore[arg-type]
+    )
+
+
+_READING_COLUMNS = (
+    "meter_id, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason"
+)
+
+
+class Store:
+    """The gateway's tables on one SQLite connection. Not thread-safe: one caller at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = connect(path)
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- readings ----------------------------------------------------------------------------
+
+    def append_readings(self, readings: Sequence[Reading]) -> None:
+        """Commit a batch of readings durably (one fsynced transaction)."""
+        if not readings:
+            return
+        with transaction(self.conn):
+            self.conn.executemany(
+                f"INSERT INTO readings ({_READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        r.meter_id,
+                        r.quantity.value,
+                        r.kind.value,
+                        r.unit,
+                        r.ts_ns,
+                        r.source_ts_ns,
+                        r.raw,
+                        str(r.value) if r.value is not None else None,
+                        r.quality.status.value,
+                        r.quality.reason,
+                    )
+                    for r in readings
+                ],
+            )
+
+    def readings(
+        self, meter_id: str, quantity: Quantity, start_ns: int, end_ns: int
+    ) -> list[Reading]:
+        """Readings of one point with start_ns <= ts < end_ns, oldest first."""
+        rows = self.conn.execute(
+            f"SELECT {_READING_COLUMNS} FROM readings WHERE meter_id=? AND quantity=?"
+            " AND ts_ns>=? AND ts_ns<? ORDER BY ts_ns, id",
+            (meter_id, quantity.value, start_ns, end_ns),
+        ).fetchall()
+        return [_reading_from_row(r) for r in rows]
+
+    def last_good_before(self, meter_id: str, quantity: Quantity, ts_ns: int) -> Reading | None:
+        row = self.conn.execute(
+            f"SELECT {_READING_COLUMNS} FROM readings WHERE meter_id=? AND quantity=?"
+            " AND ts_ns<? AND quality='good' ORDER BY ts_ns DESC, id DESC LIMIT 1",
+            (meter_id, quantity.value, ts_ns),
+        ).fetchone()
+        return _reading_from_row(row) if row else None
+
+    def first_reading_ns(self, meter_id: str, quantity: Quantity) -> int | None:
+        row = self.conn.execute(
+            "SELECT MIN(ts_ns) FROM readings WHERE meter_id=? AND quantity=?",
+            (meter_id, quantity.value),
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def reading_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
+
+    def reading_counts_by_meter(self) -> dict[str, tuple[int, int]]:
+        """meter_id -> (readings, bad readings)."""
+        rows = self.conn.execute(
+            "SELECT meter_id, COUNT(*), SUM(quality='bad') FROM readings GROUP BY meter_id"
+        ).fetchall()
+        return {str(m): (int(n), int(b or 0)) for m, n, b in rows}
+
+    # --- activity records --------------------------------------------------------------------
+
+    def last_period_end_ns(self, meter_id: str, quantity: Quantity) -> int | None:
+        row = self.conn.execute(
+            "SELECT MAX(period_end_ns) FROM activity_records WHERE meter_id=? AND quantity=?",
+            (meter_id, quantity.value),
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def insert_activity(self, records: Sequence[ActivityRecord], now_ns: int) -> None:
+        """Insert records; call inside `transaction(store.conn)` with the outbox enqueue."""
+        self.conn.executemany(
+            "INSERT INTO activity_records (record_id, meter_id, quantity, period_start_ns,"
+            " period_end_ns, revision, record_json, created_ns) VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (
+                    r.record_id,
+                    r.meter_id,
+                    r.point_quantity.value,
+                    datetime_to_ns(r.period_start),
+                    datetime_to_ns(r.period_end),
+                    r.revision,
+                    r.model_dump_json(),
+                    now_ns,
+                )
+                for r in records
+            ],
+        )
+
+    def activity_records(self, meter_id: str | None = None) -> list[ActivityRecord]:
+        sql = "SELECT record_json FROM activity_records"
+        args: tuple[str, ...] = ()
+        if meter_id is not None:
+            sql += " WHERE meter_id=?"
+            args = (meter_id,)
+        rows = self.conn.execute(sql + " ORDER BY period_start_ns, meter_id", args).fetchall()
+        return [ActivityRecord.model_validate_json(r[0]) for r in rows]

@@ -1,0 +1,1 @@
+"""Meter, PLC and platform stand-ins that speak the real wire protocols."""

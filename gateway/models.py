@@ -113,6 +113,10 @@ def _hex(b: bytes) -> str:
 
 HexBytes = Annotated[bytes, PlainSerializer(_hex, return_type=str, when_used="json")]
 
+NsTimestamp = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
+"""UTC nanoseconds since the epoch. A decimal string in JSON: RFC 8785 (I-JSON) numbers stop
+at 2**53, and nanosecond timestamps are far beyond that."""
+
 
 class PointRef(Frozen):
     """Identifies a point: one quantity of one meter."""
@@ -133,8 +137,8 @@ class Reading(Frozen):
     quantity: Quantity
     kind: PointKind
     unit: str
-    ts_ns: int
-    source_ts_ns: int | None = None
+    ts_ns: NsTimestamp
+    source_ts_ns: NsTimestamp | None = None
     raw: HexBytes = b""
     value: Decimal | None
     quality: Quality
@@ -247,7 +251,7 @@ class ActivityFlag(enum.StrEnum):
 class BoundaryReading(Frozen):
     """A counter reading that opens or closes an activity interval."""
 
-    ts_ns: int
+    ts_ns: NsTimestamp
     value: Decimal
 
 

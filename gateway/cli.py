@@ -1,0 +1,271 @@
+"""The `tanji` command: thin wrappers over library functions that the tests call directly.
+
+Exit codes: 0 ok, 1 a finding (something needs attention), 2 bad usage or bad input.
+Never shows a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from gateway.config import ConfigError, load_site_config
+
+app = typer.Typer(
+    help="tanji: edge metering gateway for product carbon-label certification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+sim_app = typer.Typer(help="Run simulators of meters and of the platform.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("pymodbus", "amqtt", "transitions", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    err.print(f"[bold red]{exc.source}[/]: {len(exc.problems)} problem(s)", highlight=False)
+    for problem in exc.problems:
+        err.print(f"  {problem}", highlight=False, markup=False)
+
+
+@app.command("check-config")
+def check_config(
+    file: Annotated[Path, typer.Argument(help="site configuration (TOML)")],
+) -> None:
+    """Validate a site.toml and list every problem with its field path.
+
+    Example: tanji check-config deploy/site.example.toml
+    """
+    try:
+        config = load_site_config(file)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    points = sum(len(m.points) for m in config.meters)
+    out.print(
+        f"{file}: ok — {config.enterprise.name} ({config.enterprise.uscc}), gateway"
+        f" {config.gateway_id}, {len(config.meters)} meter(s), {points} point(s)",
+        highlight=False,
+    )
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the gateway for a site until Ctrl-C.
+
+    Example: tanji run --config /etc/tanji/site.toml
+    """
+    _logging(verbose)
+    try:
+        site = load_site_config(config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    from gateway.runtime import Gateway
+
+    async def main() -> None:
+        gateway = Gateway(site)
+        try:
+            await gateway.run()
+        finally:
+            await gateway.close()
+
+    err.print(f"tanji: gateway {site.gateway_id} running; store {site.store.path}; Ctrl-C stops")
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        err.print("tanji: stopped; collected readings were committed")
+
+
+def _demo_table(parts: object) -> Table:
+    from gateway.demo import DemoParts
+
+    assert isinstance(parts, DemoParts)
+    gw = parts.gateway
+    table = Table(title="tanji demo — simulated meters → gateway → MQTT → platform")
+    for col in ("meter", "port", "energy kWh", "power kW", "readings", "bad", "status"):
+        table.add_column(col, justify="right" if col not in ("meter", "status") else "left")
+    for meter in parts.config.meters:
+        st = gw.meter_status[meter.id]
+        energy = st.last_values.get("active_energy_import", "-")
+        power = st.last_values.get("active_power")
+        table.add_row(
+            meter.id,
+            str(getattr(meter.connection, "port", "")),
+            energy,
+            f"{float(power):.2f}" if power else "-",
+            str(st.readings),
+            str(st.bad),
+            st.last_reason or "ok",
+        )
+    c = gw.sync.counters
+    accepted = parts.platform.counters.accepted
+    _, records = parts.platform.store.counts()
+    table.caption = (
+        f"stored {gw.readings_stored} readings · {gw.records_created} activity records · "
+        f"published {c.published} · acks {c.acks} · platform accepted {accepted} batches"
+        f" ({records} records) · broker {'up' if c.connected else 'down'}"
+    )
+    return table
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds and print a summary")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    meters: Annotated[int, typer.Option(min=1, max=200, help="simulated meters")] = 3,
+    interval: Annotated[
+        int, typer.Option(min=2, max=900, help="aggregation period in seconds")
+    ] = 10,
+    workdir: Annotated[
+        Path | None, typer.Option(help="where the databases and site.toml go (default: temp)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run simulated meters, an embedded broker, the platform simulator and the gateway.
+
+    Example: tanji demo --duration 30 --json
+    """
+    if duration is not None and duration <= 0:
+        err.print("--duration must be a positive number of seconds")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if 86400 % interval:
+        err.print(f"--interval {interval} must divide a day (86400 s), e.g. 5, 10, 15, 30, 60")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    _logging(verbose)
+    from gateway.demo import run_demo
+
+    wd = workdir or Path(tempfile.mkdtemp(prefix="tanji-demo-"))
+    live = Live(console=err, refresh_per_second=2) if not as_json and err.is_terminal else None
+
+    def tick(parts: object) -> None:
+        if live is not None:
+            live.update(_demo_table(parts))
+
+    if live is None and not as_json:
+        err.print(f"tanji demo: running ({duration or 'until Ctrl-C'} s); work dir {wd}")
+    try:
+        if live is not None:
+            live.start()
+        summary = asyncio.run(run_demo(wd, meters, interval, duration, tick))
+    except KeyboardInterrupt:
+        err.print("tanji demo: interrupted")
+        raise typer.Exit(EXIT_OK) from None
+    finally:
+        if live is not None:
+            live.stop()
+    if as_json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        table = Table(title="tanji demo summary", show_header=False)
+        for key, value in summary.as_dict().items():
+            table.add_row(key, str(value))
+        out.print(table)
+    if not summary.totals_match:
+        raise typer.Exit(EXIT_FINDING)
+
+
+@sim_app.command("modbus")
+def sim_modbus(
+    meters: Annotated[int, typer.Option(min=1, max=1000, help="number of meters")] = 3,
+    base_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="port of the first meter; the rest follow")
+    ] = 5020,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+) -> None:
+    """Serve simulated energy meters over Modbus TCP, one port each, until Ctrl-C.
+
+    Example: tanji sim modbus --meters 3 --base-port 5020   (then: mbpoll -a 1 -r 1 -c 2 -t 4:int
+    -p 5020 127.0.0.1)
+    """
+    if base_port + meters - 1 > 65535:
+        err.print(f"--base-port {base_port} + {meters} meters runs past port 65535")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    _logging(False)
+    from simulators.modbus_fleet import MeterFleet
+
+    async def main() -> None:
+        try:
+            fleet = MeterFleet(meters, base_port, host)
+            await fleet.start()
+        except (OSError, RuntimeError) as exc:
+            err.print(f"cannot listen on {host}:{base_port}..{base_port + meters - 1}: {exc}")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        err.print(
+            f"serving {meters} meter(s) on {host}:{base_port}..{base_port + meters - 1}"
+            " (registers: 0-1 kWh uint32 x0.01, 2-3 kW float32); Ctrl-C stops"
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await fleet.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+
+
+@sim_app.command("platform")
+def sim_platform(
+    broker: Annotated[str, typer.Option(help="broker URL")] = "mqtt://127.0.0.1:1883",
+    db: Annotated[Path, typer.Option(help="the platform's SQLite file")] = Path("platform.db"),
+    prefix: Annotated[str, typer.Option(help="topic prefix")] = "tanji/v1",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Receive activity batches, validate them, store them and ack them, until Ctrl-C.
+
+    Example: tanji sim platform --broker mqtt://127.0.0.1:1883 --db /tmp/platform.db
+    """
+    parts = urlsplit(broker)
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname or port < 1:
+        err.print(f"--broker {broker!r}: expected mqtt://HOST:PORT")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    _logging(verbose)
+    from simulators.platform import PlatformReceiver
+
+    receiver = PlatformReceiver(db, parts.hostname, port, prefix)
+    err.print(f"platform simulator: {broker}, topics {prefix}/+/+/activity, store {db}")
+    try:
+        asyncio.run(receiver.run())
+    except KeyboardInterrupt:
+        c = receiver.counters
+        err.print(f"accepted {c.accepted}, duplicates {c.duplicates}, rejected {c.rejected}")
+
+
+def main() -> None:
+    app()

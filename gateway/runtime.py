@@ -1,0 +1,223 @@
+"""The gateway process: collectors -> store -> aggregation -> outbox -> cloud sync.
+
+One asyncio TaskGroup supervises a collector task per meter (a failing one is logged and
+restarted, never taking the others down), the batched store writer, the aggregator and the
+MQTT sync. All SQLite work on the gateway's connection runs on one worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+import cloud_sync
+from collectors import create_collector
+from gateway.aggregation import PeriodInput, aggregate
+from gateway.config import MeterConfig, SiteConfig
+from gateway.models import ActivityRecord, PointKind, QualityStatus, Reading
+from gateway.periods import NS, period_start_ns
+from gateway.store import Store, transaction
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class MeterStatus:
+    """Live view of one meter for status output."""
+
+    readings: int = 0
+    bad: int = 0
+    last_values: dict[str, str] = field(default_factory=dict)
+    last_reason: str | None = None
+    last_ts_ns: int | None = None
+    restarts: int = 0
+
+
+class Gateway:
+    """Runs a site configuration until cancelled; `stop()` ends it with everything flushed."""
+
+    def __init__(self, config: SiteConfig, clock: Callable[[], int] = time.time_ns) -> None:
+        self.config = config
+        self._clock = clock
+        self._tz = ZoneInfo(config.aggregation.timezone)
+        self.store = Store(config.store.path)
+        cloud_sync.create_schema(self.store.conn)
+        self.sync = cloud_sync.CloudSync(
+            config.store.path,
+            cloud_sync.Topics(config.mqtt.topic_prefix, config.enterprise.uscc, config.gateway_id),
+            cloud_sync.MqttSettings(
+                host=config.mqtt.host,
+                port=config.mqtt.port,
+                client_id=config.mqtt.client_id or f"tanji-{config.gateway_id}",
+                keepalive_s=config.mqtt.keepalive_s,
+                ack_timeout_s=config.mqtt.ack_timeout_s,
+            ),
+            clock=clock,
+        )
+        self.meter_status = {m.id: MeterStatus() for m in config.meters}
+        self.readings_stored = 0
+        self.records_created = 0
+        self._pending: list[Reading] = []
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
+        self._collector_tasks: list[asyncio.Task[None]] = []
+
+    async def _db(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn)
+
+    # --- supervision -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Collect, store, aggregate and sync until cancelled; flushes readings on the way out."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._collector_tasks = [
+                    tg.create_task(self._collect(meter), name=f"collect-{meter.id}")
+                    for meter in self.config.meters
+                ]
+                tg.create_task(self._write_loop(), name="store-writer")
+                tg.create_task(self._aggregate_loop(), name="aggregator")
+                tg.create_task(self.sync.run(), name="cloud-sync")
+        finally:
+            await asyncio.shield(self.flush())
+
+    async def _collect(self, meter: MeterConfig) -> None:
+        status = self.meter_status[meter.id]
+        while True:
+            collector = create_collector(meter.id, meter, self._clock)
+            try:
+                async for readings in collector.stream():
+                    self._pending.extend(readings)
+                    self._note(status, readings)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one collector must not stop the others
+                status.restarts += 1
+                log.exception("collector of meter %s failed; restarting in 5 s", meter.id)
+                await asyncio.sleep(5)
+
+    @staticmethod
+    def _note(status: MeterStatus, readings: list[Reading]) -> None:
+        for r in readings:
+            status.readings += 1
+            status.last_ts_ns = r.ts_ns
+            if r.quality.status is QualityStatus.BAD:
+                status.bad += 1
+                status.last_reason = r.quality.reason
+            elif r.value is not None:
+                status.last_values[r.quantity.value] = str(r.value)
+                status.last_reason = None
+
+    # --- store -------------------------------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Commit every reading collected so far (one durable transaction)."""
+        batch, self._pending = self._pending, []
+        if batch:
+            try:
+                await self._db(lambda: self.store.append_readings(batch))
+            except BaseException:
+                self._pending[:0] = batch  # keep them for the next attempt
+                raise
+            self.readings_stored += len(batch)
+        return len(batch)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.store.commit_interval_s)
+            await self.flush()
+
+    # --- aggregation -------------------------------------------------------------------------
+
+    async def _aggregate_loop(self) -> None:
+        period = self.config.aggregation.interval_s
+        while True:
+            await asyncio.sleep(min(5.0, max(0.5, period / 4)))
+            await self.aggregate_due()
+
+    async def aggregate_due(self) -> list[ActivityRecord]:
+        """Seal every period that ended more than `grace_s` ago into records and the outbox."""
+        await self.flush()
+        now = self._clock()
+        records = await self._db(lambda: self._aggregate_and_enqueue(now))
+        if records:
+            self.records_created += len(records)
+            self.sync.wake()
+        return records
+
+    def _aggregate_and_enqueue(self, now_ns: int) -> list[ActivityRecord]:
+        agg = self.config.aggregation
+        interval_ns = agg.interval_s * NS
+        horizon = now_ns - int(agg.grace_s * NS)
+        records: list[ActivityRecord] = []
+        for meter in self.config.meters:
+            gap_limit_s = agg.gap_limit_s or 3 * meter.connection.poll_interval_s
+            domain_meter = meter.meter()
+            for point in meter.points:
+                if point.kind is not PointKind.COUNTER:
+                    continue
+                start = self.store.last_period_end_ns(meter.id, point.quantity)
+                if start is None:
+                    first = self.store.first_reading_ns(meter.id, point.quantity)
+                    if first is None:
+                        continue
+                    start = period_start_ns(first, agg.interval_s, self._tz)
+                while start + interval_ns <= horizon:
+                    end = start + interval_ns
+                    records.append(
+                        aggregate(
+                            PeriodInput(
+                                uscc=self.config.enterprise.uscc,
+                                gateway_id=self.config.gateway_id,
+                                meter=domain_meter,
+                                point=point,
+                                start_ns=start,
+                                end_ns=end,
+                                previous=self.store.last_good_before(meter.id, point.quantity, start),
+                                readings=self.store.readings(meter.id, point.quantity, start, end),
+                                gap_limit_ns=int(gap_limit_s * NS),
+                                tz=self._tz,
+                            )
+                        )
+                    )
+                    start = end
+        if records:
+            with transaction(self.store.conn):
+                self.store.insert_activity(records, now_ns)
+                cloud_sync.enqueue(
+                    self.store.conn,
+                    self.config.enterprise.uscc,
+                    self.config.gateway_id,
+                    records,
+                    self.config.mqtt.batch_size,
+                    now_ns,
+                )
+        return records
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop collecting, seal what is complete and wait for the platform to ack it all.
+
+        Call while `run()` is still running (the sync must be up); True when nothing is left
+        pending in the outbox.
+        """
+        for task in self._collector_tasks:
+            task.cancel()
+        await asyncio.gather(*self._collector_tasks, return_exceptions=True)
+        await self.aggregate_due()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if (await self.sync.stats()).pending == 0:
+                return True
+            self.sync.wake()
+            await asyncio.sleep(0.2)
+        return False
+
+    async def close(self) -> None:
+        await self._db(self.store.close)
+        self._db_thread.shutdown(wait=True)

@@ -205,8 +205,11 @@ def sim_modbus(
 ) -> None:
     """Serve simulated energy meters over Modbus TCP, one port each, until Ctrl-C.
 
-    Example: tanji sim modbus --meters 3 --base-port 5020   (then: mbpoll -a 1 -r 1 -c 2 -t 4:int
-    -p 5020 127.0.0.1)
+    Example: tanji sim modbus --meters 3 --base-port 5020
+
+    Read it with any Modbus client, e.g. the kWh counter of the first meter (register 1 in
+    mbpoll's 1-based numbering, big-endian int32, x 0.01 kWh):
+    mbpoll -1 -a 1 -r 1 -c 2 -t 4:int -B -p 5020 127.0.0.1
     """
     if base_port + meters - 1 > 65535:
         err.print(f"--base-port {base_port} + {meters} meters runs past port 65535")

@@ -167,17 +167,25 @@ async def run_demo(
     interval_s: int = 10,
     duration_s: float | None = None,
     on_tick: Callable[[DemoParts], None] | None = None,
+    broker_port: int | None = None,
 ) -> DemoSummary:
-    """Run the whole chain until `duration_s` passes (or cancelled) and summarise it."""
+    """Run the whole chain until `duration_s` passes (or cancelled) and summarise it.
+
+    With `broker_port` the chain uses a broker already listening on 127.0.0.1 (the tests'
+    Mosquitto); without, it starts the embedded one.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    broker_port = free_port_range(1)
+    embedded = broker_port is None
+    if broker_port is None:
+        broker_port = free_port_range(1)
     base_port = free_port_range(meters)
     site = demo_site(workdir, meters, base_port, broker_port, interval_s)
     config = parse_site_config(site, "demo site")
     # the same configuration as a file, for `tanji check-config` and `tanji run`
     (workdir / "site.toml").write_text(tomli_w.dumps(site), encoding="utf-8")
     started = time.monotonic()
-    async with EmbeddedBroker("127.0.0.1", broker_port), MeterFleet(meters, base_port) as fleet:
+    broker = EmbeddedBroker("127.0.0.1", broker_port) if embedded else contextlib.nullcontext()
+    async with broker, MeterFleet(meters, base_port) as fleet:
         platform = PlatformReceiver(workdir / "platform.db", "127.0.0.1", broker_port)
         gateway = Gateway(config)
         parts = DemoParts(fleet, gateway, platform, config)
@@ -188,7 +196,7 @@ async def run_demo(
                 while duration_s is None or time.monotonic() - started < duration_s:
                     if on_tick:
                         on_tick(parts)
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(0.5)
             finally:
                 # seal the complete periods and let the platform ack them before stopping
                 with contextlib.suppress(Exception):

@@ -30,7 +30,8 @@ demo: $(STAMP)
 
 # Debian packages the tests need: a real Mosquitto broker (and mbpoll for the interop test).
 system-deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || \
+	    ! command -v mbpoll >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  echo "installing mosquitto and mbpoll from Debian packages"; \
 	  $$SUDO apt-get update -qq && \

@@ -31,8 +31,8 @@ app = typer.Typer(
 sim_app = typer.Typer(help="Run simulators of meters and of the platform.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT = 0, 1, 2
 

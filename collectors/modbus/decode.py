@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Literal
 
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32"]
@@ -23,6 +23,10 @@ _FORMATS: dict[str, tuple[str, int]] = {
     "uint32": (">I", 2),
     "float32": (">f", 2),
 }
+
+
+# enough significant digits for any float32 (the smallest subnormal has 105) times a scale
+_EXACT_DIGITS = 200
 
 
 class DecodeError(ValueError):
@@ -74,8 +78,9 @@ def decode(words: list[int], data_type: DataType, order: ByteOrder, scale: Decim
             raise DecodeError("nan", f"{data_type} register value is NaN")
         if math.isinf(number):
             raise DecodeError("infinite", f"{data_type} register value is {number}")
+    with localcontext() as ctx:
+        ctx.prec = _EXACT_DIGITS  # exact: no rounding of the register value times its scale
         return Decimal(number) * scale
-    return Decimal(number) * scale
 
 
 def encode(value: int | float, data_type: DataType, order: ByteOrder) -> list[int]:

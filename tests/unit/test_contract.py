@@ -1,0 +1,68 @@
+"""Platform contract v1: content-derived batch ids, schema validation, duplicates, rejections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cloud_sync import Ack, AckStatus, ContractError, build_batch, parse_batch
+from simulators.platform import PlatformStore
+from tests.unit.test_aggregation import reading, run
+
+USCC = "91350100M000100Y43"
+
+
+def records():
+    rs = [reading(-0.5, "1.00"), reading(1, "1.50"), reading(3, "2.25")]
+    return [run(rs, 0, 2), run(rs, 2, 4)]
+
+
+def test_batch_id_depends_on_content_only():
+    a = build_batch(USCC, "gw", records())
+    b = build_batch(USCC, "gw", records())
+    assert a["batch_id"] == b["batch_id"]
+    assert build_batch(USCC, "gw", records()[:1])["batch_id"] != a["batch_id"]
+
+
+def test_platform_accepts_then_recognises_duplicate(tmp_path: Path):
+    store = PlatformStore(tmp_path / "p.db")
+    payload = json.dumps(build_batch(USCC, "gw", records())).encode()
+    topic = f"tanji/v1/{USCC}/gw/activity"
+    assert store.receive(topic, payload).status is AckStatus.ACCEPTED
+    assert store.receive(topic, payload).status is AckStatus.DUPLICATE
+    assert store.counts() == (1, 2)
+
+
+def test_tampered_record_is_rejected_with_reason(tmp_path: Path):
+    store = PlatformStore(tmp_path / "p.db")
+    batch = build_batch(USCC, "gw", records())
+    batch["records"][0]["quantity"] = "999.99"
+    ack = store.receive(f"tanji/v1/{USCC}/gw/activity", json.dumps(batch).encode())
+    assert ack.status is AckStatus.REJECTED
+    assert "batch_id does not match the content" in ack.reason
+    assert store.counts() == (0, 0)
+
+
+def test_schema_violation_names_the_field(tmp_path: Path):
+    batch = build_batch(USCC, "gw", records())
+    batch["records"][1]["coverage"] = 2
+    with pytest.raises(ContractError, match=r"records/1/coverage"):
+        parse_batch(json.dumps(batch).encode())
+
+
+def test_garbage_is_rejected_not_crashing(tmp_path: Path):
+    store = PlatformStore(tmp_path / "p.db")
+    assert store.receive("tanji/v1/x/y/activity", b"\xff\x00not json") is None
+    ack = store.receive("tanji/v1/x/y/activity", b'{"batch_id": "abc"}')
+    assert ack.status is AckStatus.REJECTED
+
+
+def test_ack_round_trip_and_malformed_acks():
+    ack = Ack("a" * 64, AckStatus.REJECTED, "bad")
+    assert Ack.from_json(ack.to_json()) == ack
+    with pytest.raises(ContractError):
+        Ack.from_json(b'{"schema": "tanji.ack/1", "batch_id": "x", "status": "maybe"}')
+    with pytest.raises(ContractError):
+        Ack.from_json(b'{"schema": "tanji.ack/1", "batch_id": "x", "status": "rejected"}')

@@ -9,6 +9,7 @@ content-derived batch id as a duplicate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -16,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -115,7 +117,9 @@ class CloudSync:
                 self._note_error(str(group.exceptions[0]))
             self.counters.connected = False
             delay = backoff * random.uniform(0.8, 1.2)
-            log.warning("broker unreachable (%s); retrying in %.1f s", self.counters.last_error, delay)
+            log.warning(
+                "broker unreachable (%s); retrying in %.1f s", self.counters.last_error, delay
+            )
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, 30.0)
 
@@ -131,13 +135,11 @@ class CloudSync:
             for batch in due:
                 await client.publish(self.topics.activity, batch.payload, qos=1)
                 # the broker has it (PUBACK); it stays pending until the platform's ack
-                await self._db(lambda b=batch: self._outbox.mark_sent(b.batch_id, self._clock()))
+                await self._db(partial(self._outbox.mark_sent, batch.batch_id, self._clock()))
                 self.counters.published += 1
             if len(due) == 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._work.wait(), timeout=1.0)
-                except TimeoutError:
-                    pass
 
     async def _receive_acks(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -150,7 +152,7 @@ class CloudSync:
                 self.counters.bad_acks += 1
                 log.warning("ignored malformed ack on %s: %s", message.topic, exc)
                 continue
-            settled = await self._db(lambda a=ack: self._outbox.apply_ack(a, self._clock()))
+            settled = await self._db(partial(self._outbox.apply_ack, ack, self._clock()))
             self.counters.acks += 1
             if ack.status.value == "duplicate":
                 self.counters.duplicates += 1

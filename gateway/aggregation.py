@@ -10,6 +10,7 @@ with nothing lost or counted twice.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -68,8 +69,9 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
 
     total = Decimal(0)
     covered_ns = 0
-    for a, b in zip(chain, chain[1:], strict=False):
-        assert a.value is not None and b.value is not None
+    for a, b in itertools.pairwise(chain):
+        if a.value is None or b.value is None:  # good readings always carry a value
+            raise ValueError("good reading without a value")
         step = b.value - a.value
         if step < 0:
             if modulus is not None and a.value > modulus / 2 and b.value < modulus / 2:

@@ -7,6 +7,7 @@ Never shows a traceback for bad input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -233,10 +234,8 @@ def sim_modbus(
         finally:
             await fleet.stop()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
 
 
 @sim_app.command("platform")

@@ -64,8 +64,9 @@ def _meter_models() -> tuple[type[MeterFields], ...]:
     from pydantic import create_model
 
     return tuple(
-        create_model(  # type: ignore[call-overload]
-            f"{ct.device_model.__name__}Meter", __base__=(MeterFields, ct.device_model)
+        create_model(
+            f"{ct.device_model.__name__}Meter",
+            __base__=(MeterFields, ct.device_model),  # type: ignore[arg-type]
         )
         for ct in collector_types().values()
     )

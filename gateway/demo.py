@@ -115,6 +115,17 @@ def demo_site(
     }
 
 
+def prepare_site(
+    workdir: Path, meters: int, base_port: int, broker_port: int, interval_s: int
+) -> SiteConfig:
+    """Validate the demo site and write it as site.toml (for check-config and `tanji run`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    site = demo_site(workdir, meters, base_port, broker_port, interval_s)
+    config = parse_site_config(site, "demo site")
+    (workdir / "site.toml").write_text(tomli_w.dumps(site), encoding="utf-8")
+    return config
+
+
 @dataclass
 class DemoSummary:
     meters: int
@@ -153,7 +164,8 @@ def _simulator_total(parts: DemoParts) -> Decimal:
         start, end = record["start"], record["end"]
         if record["point_quantity"] != "active_energy_import" or not start or not end:
             continue
-        assert isinstance(start, dict) and isinstance(end, dict)
+        assert isinstance(start, dict)
+        assert isinstance(end, dict)
         meter = by_id[str(record["meter_id"])]
         total += meter.counter_kwh_at(int(end["ts_ns"]) / 1e9) - meter.counter_kwh_at(
             int(start["ts_ns"]) / 1e9
@@ -174,15 +186,11 @@ async def run_demo(
     With `broker_port` the chain uses a broker already listening on 127.0.0.1 (the tests'
     Mosquitto); without, it starts the embedded one.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
     embedded = broker_port is None
     if broker_port is None:
         broker_port = free_port_range(1)
     base_port = free_port_range(meters)
-    site = demo_site(workdir, meters, base_port, broker_port, interval_s)
-    config = parse_site_config(site, "demo site")
-    # the same configuration as a file, for `tanji check-config` and `tanji run`
-    (workdir / "site.toml").write_text(tomli_w.dumps(site), encoding="utf-8")
+    config = prepare_site(workdir, meters, base_port, broker_port, interval_s)
     started = time.monotonic()
     broker = EmbeddedBroker("127.0.0.1", broker_port) if embedded else contextlib.nullcontext()
     async with broker, MeterFleet(meters, base_port) as fleet:
@@ -230,4 +238,3 @@ async def run_demo(
             totals_match=abs(diff) <= tolerance,
             workdir=str(workdir),
         )
-

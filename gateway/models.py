@@ -22,15 +22,15 @@ from pydantic import (
 )
 
 
-def IntRange(lo: int, hi: int) -> Any:
-    """An int constrained to lo..hi whose error says exactly that: 'must be 0..65535 (got 70000)'."""
+def in_range(lo: int, hi: int) -> AfterValidator:
+    """`Annotated[int, in_range(0, 65535)]`: the error says 'must be 0..65535 (got 70000)'."""
 
     def check(v: int) -> int:
         if not lo <= v <= hi:
             raise ValueError(f"must be {lo}..{hi} (got {v})")
         return v
 
-    return Annotated[int, AfterValidator(check)]
+    return AfterValidator(check)
 
 
 class Frozen(BaseModel):

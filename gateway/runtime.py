@@ -179,7 +179,9 @@ class Gateway:
                                 point=point,
                                 start_ns=start,
                                 end_ns=end,
-                                previous=self.store.last_good_before(meter.id, point.quantity, start),
+                                previous=self.store.last_good_before(
+                                    meter.id, point.quantity, start
+                                ),
                                 readings=self.store.readings(meter.id, point.quantity, start, end),
                                 gap_limit_ns=int(gap_limit_s * NS),
                                 tz=self._tz,

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from gateway.models import (
     ActivityRecord,
@@ -76,18 +77,18 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-def _reading_from_row(row: sqlite3.Row | tuple[object, ...]) -> Reading:
+def _reading_from_row(row: tuple[Any, ...]) -> Reading:
     meter_id, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason = row
     return Reading(
         meter_id=str(meter_id),
         quantity=Quantity(quantity),
         kind=PointKind(kind),
         unit=str(unit),
-        ts_ns=int(ts_ns),  # type: ignore[call-overload]
-        source_ts_ns=int(source_ts_ns) if source_ts_ns is not None else None,  # type: ignore[call-overload]
-        raw=bytes(raw),  # type: ignore[call-overload]
+        ts_ns=int(ts_ns),
+        source_ts_ns=int(source_ts_ns) if source_ts_ns is not None else None,
+        raw=bytes(raw),
         value=Decimal(str(value)) if value is not None else None,
-        quality=Quality(status=QualityStatus(quality), reason=reason),  # type: ignore[arg-type]
+        quality=Quality(status=QualityStatus(quality), reason=reason),
     )
 
 

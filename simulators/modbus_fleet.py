@@ -73,7 +73,9 @@ class SimMeter:
         base = 0.55 * self.rated_kw
 
         def antiderivative_kws(x: float) -> float:
-            day = -0.3 * base * DAY_S / (2 * math.pi) * math.cos(2 * math.pi * (x - 6 * 3600) / DAY_S)
+            day = (
+                -0.3 * base * DAY_S / (2 * math.pi) * math.cos(2 * math.pi * (x - 6 * 3600) / DAY_S)
+            )
             w = 2 * math.pi / self.ripple_period_s
             ripple = -0.15 * base / w * math.cos(w * x)
             return base * x + day + ripple
@@ -156,7 +158,7 @@ class MeterFleet:
 
     async def stop(self) -> None:
         for server in self._servers:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]
         self._servers.clear()
 
     async def __aenter__(self) -> MeterFleet:

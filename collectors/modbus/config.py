@@ -6,26 +6,28 @@ Validated by pydantic when the site configuration is loaded; knows nothing of I/
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from collectors.modbus.decode import ByteOrder, DataType, register_count
-from gateway.models import ConnectionSpec, DeviceSpec, IntRange, PointKind, PointSpec
+from gateway.models import ConnectionSpec, DeviceSpec, PointKind, PointSpec, in_range
 
 _UNSIGNED_BITS = {"uint16": 16, "uint32": 32}
 
 
 class ModbusTcpConnection(ConnectionSpec):
     host: str = Field(min_length=1)
-    port: IntRange(1, 65535) = 502
-    unit_id: IntRange(0, 255) = 1
+    port: Annotated[int, in_range(1, 65535)] = 502
+    unit_id: Annotated[int, in_range(0, 255)] = 1
     backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
     backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
 
 
 class ModbusPoint(PointSpec):
-    address: IntRange(0, 65535) = Field(description="register address, 0-based on the wire")
+    address: Annotated[int, in_range(0, 65535)] = Field(
+        description="register address, 0-based on the wire"
+    )
     function_code: Literal[3, 4] = 3
     data_type: DataType
     word_order: ByteOrder = "ABCD"
@@ -38,10 +40,9 @@ class ModbusPoint(PointSpec):
             raise ValueError(f"{self.data_type} at address {self.address} runs past register 65535")
         if self.scale == 0:
             raise ValueError("scale must not be 0")
-        if self.kind is PointKind.COUNTER and self.data_type not in _UNSIGNED_BITS:
-            # signed and float counters exist on real meters, but rollover is then undefined
-            if self.data_type != "float32":
-                raise ValueError(f"a counter must be unsigned or float32, not {self.data_type}")
+        # float counters exist on real meters (no defined rollover); signed ones make no sense
+        if self.kind is PointKind.COUNTER and self.data_type not in (*_UNSIGNED_BITS, "float32"):
+            raise ValueError(f"a counter must be unsigned or float32, not {self.data_type}")
         return self
 
     @property

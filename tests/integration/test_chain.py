@@ -57,16 +57,32 @@ async def test_broker_restart_loses_nothing_and_duplicates_nothing(
 def test_tanji_demo_command_prints_json_summary(tmp_path: Path):
     """`tanji demo --duration S --json` as a user runs it, with the embedded broker."""
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--duration", "9", "--interval", "2",
-         "--json", "--workdir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "demo",
+            "--duration",
+            "9",
+            "--interval",
+            "2",
+            "--json",
+            "--workdir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=90,
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    for key in ("meters", "readings_stored", "batches_acked", "platform_kwh_total",
-                "simulator_kwh_total"):
+    for key in (
+        "meters",
+        "readings_stored",
+        "batches_acked",
+        "platform_kwh_total",
+        "simulator_kwh_total",
+    ):
         assert key in summary
     assert summary["batches_acked"] >= 1
     assert summary["totals_match"] is True

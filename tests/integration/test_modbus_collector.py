@@ -18,15 +18,38 @@ from simulators.modbus_fleet import Fault, MeterFleet
 def device(port: int) -> ModbusTcpDevice:
     return ModbusTcpDevice.model_validate(
         {
-            "connection": {"host": "127.0.0.1", "port": port, "timeout_s": 0.3,
-                           "poll_interval_s": 0.2, "backoff_initial_s": 0.1},
+            "connection": {
+                "host": "127.0.0.1",
+                "port": port,
+                "timeout_s": 0.3,
+                "poll_interval_s": 0.2,
+                "backoff_initial_s": 0.1,
+            },
             "points": [
-                {"quantity": "active_energy_import", "kind": "counter", "unit": "kWh",
-                 "address": 0, "data_type": "uint32", "scale": "0.01"},
-                {"quantity": "active_power", "kind": "gauge", "unit": "kW",
-                 "address": 2, "data_type": "float32"},
-                {"quantity": "active_energy_export", "kind": "counter", "unit": "kWh",
-                 "address": 6, "data_type": "uint32", "word_order": "CDAB", "scale": "0.01"},
+                {
+                    "quantity": "active_energy_import",
+                    "kind": "counter",
+                    "unit": "kWh",
+                    "address": 0,
+                    "data_type": "uint32",
+                    "scale": "0.01",
+                },
+                {
+                    "quantity": "active_power",
+                    "kind": "gauge",
+                    "unit": "kW",
+                    "address": 2,
+                    "data_type": "float32",
+                },
+                {
+                    "quantity": "active_energy_export",
+                    "kind": "counter",
+                    "unit": "kWh",
+                    "address": 6,
+                    "data_type": "uint32",
+                    "word_order": "CDAB",
+                    "scale": "0.01",
+                },
             ],
         }
     )
@@ -51,7 +74,10 @@ async def test_reads_decode_and_keep_raw_words():
 async def test_faulty_meter_gives_bad_readings_and_others_are_unaffected():
     base = free_port_range(2)
     async with MeterFleet(2, base) as fleet:
-        faulty, healthy = create_collector("M1", device(base)), create_collector("M2", device(base + 1))
+        faulty, healthy = (
+            create_collector("M1", device(base)),
+            create_collector("M2", device(base + 1)),
+        )
         fleet.meters[0].fault = Fault.BUSY
         busy = await faulty.poll_once()  # type: ignore[attr-defined]
         assert {r.quality.reason for r in busy} == {"modbus-exception-device-busy"}
@@ -84,9 +110,22 @@ async def test_mbpoll_reads_a_simulated_meter():
     base = free_port_range(1)
     async with MeterFleet(1, base) as fleet:
         proc = await asyncio.create_subprocess_exec(
-            "mbpoll", "-1", "-a", "1", "-r", "1", "-c", "2", "-t", "4:int", "-B",
-            "-p", str(base), "127.0.0.1",
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            "mbpoll",
+            "-1",
+            "-a",
+            "1",
+            "-r",
+            "1",
+            "-c",
+            "2",
+            "-t",
+            "4:int",
+            "-B",
+            "-p",
+            str(base),
+            "127.0.0.1",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         stdout, _ = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -37,7 +38,11 @@ CAL = CalibrationRecord(
     certificate_no="C-1", lab="lab", calibration_date=date(2026, 1, 1), due_date=date(2026, 12, 31)
 )
 METER = Meter(
-    id="M1", serial="S", model="m", carrier=Carrier.ELECTRICITY, accuracy_class="1",
+    id="M1",
+    serial="S",
+    model="m",
+    carrier=Carrier.ELECTRICITY,
+    accuracy_class="1",
     calibrations=(CAL,),
 )
 
@@ -76,7 +81,9 @@ def run(readings: list[Reading], start_s: float, end_s: float, meter: Meter = ME
 
 
 def test_delta_is_exact_and_bracketed_by_readings():
-    rs = [reading(t, v) for t, v in [(-0.5, "100.00"), (1, "100.10"), (2, "100.25"), (9.5, "101.01")]]
+    rs = [
+        reading(t, v) for t, v in [(-0.5, "100.00"), (1, "100.10"), (2, "100.25"), (9.5, "101.01")]
+    ]
     # gap between 2 and 9.5 exceeds the 3 s limit
     rec = run(rs, 0, 10)
     assert rec.quantity == Decimal("1.01")
@@ -112,7 +119,9 @@ def test_bad_readings_are_flagged_and_skipped():
 
 def test_expired_calibration_is_flagged():
     old = CalibrationRecord(
-        certificate_no="OLD", lab="lab", calibration_date=date(2024, 1, 1),
+        certificate_no="OLD",
+        lab="lab",
+        calibration_date=date(2024, 1, 1),
         due_date=date(2025, 1, 1),
     )
     meter = METER.model_copy(update={"calibrations": (old,)})
@@ -155,5 +164,5 @@ def test_sum_over_periods_equals_counter_advance(steps, cuts):
         value += step
         rs.append(reading(i + 0.25, str(Decimal(value) / 100)))
     bounds = sorted({0, *[c for c in cuts if c < len(steps)], len(steps) + 1})
-    total = sum(run(rs, a, b).quantity for a, b in zip(bounds, bounds[1:], strict=False))
+    total = sum(run(rs, a, b).quantity for a, b in itertools.pairwise(bounds))
     assert total == Decimal(value) / 100

@@ -47,30 +47,82 @@ def set_path(data: dict, path: list, value) -> dict:
 DELETE = object()
 
 CASES = [
-    (["meters", 0, "points", 0, "address"], 70000, "meters[0].points[0].address: must be 0..65535 (got 70000)"),
-    (["meters", 0, "points", 0, "address"], -1, "meters[0].points[0].address: must be 0..65535 (got -1)"),
+    (
+        ["meters", 0, "points", 0, "address"],
+        70000,
+        "meters[0].points[0].address: must be 0..65535 (got 70000)",
+    ),
+    (
+        ["meters", 0, "points", 0, "address"],
+        -1,
+        "meters[0].points[0].address: must be 0..65535 (got -1)",
+    ),
     (["meters", 0, "connection", "port"], 0, "meters[0].connection.port: must be 1..65535 (got 0)"),
-    (["meters", 0, "connection", "unit_id"], 300, "meters[0].connection.unit_id: must be 0..255 (got 300)"),
-    (["meters", 0, "points", 0, "data_type"], "uint128", "meters[0].points[0].data_type: input should be"),
-    (["meters", 0, "points", 0, "word_order"], "ABDC", "meters[0].points[0].word_order: input should be 'ABCD', 'CDAB', 'BADC' or 'DCBA'"),
-    (["meters", 0, "points", 0, "function_code"], 6, "meters[0].points[0].function_code: input should be 3 or 4"),
-    (["meters", 0, "points", 0, "kind"], "meter", "meters[0].points[0].kind: input should be 'counter' or 'gauge'"),
-    (["meters", 0, "points", 0, "unit"], "Wh", "meters[0].points[0]: unit 'Wh' does not match active_energy_import"),
-    (["meters", 0, "points", 0, "quantity"], "energy", "meters[0].points[0].quantity: input should be"),
+    (
+        ["meters", 0, "connection", "unit_id"],
+        300,
+        "meters[0].connection.unit_id: must be 0..255 (got 300)",
+    ),
+    (
+        ["meters", 0, "points", 0, "data_type"],
+        "uint128",
+        "meters[0].points[0].data_type: input should be",
+    ),
+    (
+        ["meters", 0, "points", 0, "word_order"],
+        "ABDC",
+        "meters[0].points[0].word_order: input should be 'ABCD', 'CDAB', 'BADC' or 'DCBA'",
+    ),
+    (
+        ["meters", 0, "points", 0, "function_code"],
+        6,
+        "meters[0].points[0].function_code: input should be 3 or 4",
+    ),
+    (
+        ["meters", 0, "points", 0, "kind"],
+        "meter",
+        "meters[0].points[0].kind: input should be 'counter' or 'gauge'",
+    ),
+    (
+        ["meters", 0, "points", 0, "unit"],
+        "Wh",
+        "meters[0].points[0]: unit 'Wh' does not match active_energy_import",
+    ),
+    (
+        ["meters", 0, "points", 0, "quantity"],
+        "energy",
+        "meters[0].points[0].quantity: input should be",
+    ),
     (["meters", 0, "points", 0, "scale"], 0, "meters[0].points[0]: scale must not be 0"),
     (["meters", 0, "points", 0, "adress"], 5, "meters[0].points[0].adress: is not a known field"),
     (["meters", 0, "points", 0, "address"], DELETE, "meters[0].points[0].address: is required"),
     (["meters", 0, "serial"], DELETE, "meters[0].serial: is required"),
     (["meters", 0, "carrier"], "coal", "meters[0].carrier: input should be"),
-    (["meters", 0, "protocol"], "bacnet", "meters[0].protocol: must be one of: modbus_tcp (got 'bacnet')"),
+    (
+        ["meters", 0, "protocol"],
+        "bacnet",
+        "meters[0].protocol: must be one of: modbus_tcp (got 'bacnet')",
+    ),
     (["meters", 0, "calibration", "due_date"], "2027-13-01", "meters[0].calibration.due_date:"),
-    (["enterprise", "uscc"], "91350100M000100Y44", "enterprise.uscc: check character is '4', GB 32100 requires '3'"),
+    (
+        ["enterprise", "uscc"],
+        "91350100M000100Y44",
+        "enterprise.uscc: check character is '4', GB 32100 requires '3'",
+    ),
     (["gateway_id"], "gw 1", "gateway_id: String should match pattern"),
     (["aggregation", "interval_s"], 7, "aggregation.interval_s: must divide a day"),
-    (["aggregation", "timezone"], "Mars/Olympus", "aggregation.timezone: unknown time zone 'Mars/Olympus'"),
+    (
+        ["aggregation", "timezone"],
+        "Mars/Olympus",
+        "aggregation.timezone: unknown time zone 'Mars/Olympus'",
+    ),
     (["mqtt", "broker_url"], "http://x:1883", "mqtt.broker_url: scheme must be mqtt://"),
     (["mqtt", "broker_url"], "mqtt://127.0.0.1:99999", "mqtt.broker_url: port must be 1..65535"),
-    (["mqtt", "topic_prefix"], "tanji/#", "mqtt.topic_prefix: must be non-empty, without wildcards"),
+    (
+        ["mqtt", "topic_prefix"],
+        "tanji/#",
+        "mqtt.topic_prefix: must be non-empty, without wildcards",
+    ),
 ]
 
 
@@ -82,7 +134,9 @@ def test_each_error_names_its_field(path, value, expected):
 
 def test_counter_must_be_unsigned_or_float():
     data = set_path(example(), ["meters", 0, "points", 0, "data_type"], "int32")
-    assert problems(data) == ["meters[0].points[0]: a counter must be unsigned or float32, not int32"]
+    assert problems(data) == [
+        "meters[0].points[0]: a counter must be unsigned or float32, not int32"
+    ]
 
 
 def test_duplicate_meter_ids():
@@ -115,8 +169,10 @@ def test_bad_toml_and_missing_file(tmp_path: Path):
 
 
 def test_check_config_command_lists_errors_and_exits_2(tmp_path: Path):
-    text = EXAMPLE.read_text().replace("address = 0 ", "address = 70000 ").replace(
-        'uscc = "91350100M000100Y43"', 'uscc = "91350100M000100Y44"'
+    text = (
+        EXAMPLE.read_text()
+        .replace("address = 0 ", "address = 70000 ")
+        .replace('uscc = "91350100M000100Y43"', 'uscc = "91350100M000100Y44"')
     )
     site = tmp_path / "site.toml"
     site.write_text(text)

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
@@ -22,6 +23,9 @@ from rich.live import Live
 from rich.table import Table
 
 from gateway.config import ConfigError, load_site_config
+
+if TYPE_CHECKING:
+    from gateway.demo import DemoSummary
 
 app = typer.Typer(
     help="tanji: edge metering gateway for product carbon-label certification.",
@@ -46,6 +50,15 @@ def _logging(verbose: bool) -> None:
     )
     for noisy in ("pymodbus", "amqtt", "transitions", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM (systemd stop), so shutdowns are orderly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def _print_config_error(exc: ConfigError) -> None:
@@ -93,17 +106,18 @@ def run(
     from gateway.runtime import Gateway
 
     async def main() -> None:
+        stop = _stop_on_signals()
         gateway = Gateway(site)
-        try:
-            await gateway.run()
-        finally:
-            await gateway.close()
+        task = asyncio.create_task(gateway.run())
+        await stop.wait()
+        task.cancel()  # run() commits the readings collected so far on its way out
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await gateway.close()
 
     err.print(f"tanji: gateway {site.gateway_id} running; store {site.store.path}; Ctrl-C stops")
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        err.print("tanji: stopped; collected readings were committed")
+    asyncio.run(main())
+    err.print("tanji: stopped; collected readings were committed")
 
 
 def _demo_table(parts: object) -> Table:
@@ -175,13 +189,15 @@ def demo(
 
     if live is None and not as_json:
         err.print(f"tanji demo: running ({duration or 'until Ctrl-C'} s); work dir {wd}")
+
+    async def main() -> DemoSummary:
+        stop = _stop_on_signals()
+        return await run_demo(wd, meters, interval, duration, tick, stop=stop)
+
     try:
         if live is not None:
             live.start()
-        summary = asyncio.run(run_demo(wd, meters, interval, duration, tick))
-    except KeyboardInterrupt:
-        err.print("tanji demo: interrupted")
-        raise typer.Exit(EXIT_OK) from None
+        summary = asyncio.run(main())
     finally:
         if live is not None:
             live.stop()

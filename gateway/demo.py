@@ -180,12 +180,15 @@ async def run_demo(
     duration_s: float | None = None,
     on_tick: Callable[[DemoParts], None] | None = None,
     broker_port: int | None = None,
+    stop: asyncio.Event | None = None,
 ) -> DemoSummary:
     """Run the whole chain until `duration_s` passes (or cancelled) and summarise it.
 
     With `broker_port` the chain uses a broker already listening on 127.0.0.1 (the tests'
-    Mosquitto); without, it starts the embedded one.
+    Mosquitto); without, it starts the embedded one. Setting `stop` ends the run early,
+    with the same orderly drain and summary.
     """
+    stop = stop or asyncio.Event()
     embedded = broker_port is None
     if broker_port is None:
         broker_port = free_port_range(1)
@@ -201,10 +204,13 @@ async def run_demo(
             platform_task = tg.create_task(platform.run())
             gateway_task = tg.create_task(gateway.run())
             try:
-                while duration_s is None or time.monotonic() - started < duration_s:
+                while not stop.is_set() and (
+                    duration_s is None or time.monotonic() - started < duration_s
+                ):
                     if on_tick:
                         on_tick(parts)
-                    await asyncio.sleep(0.5)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.5)
             finally:
                 # seal the complete periods and let the platform ack them before stopping
                 with contextlib.suppress(Exception):

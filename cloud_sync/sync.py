@@ -16,7 +16,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -52,7 +52,7 @@ class SyncCounters:
     rejected: int = 0
     bad_acks: int = 0
     last_error: str | None = None
-    errors: dict[str, int] = field(default_factory=dict)
+    disconnects: int = 0
 
 
 class CloudSync:
@@ -125,7 +125,7 @@ class CloudSync:
 
     def _note_error(self, text: str) -> None:
         self.counters.last_error = text
-        self.counters.errors[text] = self.counters.errors.get(text, 0) + 1
+        self.counters.disconnects += 1
 
     async def _publish_due(self, client: aiomqtt.Client) -> None:
         resend_ns = int(self.settings.ack_timeout_s * 1e9)

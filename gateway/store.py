@@ -160,16 +160,6 @@ class Store:
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
-    def reading_count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
-
-    def reading_counts_by_meter(self) -> dict[str, tuple[int, int]]:
-        """meter_id -> (readings, bad readings)."""
-        rows = self.conn.execute(
-            "SELECT meter_id, COUNT(*), SUM(quality='bad') FROM readings GROUP BY meter_id"
-        ).fetchall()
-        return {str(m): (int(n), int(b or 0)) for m, n, b in rows}
-
     # --- activity records --------------------------------------------------------------------
 
     def last_period_end_ns(self, meter_id: str, quantity: Quantity) -> int | None:
@@ -198,12 +188,3 @@ class Store:
                 for r in records
             ],
         )
-
-    def activity_records(self, meter_id: str | None = None) -> list[ActivityRecord]:
-        sql = "SELECT record_json FROM activity_records"
-        args: tuple[str, ...] = ()
-        if meter_id is not None:
-            sql += " WHERE meter_id=?"
-            args = (meter_id,)
-        rows = self.conn.execute(sql + " ORDER BY period_start_ns, meter_id", args).fetchall()
-        return [ActivityRecord.model_validate_json(r[0]) for r in rows]

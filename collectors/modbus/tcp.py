@@ -11,6 +11,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
@@ -165,6 +166,14 @@ class ModbusTcpCollector:
             value = decode(words, point.data_type, point.word_order, point.scale)
         except DecodeError as exc:
             return self._bad(point, exc.reason, raw)
+        return self._reading(point, raw, value, Quality.good())
+
+    def _bad(self, point: ModbusPoint, reason: str, raw: bytes) -> Reading:
+        return self._reading(point, raw, None, Quality.bad(reason))
+
+    def _reading(
+        self, point: ModbusPoint, raw: bytes, value: Decimal | None, quality: Quality
+    ) -> Reading:
         return Reading(
             meter_id=self.meter_id,
             quantity=point.quantity,
@@ -173,19 +182,7 @@ class ModbusTcpCollector:
             ts_ns=self._clock(),
             raw=raw,
             value=value,
-            quality=Quality.good(),
-        )
-
-    def _bad(self, point: ModbusPoint, reason: str, raw: bytes) -> Reading:
-        return Reading(
-            meter_id=self.meter_id,
-            quantity=point.quantity,
-            kind=point.kind,
-            unit=point.unit,
-            ts_ns=self._clock(),
-            raw=raw,
-            value=None,
-            quality=Quality.bad(reason),
+            quality=quality,
         )
 
     def _fail(self) -> None:

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import aiomqtt
 
-from cloud_sync.contract import Ack, ContractError, Topics
+from cloud_sync.contract import Ack, AckStatus, ContractError, Topics
 from cloud_sync.outbox import Outbox, OutboxStats
 
 log = logging.getLogger(__name__)
@@ -154,9 +154,9 @@ class CloudSync:
                 continue
             settled = await self._db(partial(self._outbox.apply_ack, ack, self._clock()))
             self.counters.acks += 1
-            if ack.status.value == "duplicate":
+            if ack.status is AckStatus.DUPLICATE:
                 self.counters.duplicates += 1
-            elif ack.status.value == "rejected":
+            elif ack.status is AckStatus.REJECTED:
                 self.counters.rejected += 1
                 log.error("platform rejected batch %s: %s", ack.batch_id, ack.reason)
             if not settled:

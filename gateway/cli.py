@@ -25,7 +25,7 @@ from rich.table import Table
 from gateway.config import ConfigError, load_site_config
 
 if TYPE_CHECKING:
-    from gateway.demo import DemoSummary
+    from gateway.demo import DemoParts, DemoSummary
 
 app = typer.Typer(
     help="tanji: edge metering gateway for product carbon-label certification.",
@@ -120,10 +120,7 @@ def run(
     err.print("tanji: stopped; collected readings were committed")
 
 
-def _demo_table(parts: object) -> Table:
-    from gateway.demo import DemoParts
-
-    assert isinstance(parts, DemoParts)
+def _demo_table(parts: DemoParts) -> Table:
     gw = parts.gateway
     table = Table(title="tanji demo — simulated meters → gateway → MQTT → platform")
     for col in ("meter", "port", "energy kWh", "power kW", "readings", "bad", "status"):
@@ -183,7 +180,7 @@ def demo(
     wd = workdir or Path(tempfile.mkdtemp(prefix="tanji-demo-"))
     live = Live(console=err, refresh_per_second=2) if not as_json and err.is_terminal else None
 
-    def tick(parts: object) -> None:
+    def tick(parts: DemoParts) -> None:
         if live is not None:
             live.update(_demo_table(parts))
 

@@ -55,6 +55,11 @@ def free_port_range(count: int, host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no {count} consecutive free ports on {host}")
 
 
+def demo_meter_id(index: int) -> str:
+    """Site meter id of the fleet's meter `index`."""
+    return f"M{index + 1}"
+
+
 def demo_site(
     workdir: Path, meters: int, base_port: int, broker_port: int, interval_s: int
 ) -> dict[str, Any]:
@@ -66,7 +71,7 @@ def demo_site(
         cal_date = today - timedelta(days=500 if expired else 120)
         site_meters.append(
             {
-                "id": f"M{i + 1}",
+                "id": demo_meter_id(i),
                 "serial": f"SIM-{i + 1:05d}",
                 "model": "tanji simulated meter (not a real product)",
                 "carrier": "electricity",
@@ -158,7 +163,7 @@ class DemoParts:
 
 def _simulator_total(parts: DemoParts) -> Decimal:
     """The meters' own counter advance over the exact readings the platform's records span."""
-    by_id = {f"M{m.index + 1}": m for m in parts.fleet.meters}
+    by_id = {demo_meter_id(m.index): m for m in parts.fleet.meters}
     total = Decimal(0)
     for record in parts.platform.store.records():
         start, end = record["start"], record["end"]

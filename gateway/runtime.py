@@ -41,7 +41,8 @@ class MeterStatus:
 
 
 class Gateway:
-    """Runs a site configuration until cancelled; `stop()` ends it with everything flushed."""
+    """Runs a site configuration until its `run()` task is cancelled (readings are flushed on
+    the way out); `drain()` first seals complete periods and waits for the platform's acks."""
 
     def __init__(self, config: SiteConfig, clock: Callable[[], int] = time.time_ns) -> None:
         self.config = config

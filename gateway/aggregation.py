@@ -45,15 +45,13 @@ class PeriodInput:
     tz: ZoneInfo
 
 
-def record_id(
-    uscc: str, gateway_id: str, meter_id: str, quantity: str, start: str, rev: int
-) -> str:
+def record_id(uscc: str, gateway_id: str, meter_id: str, point: str, start: str, rev: int) -> str:
     """Identity of a record (same period and revision -> same id), derived from its key."""
     key = {
         "uscc": uscc,
         "gateway_id": gateway_id,
         "meter_id": meter_id,
-        "quantity": quantity,
+        "point": point,
         "period_start": start,
         "revision": rev,
     }
@@ -107,13 +105,14 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
 
     return ActivityRecord(
         record_id=record_id(
-            p.uscc, p.gateway_id, p.meter.id, p.point.quantity.value, period_start.isoformat(), 0
+            p.uscc, p.gateway_id, p.meter.id, p.point.name, period_start.isoformat(), 0
         ),
         uscc=p.uscc,
         gateway_id=p.gateway_id,
         meter_id=p.meter.id,
         line=p.meter.line,
         carrier=p.meter.carrier,
+        point=p.point.name,
         point_quantity=p.point.quantity,
         period_start=period_start,
         period_end=period_end,

@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.table import Table
 
 from gateway.config import ConfigError, load_site_config
+from gateway.store import StoreError
 
 if TYPE_CHECKING:
     from gateway.demo import DemoParts, DemoSummary
@@ -116,7 +117,11 @@ def run(
         await gateway.close()
 
     err.print(f"tanji: gateway {site.gateway_id} running; store {site.store.path}; Ctrl-C stops")
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except StoreError as exc:
+        err.print(f"[bold red]tanji:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     err.print("tanji: stopped; collected readings were committed")
 
 

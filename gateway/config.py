@@ -166,10 +166,13 @@ class SiteConfig(Frozen):
             if m.id in seen:
                 raise ValueError(f"meter id {m.id!r} is used twice")
             seen.add(m.id)
-            quantities = [p.quantity for p in m.points]
-            dup = {q for q in quantities if quantities.count(q) > 1}
+            names = [p.name for p in m.points]
+            dup = {n for n in names if names.count(n) > 1}
             if dup:
-                raise ValueError(f"meter {m.id!r} lists {sorted(dup)[0]} more than once")
+                raise ValueError(
+                    f"meter {m.id!r} has two points named {sorted(dup)[0]!r}; give each a"
+                    " distinct `name`"
+                )
         return self
 
 

@@ -167,7 +167,7 @@ def _simulator_total(parts: DemoParts) -> Decimal:
     total = Decimal(0)
     for record in parts.platform.store.records():
         start, end = record["start"], record["end"]
-        if record["point_quantity"] != "active_energy_import" or not start or not end:
+        if record["point"] != "active_energy_import" or not start or not end:
             continue
         assert isinstance(start, dict)
         assert isinstance(end, dict)

@@ -7,6 +7,7 @@ else from the gateway.
 from __future__ import annotations
 
 import enum
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -43,15 +44,40 @@ class Frozen(BaseModel):
 
 
 class Quantity(enum.StrEnum):
-    """What a point measures. Every meter maps onto these names; never free text."""
+    """What a point measures. Every meter maps onto these names; never free text.
+
+    Electrical quantities follow the split of IEC 62056-61 (OBIS): totals and per phase
+    (L1..L3), phase-to-neutral and phase-to-phase voltages; "import" is energy delivered from
+    the grid into the load.
+    """
 
     ACTIVE_ENERGY_IMPORT = "active_energy_import"
     ACTIVE_ENERGY_EXPORT = "active_energy_export"
+    REACTIVE_ENERGY_IMPORT = "reactive_energy_import"
+    REACTIVE_ENERGY_EXPORT = "reactive_energy_export"
     ACTIVE_POWER = "active_power"
+    ACTIVE_POWER_L1 = "active_power_l1"
+    ACTIVE_POWER_L2 = "active_power_l2"
+    ACTIVE_POWER_L3 = "active_power_l3"
+    REACTIVE_POWER = "reactive_power"
+    APPARENT_POWER = "apparent_power"
+    VOLTAGE_L1_N = "voltage_l1_n"
+    VOLTAGE_L2_N = "voltage_l2_n"
+    VOLTAGE_L3_N = "voltage_l3_n"
+    VOLTAGE_L1_L2 = "voltage_l1_l2"
+    VOLTAGE_L2_L3 = "voltage_l2_l3"
+    VOLTAGE_L3_L1 = "voltage_l3_l1"
+    CURRENT_L1 = "current_l1"
+    CURRENT_L2 = "current_l2"
+    CURRENT_L3 = "current_l3"
+    CURRENT_N = "current_n"
+    POWER_FACTOR = "power_factor"
+    FREQUENCY = "frequency"
     GAS_VOLUME = "gas_volume"
     STEAM_MASS = "steam_mass"
     WATER_VOLUME = "water_volume"
     PRODUCTION_COUNT = "production_count"
+    STATUS = "status"  # a device status word or bit field (dimensionless)
 
     @property
     def unit(self) -> str:
@@ -59,15 +85,32 @@ class Quantity(enum.StrEnum):
         return QUANTITY_UNITS[self]
 
 
-QUANTITY_UNITS: dict[Quantity, str] = {
-    Quantity.ACTIVE_ENERGY_IMPORT: "kWh",
-    Quantity.ACTIVE_ENERGY_EXPORT: "kWh",
-    Quantity.ACTIVE_POWER: "kW",
-    Quantity.GAS_VOLUME: "m3",  # at standard conditions
-    Quantity.STEAM_MASS: "t",
-    Quantity.WATER_VOLUME: "m3",
-    Quantity.PRODUCTION_COUNT: "unit",
-}
+def _unit_of(q: Quantity) -> str:
+    name = q.value
+    if name.startswith("active_energy"):
+        return "kWh"
+    if name.startswith("reactive_energy"):
+        return "kvarh"
+    if name.startswith("active_power"):
+        return "kW"
+    if name.startswith("voltage"):
+        return "V"
+    if name.startswith("current"):
+        return "A"
+    return {
+        Quantity.REACTIVE_POWER: "kvar",
+        Quantity.APPARENT_POWER: "kVA",
+        Quantity.POWER_FACTOR: "1",
+        Quantity.FREQUENCY: "Hz",
+        Quantity.GAS_VOLUME: "m3",  # at standard conditions
+        Quantity.STEAM_MASS: "t",
+        Quantity.WATER_VOLUME: "m3",
+        Quantity.PRODUCTION_COUNT: "unit",
+        Quantity.STATUS: "1",
+    }[q]
+
+
+QUANTITY_UNITS: dict[Quantity, str] = {q: _unit_of(q) for q in Quantity}
 
 
 class PointKind(enum.StrEnum):
@@ -118,22 +161,17 @@ NsTimestamp = Annotated[int, PlainSerializer(str, return_type=str, when_used="js
 at 2**53, and nanosecond timestamps are far beyond that."""
 
 
-class PointRef(Frozen):
-    """Identifies a point: one quantity of one meter."""
-
-    meter_id: str
-    quantity: Quantity
-
-
 class Reading(Frozen):
     """One value read from a device, with the exact bytes it arrived as.
 
+    `point` names the point within its meter (unique there; by default its quantity's name).
     `ts_ns` is the gateway's UTC clock in nanoseconds since the epoch; `raw` are the register
     words or variant bytes as received, so a verifier can decode them again. `value` is None
     exactly when the quality is bad.
     """
 
     meter_id: str
+    point: str
     quantity: Quantity
     kind: PointKind
     unit: str
@@ -147,10 +185,6 @@ class Reading(Frozen):
     @classmethod
     def _raw_from_hex(cls, v: Any) -> Any:
         return bytes.fromhex(v) if isinstance(v, str) else v
-
-    @property
-    def point(self) -> PointRef:
-        return PointRef(meter_id=self.meter_id, quantity=self.quantity)
 
 
 # --- meters and their metrology ----------------------------------------------------------------
@@ -199,12 +233,37 @@ class Meter(Frozen):
 # --- device configuration bases (protocol modules in collectors/ extend these) -----------------
 
 
-class PointSpec(Frozen):
-    """Protocol-independent part of a configured point; protocols add addressing fields."""
+POINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
+
+class PointSpec(Frozen):
+    """Protocol-independent part of a configured point; protocols add addressing fields.
+
+    `name` identifies the point within its meter; it defaults to the quantity's name and must
+    be given when a meter has two points of the same quantity (e.g. two production counters).
+    """
+
+    name: str
     quantity: Quantity
     kind: PointKind
     unit: str
+
+    @field_validator("name")
+    @classmethod
+    def _name_syntax(cls, v: str) -> str:
+        if not POINT_NAME.match(v):
+            raise ValueError(
+                f"{v!r} is not a point name: 1-64 of a-z 0-9 _ . - (starting with a letter or"
+                " digit)"
+            )
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_defaults_to_quantity(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") is None and "quantity" in data:
+            return {**data, "name": str(data["quantity"])}
+        return data
 
     @model_validator(mode="after")
     def _unit_is_canonical(self) -> PointSpec:
@@ -270,6 +329,7 @@ class ActivityRecord(Frozen):
     meter_id: str
     line: str | None
     carrier: Carrier
+    point: str
     point_quantity: Quantity
     period_start: datetime
     period_end: datetime

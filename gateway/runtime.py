@@ -112,7 +112,7 @@ class Gateway:
                 status.bad += 1
                 status.last_reason = r.quality.reason
             elif r.value is not None:
-                status.last_values[r.quantity.value] = str(r.value)
+                status.last_values[r.point] = str(r.value)
                 status.last_reason = None
 
     # --- store -------------------------------------------------------------------------------
@@ -163,9 +163,9 @@ class Gateway:
             for point in meter.points:
                 if point.kind is not PointKind.COUNTER:
                     continue
-                start = self.store.last_period_end_ns(meter.id, point.quantity)
+                start = self.store.last_period_end_ns(meter.id, point.name)
                 if start is None:
-                    first = self.store.first_reading_ns(meter.id, point.quantity)
+                    first = self.store.first_reading_ns(meter.id, point.name)
                     if first is None:
                         continue
                     start = period_start_ns(first, agg.interval_s, self._tz)
@@ -180,10 +180,8 @@ class Gateway:
                                 point=point,
                                 start_ns=start,
                                 end_ns=end,
-                                previous=self.store.last_good_before(
-                                    meter.id, point.quantity, start
-                                ),
-                                readings=self.store.readings(meter.id, point.quantity, start, end),
+                                previous=self.store.last_good_before(meter.id, point.name, start),
+                                readings=self.store.readings(meter.id, point.name, start, end),
                                 gap_limit_ns=int(gap_limit_s * NS),
                                 tz=self._tz,
                             )

@@ -25,32 +25,35 @@ from gateway.models import (
 )
 from gateway.periods import datetime_to_ns
 
+SCHEMA_VERSION = 2  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     id           INTEGER PRIMARY KEY,
     meter_id     TEXT    NOT NULL,
+    point        TEXT    NOT NULL,
     quantity     TEXT    NOT NULL,
     kind         TEXT    NOT NULL,
     unit         TEXT    NOT NULL,
     ts_ns        INTEGER NOT NULL,
     source_ts_ns INTEGER,
     raw          BLOB    NOT NULL,
-    value        TEXT,             -- exact decimal as text; NULL when quality is bad
+    value        TEXT,             -- exact decimal as text, NULL when quality is bad
     quality      TEXT    NOT NULL,
     reason       TEXT
 );
-CREATE INDEX IF NOT EXISTS readings_point_ts ON readings (meter_id, quantity, ts_ns);
+CREATE INDEX IF NOT EXISTS readings_point_ts ON readings (meter_id, point, ts_ns);
 
 CREATE TABLE IF NOT EXISTS activity_records (
     record_id    TEXT PRIMARY KEY,
     meter_id     TEXT    NOT NULL,
-    quantity     TEXT    NOT NULL,
+    point        TEXT    NOT NULL,
     period_start_ns INTEGER NOT NULL,
     period_end_ns   INTEGER NOT NULL,
     revision     INTEGER NOT NULL,
     record_json  TEXT    NOT NULL,
     created_ns   INTEGER NOT NULL,
-    UNIQUE (meter_id, quantity, period_start_ns, revision)
+    UNIQUE (meter_id, point, period_start_ns, revision)
 );
 """
 
@@ -78,9 +81,10 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def _reading_from_row(row: tuple[Any, ...]) -> Reading:
-    meter_id, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason = row
+    meter_id, point, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason = row
     return Reading(
         meter_id=str(meter_id),
+        point=str(point),
         quantity=Quantity(quantity),
         kind=PointKind(kind),
         unit=str(unit),
@@ -93,8 +97,12 @@ def _reading_from_row(row: tuple[Any, ...]) -> Reading:
 
 
 _READING_COLUMNS = (
-    "meter_id, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason"
+    "meter_id, point, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason"
 )
+
+
+class StoreError(Exception):
+    """The database file cannot be used by this version of tanji (message says why)."""
 
 
 class Store:
@@ -102,8 +110,26 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.conn = connect(path)
-        self.conn.executescript(SCHEMA)
+        try:
+            self.conn = connect(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{path}: cannot open the store: {exc}") from None
+        with transaction(self.conn):
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            empty = not self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name='readings'"
+            ).fetchone()
+            usable = empty or version == SCHEMA_VERSION
+            if usable:
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if not usable:
+            self.conn.close()
+            raise StoreError(
+                f"{path}: store schema version {version}, this tanji needs {SCHEMA_VERSION};"
+                " move the old file aside (it is not modified) and start with a new one"
+            )
 
     def close(self) -> None:
         self.conn.close()
@@ -116,10 +142,11 @@ class Store:
             return
         with transaction(self.conn):
             self.conn.executemany(
-                f"INSERT INTO readings ({_READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO readings ({_READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         r.meter_id,
+                        r.point,
                         r.quantity.value,
                         r.kind.value,
                         r.unit,
@@ -134,51 +161,49 @@ class Store:
                 ],
             )
 
-    def readings(
-        self, meter_id: str, quantity: Quantity, start_ns: int, end_ns: int
-    ) -> list[Reading]:
+    def readings(self, meter_id: str, point: str, start_ns: int, end_ns: int) -> list[Reading]:
         """Readings of one point with start_ns <= ts < end_ns, oldest first."""
         rows = self.conn.execute(
-            f"SELECT {_READING_COLUMNS} FROM readings WHERE meter_id=? AND quantity=?"
+            f"SELECT {_READING_COLUMNS} FROM readings WHERE meter_id=? AND point=?"
             " AND ts_ns>=? AND ts_ns<? ORDER BY ts_ns, id",
-            (meter_id, quantity.value, start_ns, end_ns),
+            (meter_id, point, start_ns, end_ns),
         ).fetchall()
         return [_reading_from_row(r) for r in rows]
 
-    def last_good_before(self, meter_id: str, quantity: Quantity, ts_ns: int) -> Reading | None:
+    def last_good_before(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
         row = self.conn.execute(
-            f"SELECT {_READING_COLUMNS} FROM readings WHERE meter_id=? AND quantity=?"
+            f"SELECT {_READING_COLUMNS} FROM readings WHERE meter_id=? AND point=?"
             " AND ts_ns<? AND quality='good' ORDER BY ts_ns DESC, id DESC LIMIT 1",
-            (meter_id, quantity.value, ts_ns),
+            (meter_id, point, ts_ns),
         ).fetchone()
         return _reading_from_row(row) if row else None
 
-    def first_reading_ns(self, meter_id: str, quantity: Quantity) -> int | None:
+    def first_reading_ns(self, meter_id: str, point: str) -> int | None:
         row = self.conn.execute(
-            "SELECT MIN(ts_ns) FROM readings WHERE meter_id=? AND quantity=?",
-            (meter_id, quantity.value),
+            "SELECT MIN(ts_ns) FROM readings WHERE meter_id=? AND point=?",
+            (meter_id, point),
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
     # --- activity records --------------------------------------------------------------------
 
-    def last_period_end_ns(self, meter_id: str, quantity: Quantity) -> int | None:
+    def last_period_end_ns(self, meter_id: str, point: str) -> int | None:
         row = self.conn.execute(
-            "SELECT MAX(period_end_ns) FROM activity_records WHERE meter_id=? AND quantity=?",
-            (meter_id, quantity.value),
+            "SELECT MAX(period_end_ns) FROM activity_records WHERE meter_id=? AND point=?",
+            (meter_id, point),
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
     def insert_activity(self, records: Sequence[ActivityRecord], now_ns: int) -> None:
         """Insert records; call inside `transaction(store.conn)` with the outbox enqueue."""
         self.conn.executemany(
-            "INSERT INTO activity_records (record_id, meter_id, quantity, period_start_ns,"
+            "INSERT INTO activity_records (record_id, meter_id, point, period_start_ns,"
             " period_end_ns, revision, record_json, created_ns) VALUES (?,?,?,?,?,?,?,?)",
             [
                 (
                     r.record_id,
                     r.meter_id,
-                    r.point_quantity.value,
+                    r.point,
                     datetime_to_ns(r.period_start),
                     datetime_to_ns(r.period_end),
                     r.revision,

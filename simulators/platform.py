@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS records (
     uscc         TEXT NOT NULL,
     gateway_id   TEXT NOT NULL,
     meter_id     TEXT NOT NULL,
-    quantity     TEXT NOT NULL,
+    point        TEXT NOT NULL,
     period_start TEXT NOT NULL,
     period_end   TEXT NOT NULL,
     value        TEXT NOT NULL,
@@ -124,7 +124,7 @@ class PlatformStore:
                     r["uscc"],
                     r["gateway_id"],
                     r["meter_id"],
-                    r["point_quantity"],
+                    r["point"],
                     r["period_start"],
                     r["period_end"],
                     r["quantity"],
@@ -135,12 +135,10 @@ class PlatformStore:
         return Ack(bid, AckStatus.ACCEPTED)
 
     def totals(self) -> dict[tuple[str, str], Decimal]:
-        """(meter_id, quantity) -> sum of stored record quantities."""
+        """(meter_id, point) -> sum of stored record quantities."""
         out: dict[tuple[str, str], Decimal] = {}
-        for meter, quantity, value in self.conn.execute(
-            "SELECT meter_id, quantity, value FROM records"
-        ):
-            out[(meter, quantity)] = out.get((meter, quantity), Decimal(0)) + Decimal(value)
+        for meter, point, value in self.conn.execute("SELECT meter_id, point, value FROM records"):
+            out[(meter, point)] = out.get((meter, point), Decimal(0)) + Decimal(value)
         return out
 
     def records(self) -> list[dict[str, object]]:

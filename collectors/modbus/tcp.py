@@ -176,6 +176,7 @@ class ModbusTcpCollector:
     ) -> Reading:
         return Reading(
             meter_id=self.meter_id,
+            point=point.name,
             quantity=point.quantity,
             kind=point.kind,
             unit=point.unit,

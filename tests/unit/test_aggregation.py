@@ -50,6 +50,7 @@ METER = Meter(
 def reading(t_s: float, value: str | None, reason: str | None = None) -> Reading:
     return Reading(
         meter_id="M1",
+        point="active_energy_import",
         quantity=Quantity.ACTIVE_ENERGY_IMPORT,
         kind=PointKind.COUNTER,
         unit="kWh",

@@ -145,6 +145,26 @@ def test_duplicate_meter_ids():
     assert problems(data) == ["meter id 'L1-MAIN' is used twice"]
 
 
+def test_points_are_named_by_quantity_unless_named():
+    data = example()
+    assert [p.name for p in parse_site_config(data).meters[0].points] == [
+        "active_energy_import",
+        "active_power",
+    ]
+    second = copy.deepcopy(data["meters"][0]["points"][0])
+    data["meters"][0]["points"].append(second)
+    assert problems(data) == [
+        "meter 'L1-MAIN' has two points named 'active_energy_import'; give each a distinct `name`"
+    ]
+    second["name"] = "energy-check"
+    assert parse_site_config(data).meters[0].points[2].name == "energy-check"
+    second["name"] = "Energy Check"
+    assert problems(data) == [
+        "meters[0].points[2].name: 'Energy Check' is not a point name: 1-64 of a-z 0-9 _ . -"
+        " (starting with a letter or digit)"
+    ]
+
+
 def test_every_problem_is_listed_not_just_the_first():
     data = example()
     data["meters"][0]["points"][0]["address"] = 70000

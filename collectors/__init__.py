@@ -3,7 +3,23 @@
 Each protocol is one module registered by name; the gateway uses only what is exported here.
 """
 
-from collectors import modbus as _modbus  # noqa: F401  (registers "modbus_tcp")
-from collectors.base import Collector, CollectorType, WallClock, collector_types, create_collector
+from collectors import modbus as _modbus  # noqa: F401  (registers the modbus_* protocols)
+from collectors.base import (
+    Collector,
+    CollectorStats,
+    CollectorType,
+    Shared,
+    WallClock,
+    collector_types,
+    create_collector,
+)
 
-__all__ = ["Collector", "CollectorType", "WallClock", "collector_types", "create_collector"]
+__all__ = [
+    "Collector",
+    "CollectorStats",
+    "CollectorType",
+    "Shared",
+    "WallClock",
+    "collector_types",
+    "create_collector",
+]

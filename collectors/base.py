@@ -2,37 +2,99 @@
 
 A collector turns a configured device into an endless async stream of Readings. It never
 raises for device faults (those become `bad` readings with a reason) and knows nothing of
-storage or MQTT.
+storage or MQTT. Its `stats` say how well it keeps its schedule (for status output).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from gateway.models import DeviceSpec, Reading
 
 WallClock = Callable[[], int]
 """Returns the UTC wall-clock time in nanoseconds since the epoch (injectable for tests)."""
 
+T = TypeVar("T")
+
+
+@dataclass
+class CollectorStats:
+    """How one device's polling goes: counts since start, latency of recent requests."""
+
+    cycles: int = 0
+    overruns: int = 0  # scheduled cycles skipped because the previous one was still running
+    requests: int = 0
+    timeouts: int = 0
+    retries: int = 0
+    exceptions: Counter[str] = field(default_factory=Counter)
+    disabled_points: list[str] = field(default_factory=list)
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
+
+    def latency_ms(self, quantile: float) -> float | None:
+        """Latency of successful requests at `quantile` (0..1) over the last 1024."""
+        if not self.latencies_s:
+            return None
+        ordered = sorted(self.latencies_s)
+        return 1000 * ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "cycles": self.cycles,
+            "overruns": self.overruns,
+            "requests": self.requests,
+            "timeouts": self.timeouts,
+            "retries": self.retries,
+            "exceptions": dict(self.exceptions),
+            "disabled_points": list(self.disabled_points),
+            "latency_ms": {f"p{q}": self.latency_ms(q / 100) for q in (50, 95, 99)},
+        }
+
 
 class Collector(Protocol):
     """Reads one device; `stream()` yields each poll cycle's readings, forever."""
 
     meter_id: str
+    stats: CollectorStats
 
     def stream(self) -> AsyncIterator[list[Reading]]: ...
 
 
+class Shared:
+    """What collectors of one gateway share (e.g. one serial bus for several meters), by key."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, object] = {}
+
+    def get(self, key: str, kind: type[T], factory: Callable[[], T]) -> T:
+        item = self._items.get(key)
+        if item is None:
+            item = self._items[key] = factory()
+        if not isinstance(item, kind):
+            raise TypeError(f"shared {key!r} is a {type(item).__name__}, not a {kind.__name__}")
+        return item
+
+    def close(self) -> None:
+        for item in self._items.values():
+            close = getattr(item, "close", None)
+            if callable(close):
+                close()
+        self._items.clear()
+
+
 @dataclass(frozen=True)
 class CollectorType:
-    """A protocol: the model its device configuration is validated with and its factory."""
+    """A protocol: the model its device configuration is validated with, its factory, and
+    optional checks across devices and a human explanation of how a device will be read."""
 
     name: str
     device_model: type[DeviceSpec]
-    create: Callable[[str, DeviceSpec, WallClock], Collector]
+    create: Callable[[str, DeviceSpec, WallClock, Shared], Collector]
+    check_devices: Callable[[Sequence[tuple[str, DeviceSpec]]], list[str]] = lambda _: []
+    explain: Callable[[DeviceSpec], list[str]] = lambda _: []
 
 
 _REGISTRY: dict[str, CollectorType] = {}
@@ -49,6 +111,9 @@ def collector_types() -> dict[str, CollectorType]:
 
 
 def create_collector(
-    meter_id: str, device: DeviceSpec, clock: WallClock = time.time_ns
+    meter_id: str,
+    device: DeviceSpec,
+    clock: WallClock = time.time_ns,
+    shared: Shared | None = None,
 ) -> Collector:
-    return _REGISTRY[device.protocol].create(meter_id, device, clock)
+    return _REGISTRY[device.protocol].create(meter_id, device, clock, shared or Shared())

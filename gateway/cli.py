@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from collectors import collector_types
 from gateway.config import ConfigError, load_site_config
 from gateway.store import StoreError
 
@@ -71,10 +72,13 @@ def _print_config_error(exc: ConfigError) -> None:
 @app.command("check-config")
 def check_config(
     file: Annotated[Path, typer.Argument(help="site configuration (TOML)")],
+    explain: Annotated[
+        bool, typer.Option("--explain", help="show how each meter will be read (requests)")
+    ] = False,
 ) -> None:
     """Validate a site.toml and list every problem with its field path.
 
-    Example: tanji check-config deploy/site.example.toml
+    Example: tanji check-config deploy/site.example.toml --explain
     """
     try:
         config = load_site_config(file)
@@ -87,6 +91,12 @@ def check_config(
         f" {config.gateway_id}, {len(config.meters)} meter(s), {points} point(s)",
         highlight=False,
     )
+    if explain:
+        types = collector_types()
+        for meter in config.meters:
+            out.print(f"meter {meter.id}", highlight=False, markup=False)
+            for line in types[meter.protocol].explain(meter):
+                out.print(f"  {line}", highlight=False, markup=False)
 
 
 @app.command()

@@ -175,6 +175,16 @@ class SiteConfig(Frozen):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _protocol_checks(self) -> SiteConfig:
+        """Checks across devices that only the protocol understands (e.g. a shared bus)."""
+        checks = {ct.check_devices for ct in collector_types().values()}
+        devices = [(m.id, m) for m in self.meters]
+        problems = [p for check in checks for p in check(devices)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 # --- loading with readable errors ------------------------------------------------------------
 

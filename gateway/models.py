@@ -247,6 +247,18 @@ class PointSpec(Frozen):
     quantity: Quantity
     kind: PointKind
     unit: str
+    plausible_min: Decimal | None = Field(
+        default=None, description="values below are `bad` (reason out-of-range), never used"
+    )
+    plausible_max: Decimal | None = None
+
+    def implausible(self, value: Decimal) -> str | None:
+        """The reason code when `value` is outside the plausible range, else None."""
+        if self.plausible_min is not None and value < self.plausible_min:
+            return "out-of-range"
+        if self.plausible_max is not None and value > self.plausible_max:
+            return "out-of-range"
+        return None
 
     @field_validator("name")
     @classmethod
@@ -266,7 +278,10 @@ class PointSpec(Frozen):
         return data
 
     @model_validator(mode="after")
-    def _unit_is_canonical(self) -> PointSpec:
+    def _consistent(self) -> PointSpec:
+        lo, hi = self.plausible_min, self.plausible_max
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"plausible_min ({lo}) is above plausible_max ({hi})")
         if self.unit != self.quantity.unit:
             raise ValueError(
                 f"unit {self.unit!r} does not match {self.quantity.value}, which is stored in"

@@ -17,7 +17,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import cloud_sync
-from collectors import create_collector
+from collectors import CollectorStats, Shared, create_collector
 from gateway.aggregation import PeriodInput, aggregate
 from gateway.config import MeterConfig, SiteConfig
 from gateway.models import ActivityRecord, PointKind, QualityStatus, Reading
@@ -38,6 +38,7 @@ class MeterStatus:
     last_reason: str | None = None
     last_ts_ns: int | None = None
     restarts: int = 0
+    poll: CollectorStats = field(default_factory=CollectorStats)
 
 
 class Gateway:
@@ -68,6 +69,7 @@ class Gateway:
         self._pending: list[Reading] = []
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
         self._collector_tasks: list[asyncio.Task[None]] = []
+        self._shared = Shared()  # connections that collectors of several meters share
 
     async def _db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn)
@@ -91,7 +93,8 @@ class Gateway:
     async def _collect(self, meter: MeterConfig) -> None:
         status = self.meter_status[meter.id]
         while True:
-            collector = create_collector(meter.id, meter, self._clock)
+            collector = create_collector(meter.id, meter, self._clock, self._shared)
+            status.poll = collector.stats
             try:
                 async for readings in collector.stream():
                     self._pending.extend(readings)
@@ -220,5 +223,6 @@ class Gateway:
         return False
 
     async def close(self) -> None:
+        self._shared.close()
         await self._db(self.store.close)
         self._db_thread.shutdown(wait=True)

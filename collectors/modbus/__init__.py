@@ -1,15 +1,35 @@
-"""Modbus collectors: register decoding, configuration and the TCP poller."""
+"""Modbus collectors: TCP, RTU on a serial port and RTU over TCP, with planned block reads."""
 
 from collectors.base import CollectorType, register
-from collectors.modbus.config import ModbusPoint, ModbusTcpConnection, ModbusTcpDevice
-from collectors.modbus.tcp import ModbusTcpCollector
-
-register(
-    CollectorType(
-        name="modbus_tcp",
-        device_model=ModbusTcpDevice,
-        create=ModbusTcpCollector.from_spec,
-    )
+from collectors.modbus.collector import ModbusCollector, check_devices, explain
+from collectors.modbus.config import (
+    ModbusPoint,
+    ModbusRtuConnection,
+    ModbusRtuDevice,
+    ModbusRtuOverTcpConnection,
+    ModbusRtuOverTcpDevice,
+    ModbusTcpConnection,
+    ModbusTcpDevice,
 )
 
-__all__ = ["ModbusPoint", "ModbusTcpCollector", "ModbusTcpConnection", "ModbusTcpDevice"]
+for _model in (ModbusTcpDevice, ModbusRtuOverTcpDevice, ModbusRtuDevice):
+    register(
+        CollectorType(
+            name=_model.model_fields["protocol"].default,
+            device_model=_model,
+            create=ModbusCollector.from_spec,
+            check_devices=check_devices,
+            explain=explain,
+        )
+    )
+
+__all__ = [
+    "ModbusCollector",
+    "ModbusPoint",
+    "ModbusRtuConnection",
+    "ModbusRtuDevice",
+    "ModbusRtuOverTcpConnection",
+    "ModbusRtuOverTcpDevice",
+    "ModbusTcpConnection",
+    "ModbusTcpDevice",
+]

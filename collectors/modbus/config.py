@@ -1,6 +1,9 @@
-"""Configuration of a Modbus TCP meter: where it is and which registers hold which points.
+"""Configuration of Modbus devices: transport (TCP, RTU on a serial port, RTU over TCP),
+request limits, and which registers or bits hold which points.
 
-Validated by pydantic when the site configuration is loaded; knows nothing of I/O.
+Validated by pydantic when the site configuration is loaded; knows nothing of I/O. Devices that
+share a link (one serial port, or one host:port with several unit ids behind it) are grouped
+by `link_key`.
 """
 
 from __future__ import annotations
@@ -10,51 +13,169 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from collectors.modbus.decode import ByteOrder, DataType, register_count
+from collectors.modbus.decode import UNSIGNED_BITS, ByteOrder, DataType, register_count
 from gateway.models import ConnectionSpec, DeviceSpec, PointKind, PointSpec, in_range
 
-_UNSIGNED_BITS = {"uint16": 16, "uint32": 32}
+FunctionCode = Literal[1, 2, 3, 4]
+"""1 coils, 2 discrete inputs (bits); 3 holding registers, 4 input registers (16-bit words)."""
+
+BIT_FUNCTIONS = (1, 2)
+MAX_REGISTERS = 125  # per read request, Modbus Application Protocol v1.1b3 section 6.3
+MAX_BITS = 2000  # per read request, same section 6.1/6.2
 
 
-class ModbusTcpConnection(ConnectionSpec):
-    host: str = Field(min_length=1)
-    port: Annotated[int, in_range(1, 65535)] = 502
+class ModbusLinkSettings(ConnectionSpec):
+    """What every Modbus transport has: the unit id and how to behave on failure."""
+
     unit_id: Annotated[int, in_range(0, 255)] = 1
+    retries: Annotated[int, in_range(0, 5)] = Field(
+        default=1, description="extra attempts of a request that timed out or found the device busy"
+    )
     backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
     backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
 
 
+class ModbusTcpConnection(ModbusLinkSettings):
+    host: str = Field(min_length=1)
+    port: Annotated[int, in_range(1, 65535)] = 502
+
+
+class ModbusRtuOverTcpConnection(ModbusLinkSettings):
+    """RTU frames (with CRC, no MBAP header) through a serial device server's TCP port."""
+
+    host: str = Field(min_length=1)
+    port: Annotated[int, in_range(1, 65535)]
+    unit_id: Annotated[int, in_range(1, 247)] = 1
+
+
+class ModbusRtuConnection(ModbusLinkSettings):
+    """A local RS-485/RS-232 port. Defaults follow Modbus over Serial Line v1.02 section 2.5.1
+    (8 data bits, even parity, 1 stop bit); many meters ship set to no parity instead."""
+
+    serial_port: str = Field(min_length=1, description="e.g. /dev/ttyUSB0")
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    unit_id: Annotated[int, in_range(1, 247)] = 1
+    inter_frame_delay_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="silence between frames; default 3.5 characters (1.75 ms above 19200 baud)",
+    )
+
+    @property
+    def char_time_s(self) -> float:
+        bits = 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
+        return bits / self.baudrate
+
+    @property
+    def frame_gap_s(self) -> float:
+        if self.inter_frame_delay_s is not None:
+            return self.inter_frame_delay_s
+        return 0.00175 if self.baudrate > 19200 else 3.5 * self.char_time_s
+
+
 class ModbusPoint(PointSpec):
     address: Annotated[int, in_range(0, 65535)] = Field(
-        description="register address, 0-based on the wire"
+        description="register (or coil/input) address, 0-based on the wire"
     )
-    function_code: Literal[3, 4] = 3
+    function_code: FunctionCode = 3
     data_type: DataType
     word_order: ByteOrder = "ABCD"
     scale: Decimal = Decimal(1)
+    offset: Decimal = Decimal(0)
+    bit: Annotated[int, in_range(0, 63)] | None = Field(
+        default=None, description="first bit of a bit field (0 = least significant)"
+    )
+    bit_count: Annotated[int, in_range(1, 64)] = 1
 
     @model_validator(mode="after")
-    def _fits_in_address_space(self) -> ModbusPoint:
+    def _modbus_consistent(self) -> ModbusPoint:
+        bits_fc = self.function_code in BIT_FUNCTIONS
+        if bits_fc != (self.data_type == "bool"):
+            raise ValueError(
+                "function codes 1 and 2 read single bits: use data_type 'bool' with them and"
+                " only with them"
+            )
         last = self.address + register_count(self.data_type) - 1
         if last > 65535:
-            raise ValueError(f"{self.data_type} at address {self.address} runs past register 65535")
+            raise ValueError(f"{self.data_type} at address {self.address} runs past 65535")
         if self.scale == 0:
             raise ValueError("scale must not be 0")
+        if self.bit is not None:
+            width = UNSIGNED_BITS.get(self.data_type)
+            if width is None:
+                raise ValueError("a bit field needs an unsigned data_type (uint16/32/64)")
+            if self.bit + self.bit_count > width:
+                raise ValueError(
+                    f"bits {self.bit}..{self.bit + self.bit_count - 1} do not fit in {width} bits"
+                )
+            if self.scale != 1 or self.offset != 0 or self.kind is PointKind.COUNTER:
+                raise ValueError("a bit field is a gauge read as an integer (no scale or offset)")
         # float counters exist on real meters (no defined rollover); signed ones make no sense
-        if self.kind is PointKind.COUNTER and self.data_type not in (*_UNSIGNED_BITS, "float32"):
-            raise ValueError(f"a counter must be unsigned or float32, not {self.data_type}")
+        if self.kind is PointKind.COUNTER and self.data_type not in (
+            *UNSIGNED_BITS,
+            "float32",
+            "float64",
+        ):
+            raise ValueError(f"a counter must be unsigned or a float, not {self.data_type}")
         return self
 
     @property
     def count(self) -> int:
+        """Registers (or bits, for function codes 1 and 2) this point occupies."""
         return register_count(self.data_type)
 
     def counter_modulus(self) -> Decimal | None:
-        bits = _UNSIGNED_BITS.get(self.data_type)
+        bits = UNSIGNED_BITS.get(self.data_type)
         return Decimal(2**bits) * self.scale if bits else None
 
 
-class ModbusTcpDevice(DeviceSpec):
+class ModbusDevice(DeviceSpec):
+    """Points and request limits shared by every Modbus transport."""
+
+    points: tuple[ModbusPoint, ...] = Field(min_length=1)
+    max_registers_per_request: Annotated[int, in_range(1, MAX_REGISTERS)] = MAX_REGISTERS
+    max_bits_per_request: Annotated[int, in_range(1, MAX_BITS)] = MAX_BITS
+    max_gap: Annotated[int, in_range(0, MAX_REGISTERS)] = Field(
+        default=8,
+        description="unused addresses a request may span to join two points into one request",
+    )
+
+    @model_validator(mode="after")
+    def _points_fit_in_a_request(self) -> ModbusDevice:
+        for p in self.points:
+            if p.function_code not in BIT_FUNCTIONS and p.count > self.max_registers_per_request:
+                raise ValueError(
+                    f"point {p.name!r} ({p.data_type}) needs {p.count} registers, more than"
+                    f" max_registers_per_request ({self.max_registers_per_request})"
+                )
+        return self
+
+
+class ModbusTcpDevice(ModbusDevice):
     protocol: Literal["modbus_tcp"] = "modbus_tcp"
     connection: ModbusTcpConnection
-    points: tuple[ModbusPoint, ...] = Field(min_length=1)
+
+
+class ModbusRtuOverTcpDevice(ModbusDevice):
+    protocol: Literal["modbus_rtu_over_tcp"] = "modbus_rtu_over_tcp"
+    connection: ModbusRtuOverTcpConnection
+
+
+class ModbusRtuDevice(ModbusDevice):
+    protocol: Literal["modbus_rtu"] = "modbus_rtu"
+    connection: ModbusRtuConnection
+
+
+AnyModbusDevice = ModbusTcpDevice | ModbusRtuOverTcpDevice | ModbusRtuDevice
+
+
+def link_key(device: AnyModbusDevice) -> tuple[str, ...]:
+    """Devices with the same key share one connection and are served one request at a time."""
+    conn = device.connection
+    if isinstance(conn, ModbusRtuConnection):
+        return ("rtu", conn.serial_port)
+    return (device.protocol, conn.host.lower(), str(conn.port))

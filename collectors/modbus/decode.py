@@ -12,7 +12,9 @@ import struct
 from decimal import Decimal, localcontext
 from typing import Literal
 
-DataType = Literal["int16", "uint16", "int32", "uint32", "float32"]
+DataType = Literal[
+    "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool"
+]
 ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 
 # struct format (big-endian) and register count per data type
@@ -22,11 +24,15 @@ _FORMATS: dict[str, tuple[str, int]] = {
     "int32": (">i", 2),
     "uint32": (">I", 2),
     "float32": (">f", 2),
+    "int64": (">q", 4),
+    "uint64": (">Q", 4),
+    "float64": (">d", 4),
 }
+UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
 
-
-# enough significant digits for any float32 (the smallest subnormal has 105) times a scale
-_EXACT_DIGITS = 200
+# enough significant digits for the exact value of any float64 (the smallest subnormal has
+# 751) times a scale, plus an offset
+_EXACT_DIGITS = 1100
 
 
 class DecodeError(ValueError):
@@ -38,7 +44,8 @@ class DecodeError(ValueError):
 
 
 def register_count(data_type: DataType) -> int:
-    return _FORMATS[data_type][1]
+    """Registers (16-bit words) a value occupies; a `bool` (coil/discrete input) is one bit."""
+    return 1 if data_type == "bool" else _FORMATS[data_type][1]
 
 
 def words_to_bytes(words: list[int]) -> bytes:
@@ -59,12 +66,36 @@ def _to_abcd(raw: bytes, order: ByteOrder) -> bytes:
     return b"".join(words)
 
 
-def decode(words: list[int], data_type: DataType, order: ByteOrder, scale: Decimal) -> Decimal:
-    """Decode register words into a scaled Decimal.
+def decode(
+    words: list[int],
+    data_type: DataType,
+    order: ByteOrder,
+    scale: Decimal,
+    offset: Decimal = Decimal(0),
+) -> Decimal:
+    """Decode register words into `value * scale + offset`, exactly.
 
-    Integer types are exact (`int * scale` in decimal arithmetic); float32 is converted from
-    its exact binary value. NaN and infinities raise DecodeError, never become numbers.
+    Integer types are exact (decimal arithmetic); floats are converted from their exact binary
+    value. NaN and infinities raise DecodeError, never become numbers.
     """
+    number = _unpack(words, data_type, order)
+    with localcontext() as ctx:
+        ctx.prec = _EXACT_DIGITS  # exact: no rounding of the register value times its scale
+        return Decimal(number) * scale + offset
+
+
+def decode_bits(
+    words: list[int], data_type: DataType, order: ByteOrder, first_bit: int, bit_count: int
+) -> Decimal:
+    """A bit field of an unsigned register value: bits first_bit .. first_bit+bit_count-1,
+    bit 0 being the least significant bit of the value."""
+    number = _unpack(words, data_type, order)
+    if not isinstance(number, int) or number < 0:
+        raise DecodeError("bad-bit-field", f"bit fields need an unsigned type, not {data_type}")
+    return Decimal((number >> first_bit) & ((1 << bit_count) - 1))
+
+
+def _unpack(words: list[int], data_type: DataType, order: ByteOrder) -> int | float:
     fmt, count = _FORMATS[data_type]
     if len(words) != count:
         raise DecodeError(
@@ -78,9 +109,7 @@ def decode(words: list[int], data_type: DataType, order: ByteOrder, scale: Decim
             raise DecodeError("nan", f"{data_type} register value is NaN")
         if math.isinf(number):
             raise DecodeError("infinite", f"{data_type} register value is {number}")
-    with localcontext() as ctx:
-        ctx.prec = _EXACT_DIGITS  # exact: no rounding of the register value times its scale
-        return Decimal(number) * scale
+    return number  # type: ignore[no-any-return]
 
 
 def encode(value: int | float, data_type: DataType, order: ByteOrder) -> list[int]:

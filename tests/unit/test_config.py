@@ -76,7 +76,7 @@ CASES = [
     (
         ["meters", 0, "points", 0, "function_code"],
         6,
-        "meters[0].points[0].function_code: input should be 3 or 4",
+        "meters[0].points[0].function_code: input should be 1, 2, 3 or 4 (got 6)",
     ),
     (
         ["meters", 0, "points", 0, "kind"],
@@ -101,7 +101,7 @@ CASES = [
     (
         ["meters", 0, "protocol"],
         "bacnet",
-        "meters[0].protocol: must be one of: modbus_tcp (got 'bacnet')",
+        "meters[0].protocol: must be one of: modbus_rtu, modbus_rtu_over_tcp, modbus_tcp (got 'bacnet')",
     ),
     (["meters", 0, "calibration", "due_date"], "2027-13-01", "meters[0].calibration.due_date:"),
     (
@@ -135,7 +135,7 @@ def test_each_error_names_its_field(path, value, expected):
 def test_counter_must_be_unsigned_or_float():
     data = set_path(example(), ["meters", 0, "points", 0, "data_type"], "int32")
     assert problems(data) == [
-        "meters[0].points[0]: a counter must be unsigned or float32, not int32"
+        "meters[0].points[0]: a counter must be unsigned or a float, not int32"
     ]
 
 

@@ -1,12 +1,12 @@
 import math
 import struct
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collectors.modbus.decode import DecodeError, decode, encode, words_to_bytes
+from collectors.modbus.decode import DecodeError, decode, decode_bits, encode, words_to_bytes
 
 ORDERS = ["ABCD", "CDAB", "BADC", "DCBA"]
 
@@ -89,3 +89,64 @@ def test_short_response_is_an_error():
 
 def test_raw_bytes_are_the_wire_words():
     assert words_to_bytes([0x0102, 0xA0B0]) == bytes([1, 2, 0xA0, 0xB0])
+
+
+# 0x0102030405060708 on the wire in each order: CDAB reverses the word order, BADC swaps the
+# bytes in each word, DCBA is fully little-endian
+WIRE_64 = {
+    "ABCD": [0x0102, 0x0304, 0x0506, 0x0708],
+    "CDAB": [0x0708, 0x0506, 0x0304, 0x0102],
+    "BADC": [0x0201, 0x0403, 0x0605, 0x0807],
+    "DCBA": [0x0807, 0x0605, 0x0403, 0x0201],
+}
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_64_bit_known_wire_layouts(order):
+    assert decode(WIRE_64[order], "uint64", order, Decimal(1)) == 0x0102030405060708
+    assert decode(WIRE_64[order], "int64", order, Decimal(1)) == 0x0102030405060708
+    assert encode(0x0102030405060708, "uint64", order) == WIRE_64[order]
+
+
+def test_int64_sign_and_uint64_top():
+    assert decode([0xFFFF] * 4, "int64", "ABCD", Decimal(1)) == -1
+    assert decode([0xFFFF] * 4, "uint64", "ABCD", Decimal(1)) == 2**64 - 1
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@given(value=st.floats(allow_nan=False, allow_infinity=False))
+def test_float64_round_trip_is_exact(order, value):
+    assert decode(encode(value, "float64", order), "float64", order, Decimal(1)) == Decimal(value)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize(
+    ("value", "reason"), [(math.nan, "nan"), (math.inf, "infinite"), (-math.inf, "infinite")]
+)
+def test_float64_nan_and_infinity_are_errors(order, value, reason):
+    with pytest.raises(DecodeError) as info:
+        decode(encode(value, "float64", order), "float64", order, Decimal(1))
+    assert info.value.reason == reason
+
+
+@given(
+    value=st.integers(0, 2**64 - 1),
+    scale=st.decimals("-1e6", "1e6", allow_nan=False, allow_infinity=False, places=6),
+    offset=st.decimals("-1e9", "1e9", allow_nan=False, allow_infinity=False, places=3),
+)
+def test_scale_and_offset_are_exact(value, scale, offset):
+    got = decode(encode(value, "uint64", "ABCD"), "uint64", "ABCD", scale, offset)
+    with localcontext() as ctx:
+        ctx.prec = 200
+        assert got == Decimal(value) * scale + offset
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_bit_fields(order):
+    words = encode(0b1011_0000_0000_0110, "uint16", order)
+    assert decode_bits(words, "uint16", order, 1, 1) == 1
+    assert decode_bits(words, "uint16", order, 0, 1) == 0
+    assert decode_bits(words, "uint16", order, 1, 2) == 3
+    assert decode_bits(words, "uint16", order, 12, 4) == 0b1011
+    wide = encode(1 << 40, "uint64", order)
+    assert decode_bits(wide, "uint64", order, 40, 1) == 1

@@ -1,0 +1,329 @@
+"""The Modbus poller: reads one device's points on its interval with the fewest requests.
+
+Transport-independent (TCP, RTU, RTU over TCP all go through a ModbusLink). Never raises for
+device faults: a timeout, lost connection or Modbus exception becomes `bad` readings with the
+reason code, and the device backs off exponentially (with jitter) while it does not answer.
+
+Exceptions are handled by meaning: a joined request refused as illegal address/function is
+split so each point is asked alone; a point refused alone is disabled and reported; "busy" and
+timeouts are retried `retries` times; "gateway target no response" counts as a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
+
+from collectors.base import CollectorStats, Shared, WallClock
+from collectors.modbus.config import (
+    BIT_FUNCTIONS,
+    AnyModbusDevice,
+    ModbusPoint,
+    ModbusRtuDevice,
+    ModbusRtuOverTcpDevice,
+    ModbusTcpDevice,
+    link_key,
+)
+from collectors.modbus.decode import DecodeError, decode, decode_bits, words_to_bytes
+from collectors.modbus.link import (
+    TRY_AGAIN,
+    UNREACHABLE,
+    UNSUPPORTED,
+    Failure,
+    ModbusLink,
+    RequestFailed,
+)
+from collectors.modbus.plan import Request, plan, slice_registers
+from gateway.models import DeviceSpec, Quality, Reading
+
+log = logging.getLogger(__name__)
+
+_BUSY_PAUSE_S = 0.05
+
+
+class ModbusCollector:
+    """Polls one Modbus device through a (possibly shared) link. Use `stream()`."""
+
+    def __init__(
+        self,
+        meter_id: str,
+        device: AnyModbusDevice,
+        link: ModbusLink,
+        clock: WallClock = time.time_ns,
+    ) -> None:
+        self.meter_id = meter_id
+        self.device = device
+        self.link = link
+        self.stats = CollectorStats()
+        self._clock = clock
+        self._alone: set[int] = set()  # points that must be read in a request of their own
+        self._disabled: set[int] = set()  # points the device says it does not have
+        self._backoff_s = 0.0
+        self.requests = self._plan()
+
+    @classmethod
+    def from_spec(
+        cls, meter_id: str, device: DeviceSpec, clock: WallClock, shared: Shared
+    ) -> ModbusCollector:
+        if not isinstance(device, ModbusTcpDevice | ModbusRtuOverTcpDevice | ModbusRtuDevice):
+            raise TypeError(f"modbus collector got a {type(device).__name__}")
+        key = "modbus:" + "|".join(link_key(device))
+        link = shared.get(key, ModbusLink, lambda: ModbusLink(device.connection))
+        return cls(meter_id, device, link, clock)
+
+    def _plan(self) -> list[Request]:
+        d = self.device
+        return plan(
+            d.points,
+            max_registers=d.max_registers_per_request,
+            max_bits=d.max_bits_per_request,
+            max_gap=d.max_gap,
+            only=[i for i in range(len(d.points)) if i not in self._disabled],
+            alone=self._alone,
+        )
+
+    # --- schedule ------------------------------------------------------------------------------
+
+    async def stream(self) -> AsyncIterator[list[Reading]]:
+        """Cycles start on the monotonic grid of the poll interval; a cycle that runs past the
+        next start skips (and counts) the starts it missed instead of queueing them."""
+        interval = self.device.connection.poll_interval_s
+        while True:
+            started = time.monotonic()
+            readings = await self.poll_once()
+            if readings:
+                yield readings
+            now = time.monotonic()
+            next_start = (started // interval + 1) * interval
+            if now > next_start:
+                missed = int((now - next_start) // interval) + 1
+                self.stats.overruns += missed
+                next_start += missed * interval
+            delay = next_start - now
+            if self._backoff_s > delay:
+                delay = self._backoff_s * random.uniform(0.8, 1.2)  # jitter spreads retries
+            await asyncio.sleep(delay)
+
+    # --- one cycle -----------------------------------------------------------------------------
+
+    async def poll_once(self) -> list[Reading]:
+        """Every enabled point read once. Never raises for device faults."""
+        self.stats.cycles += 1
+        points = self.device.points
+        readings: list[Reading] = []
+        queue = deque(self.requests)
+        stopped: str | None = None  # reason the device stopped answering this cycle
+        while queue:
+            request = queue.popleft()
+            if stopped is not None:
+                readings += [self._bad(points[i], stopped) for i in request.points]
+                continue
+            try:
+                values, ts = await self._execute(request)
+            except RequestFailed as failure:
+                if failure.kind is Failure.EXCEPTION and failure.code in UNSUPPORTED:
+                    readings += self._refused(request, failure, queue)
+                    continue
+                readings += [self._bad(points[i], failure.reason) for i in request.points]
+                if failure.kind is not Failure.EXCEPTION or failure.code in UNREACHABLE:
+                    stopped = f"not-polled-after-{failure.kind.value}"
+                continue
+            readings += [self._point_reading(i, request, values, ts) for i in request.points]
+        if stopped is not None:
+            self._fail(stopped)
+        else:
+            self._backoff_s = 0.0
+        return readings
+
+    def _refused(
+        self, request: Request, failure: RequestFailed, queue: deque[Request]
+    ) -> list[Reading]:
+        """The device has no such address or function: narrow down which point it is."""
+        if len(request.points) > 1:
+            self._alone.update(request.points)
+            self.requests = self._plan()
+            log.warning(
+                "meter %s: %s refused (%s); its points will be read one at a time",
+                self.meter_id,
+                request.describe(),
+                failure.reason,
+            )
+            singles = [r for r in self.requests if set(r.points) <= set(request.points)]
+            queue.extendleft(reversed(singles))
+            return []
+        (index,) = request.points
+        point = self.device.points[index]
+        self._disabled.add(index)
+        self.stats.disabled_points.append(point.name)
+        self.requests = self._plan()
+        log.error(
+            "meter %s: point %r at address %d refused (%s); it is no longer polled",
+            self.meter_id,
+            point.name,
+            point.address,
+            failure.reason,
+        )
+        return [self._bad(point, failure.reason)]
+
+    async def _execute(self, request: Request) -> tuple[list[int], int]:
+        """Send one request, retrying timeouts and "busy"; returns the values and the time."""
+        conn = self.device.connection
+        for attempt in range(conn.retries + 1):
+            async with self.link.lock:
+                self.stats.requests += 1
+                sent = time.monotonic()
+                try:
+                    values = await self.link.read(
+                        conn.unit_id,
+                        request.function_code,
+                        request.address,
+                        request.count,
+                        conn.timeout_s,
+                    )
+                except RequestFailed as failure:
+                    busy = failure.kind is Failure.EXCEPTION and failure.code in TRY_AGAIN
+                    if failure.kind is Failure.TIMEOUT:
+                        self.stats.timeouts += 1
+                    elif failure.kind is Failure.EXCEPTION:
+                        self.stats.exceptions[failure.reason] += 1
+                    if attempt == conn.retries or not (busy or failure.kind is Failure.TIMEOUT):
+                        raise
+                else:
+                    self.stats.latencies_s.append(time.monotonic() - sent)
+                    return values, self._clock()
+            self.stats.retries += 1
+            if busy:
+                await asyncio.sleep(_BUSY_PAUSE_S)  # outside the lock: others may use the bus
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    # --- readings ------------------------------------------------------------------------------
+
+    def _point_reading(self, index: int, request: Request, values: list[int], ts: int) -> Reading:
+        point = self.device.points[index]
+        words = slice_registers(request, point, values)
+        if point.function_code in BIT_FUNCTIONS:
+            raw = bytes(words)
+            value: Decimal = Decimal(words[0])
+        else:
+            raw = words_to_bytes(words)
+            try:
+                if point.bit is not None:
+                    value = decode_bits(
+                        words, point.data_type, point.word_order, point.bit, point.bit_count
+                    )
+                else:
+                    value = decode(
+                        words, point.data_type, point.word_order, point.scale, point.offset
+                    )
+            except DecodeError as exc:
+                return self._bad(point, exc.reason, raw, ts)
+        implausible = point.implausible(value)
+        if implausible:
+            return self._bad(point, implausible, raw, ts)
+        return self._reading(point, raw, value, Quality.good(), ts)
+
+    def _bad(
+        self, point: ModbusPoint, reason: str, raw: bytes = b"", ts: int | None = None
+    ) -> Reading:
+        return self._reading(point, raw, None, Quality.bad(reason), ts)
+
+    def _reading(
+        self,
+        point: ModbusPoint,
+        raw: bytes,
+        value: Decimal | None,
+        quality: Quality,
+        ts: int | None,
+    ) -> Reading:
+        return Reading(
+            meter_id=self.meter_id,
+            point=point.name,
+            quantity=point.quantity,
+            kind=point.kind,
+            unit=point.unit,
+            ts_ns=self._clock() if ts is None else ts,
+            raw=raw,
+            value=value,
+            quality=quality,
+        )
+
+    def _fail(self, reason: str) -> None:
+        conn = self.device.connection
+        self._backoff_s = min(conn.backoff_max_s, max(conn.backoff_initial_s, self._backoff_s * 2))
+        log.warning(
+            "meter %s on %s: %s; next attempt in about %.1f s",
+            self.meter_id,
+            self.link.name,
+            reason,
+            self._backoff_s,
+        )
+
+
+def explain(device: DeviceSpec) -> list[str]:
+    """The requests one poll cycle sends, for `tanji check-config --explain`."""
+    if not isinstance(device, ModbusTcpDevice | ModbusRtuOverTcpDevice | ModbusRtuDevice):
+        return []
+    requests = plan(
+        device.points,
+        max_registers=device.max_registers_per_request,
+        max_bits=device.max_bits_per_request,
+        max_gap=device.max_gap,
+    )
+    lines = [
+        f"{device.protocol} {_where(device)} unit {device.connection.unit_id}:"
+        f" {len(requests)} request(s) per cycle for {len(device.points)} point(s),"
+        f" every {device.connection.poll_interval_s:g} s"
+    ]
+    for r in requests:
+        names = ", ".join(device.points[i].name for i in r.points)
+        lines.append(f"  {r.describe()}: {names}")
+    return lines
+
+
+def check_devices(devices: Sequence[tuple[str, DeviceSpec]]) -> list[str]:
+    """Devices on one link must agree on how it is set up and use distinct unit ids."""
+    problems: list[str] = []
+    by_link: dict[tuple[str, ...], list[tuple[str, AnyModbusDevice]]] = {}
+    for meter_id, d in devices:
+        if isinstance(d, ModbusTcpDevice | ModbusRtuOverTcpDevice | ModbusRtuDevice):
+            by_link.setdefault(link_key(d), []).append((meter_id, d))
+    for members in by_link.values():
+        first_id, first = members[0]
+        link_fields = _link_fields(first)
+        units: dict[int, str] = {}
+        for meter_id, d in members:
+            unit = d.connection.unit_id
+            if unit in units:
+                problems.append(
+                    f"meters {units[unit]!r} and {meter_id!r} are the same unit id {unit} on"
+                    f" {_where(d)}"
+                )
+            units.setdefault(unit, meter_id)
+            if _link_fields(d) != link_fields:
+                problems.append(
+                    f"meter {meter_id!r} shares {_where(d)} with {first_id!r} but sets it up"
+                    f" differently ({_link_fields(d)} vs {link_fields}); a shared line has one"
+                    " setting"
+                )
+    return problems
+
+
+def _link_fields(d: AnyModbusDevice) -> dict[str, object]:
+    if isinstance(d, ModbusRtuDevice):
+        c = d.connection
+        return {
+            "baudrate": c.baudrate,
+            "parity": c.parity,
+            "stopbits": c.stopbits,
+            "bytesize": c.bytesize,
+        }
+    return {}
+
+
+def _where(d: AnyModbusDevice) -> str:
+    return ":".join(link_key(d)[1:])

@@ -24,10 +24,12 @@ import tomli_w
 from gateway.config import SiteConfig, parse_site_config
 from gateway.runtime import Gateway
 from simulators.broker import EmbeddedBroker
-from simulators.modbus_fleet import ENERGY_RESOLUTION_KWH, MeterFleet
+from simulators.modbus_fleet import MeterFleet
 from simulators.platform import PlatformReceiver
 
 log = logging.getLogger(__name__)
+
+ENERGY_RESOLUTION_KWH = Decimal("0.01")  # of the tanji-sim counter register the demo reads
 
 DEMO_USCC = "91320000MA1TANJ0D7"  # a made-up code with a valid GB 32100 check character
 

@@ -1,16 +1,14 @@
-"""A fleet of simulated energy meters, each a real Modbus TCP server on its own 127.0.0.1 port.
+"""A fleet of simulated energy meters serving any meter profile over real Modbus servers.
 
-The meters are not copies of any real product; their register map (below and in
-docs/simulators.md) is tanji's own. Energy is the exact integral of a plausible load curve
-(a day shape plus a few-minute ripple), so the cumulative kWh register and the power register
-always agree, and `SimMeter.register_at(t)` says what the counter read at any instant.
+Transports: Modbus TCP (one port per link), RTU over TCP (a serial device server's port) and
+RTU on a virtual serial line (a pseudo-terminal pair at a real baud rate, see serial_line.py).
+With `units_per_link` > 1 several meters share a link as unit ids 1..k, like meters on one
+RS-485 bus. The default profile is tanji's own map ("tanji-sim", docs/simulators.md).
 
-Register map (holding registers, also readable with function code 4), addresses 0-based:
-  0-1  active_energy_import  uint32  ABCD  x 0.01 kWh   (counter)
-  2-3  active_power          float32 ABCD  kW           (gauge)
-  4-5  active_energy_import  float32 ABCD  kWh          (same counter, float form)
-  6-7  active_energy_import  uint32  CDAB  x 0.01 kWh   (same counter, word-swapped)
-  8    fault register        uint16        0 = ok (read-only status for tests)
+Energy is the exact integral of a plausible load curve (a day shape plus a few-minute ripple),
+so counters and power always agree, and `SimMeter.counter_kwh(t)` says what any counter read
+at any instant. Faults can be injected live or replayed from a scenario file: no answer, slow
+answer, Modbus exception, frozen counter, counter rollover, meter replaced, noise.
 """
 
 from __future__ import annotations
@@ -18,49 +16,100 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
+import random
+import time
+import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
+from pathlib import Path
+from typing import Annotated, Literal
 
+from pydantic import Field, ValidationError
+from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from collectors.modbus.decode import encode
+from collectors.modbus.config import ModbusPoint
+from collectors.modbus.decode import UNSIGNED_BITS, encode
+from collectors.modbus.profiles import Profile, load_profile
+from gateway.models import Frozen, PointKind, Quantity
+from simulators.serial_line import VirtualSerialLine
 
-ENERGY_RESOLUTION_KWH = Decimal("0.01")
-REGISTER_COUNT = 9
 DAY_S = 86400.0
+POWER_FACTOR = 0.92  # constant, so reactive energy is an exact multiple of active energy
+TAN_PHI = math.tan(math.acos(POWER_FACTOR))
+PHASE_VOLTAGE = 230.0
+FREQUENCY = 50.0
+
+Transport = Literal["tcp", "rtu-over-tcp", "rtu"]
+TRANSPORTS: tuple[Transport, ...] = ("tcp", "rtu-over-tcp", "rtu")
 
 
-class Fault(enum.StrEnum):
-    NONE = "none"
-    BUSY = "busy"  # answers Modbus exception 6 (server device busy)
-    SILENT = "silent"  # accepts the request and never answers (a timeout for the client)
+class FaultKind(enum.StrEnum):
+    SILENT = "silent"  # accepts the request and never answers
+    SLOW = "slow"  # answers after `delay_s`
+    EXCEPTION = "exception"  # answers with Modbus exception `code`
+    BUSY = "busy"  # exception 6, server device busy
+    FROZEN = "frozen"  # counters stop advancing (power goes on)
+    ROLLOVER = "rollover"  # counters jump so the first wrapping register rolls over in `in_s`
+    REPLACED = "replaced"  # a new meter: counters restart from zero now
+    NOISE = "noise"  # relative noise of `level` on instantaneous values
+    CLEAR = "clear"  # answer normally again (counter shifts from rollover/replaced remain)
+
+
+@dataclass
+class Faults:
+    silent: bool = False
+    delay_s: float = 0.0
+    exception: int | None = None
+    frozen_at: float | None = None
+    noise: float = 0.0
+    energy_offset_kwh: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(
+            self.silent
+            or self.delay_s
+            or self.exception
+            or self.frozen_at is not None
+            or self.noise
+        )
 
 
 @dataclass
 class SimMeter:
-    """Physics of one meter: power P(t) in kW and its exact integral, energy in kWh."""
+    """Physics of one meter (power P(t) in kW, energy its exact integral) and its faults."""
 
     index: int
+    unit_id: int
     rated_kw: float
     initial_kwh: float
     t0: float  # epoch seconds at which energy == initial_kwh
     ripple_period_s: float
-    fault: Fault = Fault.NONE
-    requests: int = field(default=0)
+    profile: Profile
+    faults: Faults = field(default_factory=Faults)
+    requests: int = 0
+    rng: random.Random = field(default_factory=random.Random)
 
     @classmethod
-    def plausible(cls, index: int, t0: float) -> SimMeter:
+    def plausible(cls, index: int, unit_id: int, t0: float, profile: Profile) -> SimMeter:
         # deterministic per index so runs are reproducible
         return cls(
             index=index,
+            unit_id=unit_id,
             rated_kw=40.0 + 35.0 * (index % 5),
             initial_kwh=12_345.0 + 1_000.0 * index,
             t0=t0,
             ripple_period_s=60.0 + 17.0 * index,
+            profile=profile,
+            rng=random.Random(index),
         )
+
+    # --- physics -------------------------------------------------------------------------------
 
     def power_kw(self, t: float) -> float:
         base = 0.55 * self.rated_kw
@@ -69,7 +118,7 @@ class SimMeter:
         return base + day + ripple
 
     def energy_kwh(self, t: float) -> float:
-        """Initial energy plus the exact integral of power_kw from t0 to t."""
+        """Initial energy plus the exact integral of power_kw from t0 to t (no faults)."""
         base = 0.55 * self.rated_kw
 
         def antiderivative_kws(x: float) -> float:
@@ -82,45 +131,200 @@ class SimMeter:
 
         return self.initial_kwh + (antiderivative_kws(t) - antiderivative_kws(self.t0)) / 3600.0
 
-    def register_at(self, t: float) -> int:
-        """The integer in the 0.01 kWh counter register at time t."""
-        return int(self.energy_kwh(t) * 100) % 2**32
+    def counter_kwh(self, t: float) -> float:
+        """What the meter's active energy counter shows at t, faults included."""
+        at = self.faults.frozen_at if self.faults.frozen_at is not None else t
+        return self.energy_kwh(at) + self.faults.energy_offset_kwh
 
     def counter_kwh_at(self, t: float) -> Decimal:
-        return Decimal(self.register_at(t)) * ENERGY_RESOLUTION_KWH
+        """The 0.01 kWh uint32 register of the tanji-sim map, as kWh."""
+        return Decimal(int(self.counter_kwh(t) * 100) % 2**32) * Decimal("0.01")
 
-    def registers(self, t: float) -> list[int]:
-        counter = self.register_at(t)
-        return [
-            *encode(counter, "uint32", "ABCD"),
-            *encode(self.power_kw(t), "float32", "ABCD"),
-            *encode(self.energy_kwh(t), "float32", "ABCD"),
-            *encode(counter, "uint32", "CDAB"),
-            0,
-        ]
+    def value(self, quantity: Quantity, t: float) -> float:
+        """The true value of a quantity at t (noise applies to instantaneous values)."""
+        energy = self.counter_kwh(t)
+        p = self.power_kw(t)
+        s = p / POWER_FACTOR
+        instant = {
+            Quantity.ACTIVE_POWER: p,
+            Quantity.ACTIVE_POWER_L1: p / 3,
+            Quantity.ACTIVE_POWER_L2: p / 3,
+            Quantity.ACTIVE_POWER_L3: p / 3,
+            Quantity.REACTIVE_POWER: p * TAN_PHI,
+            Quantity.APPARENT_POWER: s,
+            Quantity.VOLTAGE_L1_N: PHASE_VOLTAGE,
+            Quantity.VOLTAGE_L2_N: PHASE_VOLTAGE,
+            Quantity.VOLTAGE_L3_N: PHASE_VOLTAGE,
+            Quantity.VOLTAGE_L1_L2: PHASE_VOLTAGE * math.sqrt(3),
+            Quantity.VOLTAGE_L2_L3: PHASE_VOLTAGE * math.sqrt(3),
+            Quantity.VOLTAGE_L3_L1: PHASE_VOLTAGE * math.sqrt(3),
+            Quantity.CURRENT_L1: s * 1000 / 3 / PHASE_VOLTAGE,
+            Quantity.CURRENT_L2: s * 1000 / 3 / PHASE_VOLTAGE,
+            Quantity.CURRENT_L3: s * 1000 / 3 / PHASE_VOLTAGE,
+            Quantity.CURRENT_N: 0.0,
+            Quantity.POWER_FACTOR: POWER_FACTOR,
+            Quantity.FREQUENCY: FREQUENCY,
+        }
+        if quantity in instant:
+            v = instant[quantity]
+            if self.faults.noise:
+                v *= 1 + self.rng.uniform(-self.faults.noise, self.faults.noise)
+            return v
+        if quantity is Quantity.ACTIVE_ENERGY_IMPORT:
+            return energy
+        if quantity is Quantity.REACTIVE_ENERGY_IMPORT:
+            return energy * TAN_PHI
+        if quantity is Quantity.STATUS:
+            return float(self.status_word())
+        return 0.0  # export energies, volumes the simulated meter does not measure
+
+    def status_word(self) -> int:
+        f = self.faults
+        word = int(f.active) | (f.frozen_at is not None) << 1
+        return word | ((f.exception or 0) & 0xF) << 4
+
+    def words(self, point: ModbusPoint, t: float) -> list[int]:
+        """The registers `point` reads at t, encoded as the profile says."""
+        v = (self.value(point.quantity, t) - float(point.offset)) / float(point.scale)
+        if point.data_type.startswith("float"):
+            return encode(v, point.data_type, point.word_order)
+        bits = UNSIGNED_BITS.get(point.data_type)
+        if bits is not None:
+            n = math.floor(v) if point.kind is PointKind.COUNTER else round(v)
+            return encode(n % 2**bits, point.data_type, point.word_order)
+        return encode(round(v), point.data_type, point.word_order)
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def inject(self, kind: FaultKind, now: float, **params: float) -> None:
+        f = self.faults
+        match kind:
+            case FaultKind.SILENT:
+                f.silent = True
+            case FaultKind.SLOW:
+                f.delay_s = params.get("delay_s", 1.0)
+            case FaultKind.EXCEPTION:
+                f.exception = int(params.get("code", ExcCodes.DEVICE_FAILURE))
+            case FaultKind.BUSY:
+                f.exception = ExcCodes.DEVICE_BUSY
+            case FaultKind.FROZEN:
+                f.frozen_at = now
+            case FaultKind.ROLLOVER:
+                modulus = self._first_counter_modulus_kwh()
+                f.energy_offset_kwh = modulus - self.energy_kwh(now + params.get("in_s", 5.0))
+            case FaultKind.REPLACED:
+                f.energy_offset_kwh = -self.energy_kwh(now)
+                f.frozen_at = None
+            case FaultKind.NOISE:
+                f.noise = params.get("level", 0.02)
+            case FaultKind.CLEAR:
+                if f.frozen_at is not None:
+                    # the frozen register catches up; what it missed stays missed
+                    f.energy_offset_kwh -= self.energy_kwh(now) - self.energy_kwh(f.frozen_at)
+                self.faults = Faults(energy_offset_kwh=f.energy_offset_kwh)
+
+    def _first_counter_modulus_kwh(self) -> float:
+        for p in self.profile.modbus_points([q.name for q in self.profile.points]):
+            modulus = p.counter_modulus()
+            if p.quantity is Quantity.ACTIVE_ENERGY_IMPORT and modulus is not None:
+                return float(modulus)
+        raise ValueError(f"profile {self.profile.id} has no wrapping energy counter")
+
+
+# --- scenario files ---------------------------------------------------------------------------
+
+
+class ScenarioEvent(Frozen):
+    at_s: float = Field(ge=0, description="seconds after the fleet started")
+    meter: int | Literal["all"] = Field(description="meter index (0-based) or 'all'")
+    fault: FaultKind
+    duration_s: float | None = Field(default=None, gt=0, description="then cleared")
+    delay_s: float | None = Field(default=None, gt=0)
+    code: Annotated[int, Field(ge=1, le=255)] | None = None
+    in_s: float | None = Field(default=None, gt=0)
+    level: float | None = Field(default=None, gt=0, le=1)
+
+
+class Scenario(Frozen):
+    events: tuple[ScenarioEvent, ...] = Field(min_length=1)
+
+    @classmethod
+    def load(cls, path: Path) -> Scenario:
+        """Read a scenario TOML; ValueError with the field path on bad input."""
+        try:
+            return cls.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)
+            where = ".".join(str(p) for p in first[0]["loc"])
+            raise ValueError(f"{path}: {where}: {first[0]['msg']}") from None
+
+
+# --- servers ----------------------------------------------------------------------------------
 
 
 class MeterFleet:
-    """Serves N SimMeters on ports base_port .. base_port+N-1 of `host`."""
+    """Serves `count` SimMeters; link i listens on base_port + i (TCP transports) or on the
+    first end of virtual serial line i (`serial_port_of(i)` is the end for the gateway)."""
 
     def __init__(
         self,
         count: int,
-        base_port: int,
+        base_port: int = 5020,
         host: str = "127.0.0.1",
-        clock: partial[float] | None = None,
+        *,
+        profile: str = "tanji-sim",
+        transport: Transport = "tcp",
+        units_per_link: int = 1,
+        baudrate: int = 9600,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        import time
-
-        self._clock = clock or time.time
-        now = self._clock()
+        self._clock = clock
+        now = clock()
         self.host = host
         self.base_port = base_port
-        self.meters = [SimMeter.plausible(i, now) for i in range(count)]
-        self._servers: list[ModbusTcpServer] = []
+        self.transport = transport
+        self.units_per_link = units_per_link
+        self.baudrate = baudrate
+        self.profile = load_profile(profile)
+        self.meters = [
+            SimMeter.plausible(i, self.unit_of(i), now, self.profile) for i in range(count)
+        ]
+        self._points = self.profile.modbus_points([p.name for p in self.profile.points])
+        if self.profile.id == "tanji-sim":  # its holding registers are input registers too
+            self._points += [
+                p.model_copy(update={"function_code": 4})
+                for p in self._points
+                if p.function_code == 3
+            ]
+        self._servers: list[ModbusTcpServer | ModbusSerialServer] = []
+        self.lines: list[VirtualSerialLine] = []
+        self._scenario_task: asyncio.Task[None] | None = None
+        self.started_at = now
+
+    @property
+    def links(self) -> int:
+        return math.ceil(len(self.meters) / self.units_per_link)
+
+    def link_of(self, index: int) -> int:
+        return index // self.units_per_link
+
+    def unit_of(self, index: int) -> int:
+        """Unit id of meter `index` on its link (1..k; a lone TCP meter answers any unit id)."""
+        return 1 + index % self.units_per_link
 
     def port_of(self, index: int) -> int:
-        return self.base_port + index
+        """TCP port of the link meter `index` is on."""
+        return self.base_port + self.link_of(index)
+
+    def serial_port_of(self, index: int) -> str:
+        """The serial device the gateway opens to reach meter `index` (transport rtu)."""
+        return self.lines[self.link_of(index)].ends[1]
+
+    # --- serving -------------------------------------------------------------------------------
 
     async def _on_access(
         self,
@@ -133,33 +337,87 @@ class MeterFleet:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         meter.requests += 1
-        if meter.fault is Fault.BUSY:
-            return ExcCodes.DEVICE_BUSY
-        if meter.fault is Fault.SILENT:
-            await asyncio.sleep(3600)
+        faults = meter.faults
+        if faults.silent:
+            await asyncio.Event().wait()  # never answers; the server task is cancelled on stop
+        if faults.delay_s:
+            await asyncio.sleep(faults.delay_s)
+        if faults.exception:
+            return ExcCodes(faults.exception)
         if set_values is not None:
             return ExcCodes.ILLEGAL_FUNCTION  # a meter's registers are read-only
-        first = 0 - start_address  # our block starts at register 0
-        current_registers[first : first + REGISTER_COUNT] = meter.registers(self._clock())
+        t = self._clock()
+        if function_code == 2:
+            current_registers[0 - start_address] = 1 | int(faults.active) << 1
+            return None
+        end = address + count
+        for p in self._points:
+            if (
+                p.function_code == function_code
+                and p.address < end
+                and p.address + p.count > address
+            ):
+                if p.bit is not None:
+                    continue  # bit fields live in a register another point writes
+                first = p.address - start_address
+                current_registers[first : first + p.count] = meter.words(p, t)
         return None
 
+    def _device(self, meter: SimMeter, unit_id: int) -> SimDevice:
+        def block(fc: int) -> list[SimData]:
+            spans = sorted({(p.address, p.count) for p in self._points if p.function_code == fc})
+            data = [
+                SimData(address=a, values=[0] * n, datatype=DataType.REGISTERS) for a, n in spans
+            ]
+            # pymodbus needs every block non-empty: an unused register at the top of the map
+            return data or [SimData(address=65535, values=[0], datatype=DataType.REGISTERS)]
+
+        coils = [SimData(address=0, values=[False], datatype=DataType.BITS, readonly=True)]
+        inputs = [SimData(address=0, values=[True, False], datatype=DataType.BITS, readonly=True)]
+        return SimDevice(
+            id=unit_id,
+            simdata=(coils, inputs, block(3), block(4)),
+            use_bit_addressing=True,
+            action=partial(self._on_access, meter),
+        )
+
     async def start(self) -> None:
-        for meter in self.meters:
-            device = SimDevice(
-                id=0,  # answers every unit id, as a single meter behind its own port does
-                simdata=[
-                    SimData(address=0, values=[0] * REGISTER_COUNT, datatype=DataType.REGISTERS)
-                ],
-                action=partial(self._on_access, meter),
-            )
-            server = ModbusTcpServer(device, address=(self.host, self.port_of(meter.index)))
+        for link in range(self.links):
+            members = [m for m in self.meters if self.link_of(m.index) == link]
+            lone_tcp = self.transport == "tcp" and self.units_per_link == 1
+            devices = [self._device(m, 0 if lone_tcp else m.unit_id) for m in members]
+            server: ModbusTcpServer | ModbusSerialServer
+            if self.transport == "rtu":
+                line = VirtualSerialLine(self.baudrate)
+                await line.start()
+                self.lines.append(line)
+                server = ModbusSerialServer(
+                    devices,
+                    framer=FramerType.RTU,
+                    port=line.ends[0],
+                    baudrate=self.baudrate,
+                    ignore_missing_devices=True,  # on a bus, an absent unit is silent
+                )
+            else:
+                framer = FramerType.RTU if self.transport == "rtu-over-tcp" else FramerType.SOCKET
+                server = ModbusTcpServer(
+                    devices,
+                    framer=framer,
+                    address=(self.host, self.base_port + link),
+                    ignore_missing_devices=self.transport == "rtu-over-tcp",
+                )
             await server.serve_forever(background=True)
             self._servers.append(server)
 
     async def stop(self) -> None:
+        if self._scenario_task is not None:
+            self._scenario_task.cancel()
         for server in self._servers:
             await server.shutdown()  # type: ignore[no-untyped-call]
         self._servers.clear()
+        for line in self.lines:
+            await line.stop()
+        self.lines.clear()
 
     async def __aenter__(self) -> MeterFleet:
         await self.start()
@@ -167,3 +425,38 @@ class MeterFleet:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def inject(self, meter: int | Literal["all"], kind: FaultKind, **params: float) -> None:
+        targets = self.meters if meter == "all" else [self.meters[meter]]
+        for m in targets:
+            m.inject(kind, self._clock(), **params)
+
+    def play(self, scenario: Scenario) -> None:
+        """Replay a scenario's events relative to now, in the background."""
+        for event in scenario.events:
+            if event.meter != "all" and not 0 <= event.meter < len(self.meters):
+                raise ValueError(f"scenario event for meter {event.meter}: no such meter")
+        self._scenario_task = asyncio.get_running_loop().create_task(self._play(scenario))
+
+    async def _play(self, scenario: Scenario) -> None:
+        start = time.monotonic()
+        timeline: list[tuple[float, int | Literal["all"], FaultKind, dict[str, float]]] = []
+        for e in scenario.events:
+            params = {
+                k: float(v)
+                for k, v in (
+                    ("delay_s", e.delay_s),
+                    ("code", e.code),
+                    ("in_s", e.in_s),
+                    ("level", e.level),
+                )
+                if v is not None
+            }
+            timeline.append((e.at_s, e.meter, e.fault, params))
+            if e.duration_s is not None:
+                timeline.append((e.at_s + e.duration_s, e.meter, FaultKind.CLEAR, {}))
+        for at_s, meter, kind, params in sorted(timeline, key=lambda x: x[0]):
+            await asyncio.sleep(max(0.0, start + at_s - time.monotonic()))
+            self.inject(meter, kind, **params)

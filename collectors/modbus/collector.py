@@ -5,7 +5,8 @@ device faults: a timeout, lost connection or Modbus exception becomes `bad` read
 reason code, and the device backs off exponentially (with jitter) while it does not answer.
 
 Exceptions are handled by meaning: a joined request refused as illegal address/function is
-split so each point is asked alone; a point refused alone is disabled and reported; "busy" and
+cut in two (at its widest gap) until the parts are accepted; a point refused alone is disabled
+and reported; "busy" and
 timeouts are retried `retries` times; "gateway target no response" counts as a timeout.
 """
 
@@ -38,7 +39,7 @@ from collectors.modbus.link import (
     ModbusLink,
     RequestFailed,
 )
-from collectors.modbus.plan import Request, plan, slice_registers
+from collectors.modbus.plan import Request, plan, slice_registers, split_point
 from gateway.models import DeviceSpec, Quality, Reading
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class ModbusCollector:
         self.link = link
         self.stats = CollectorStats()
         self._clock = clock
-        self._alone: set[int] = set()  # points that must be read in a request of their own
+        self._cuts: set[int] = set()  # points that must start a request (after a refusal)
         self._disabled: set[int] = set()  # points the device says it does not have
         self._backoff_s = 0.0
         self.requests = self._plan()
@@ -84,7 +85,7 @@ class ModbusCollector:
             max_bits=d.max_bits_per_request,
             max_gap=d.max_gap,
             only=[i for i in range(len(d.points)) if i not in self._disabled],
-            alone=self._alone,
+            cuts=self._cuts,
         )
 
     # --- schedule ------------------------------------------------------------------------------
@@ -145,16 +146,16 @@ class ModbusCollector:
     ) -> list[Reading]:
         """The device has no such address or function: narrow down which point it is."""
         if len(request.points) > 1:
-            self._alone.update(request.points)
+            self._cuts.add(split_point(request, self.device.points))
             self.requests = self._plan()
             log.warning(
-                "meter %s: %s refused (%s); its points will be read one at a time",
+                "meter %s: %s refused (%s); reading it in two parts from now on",
                 self.meter_id,
                 request.describe(),
                 failure.reason,
             )
-            singles = [r for r in self.requests if set(r.points) <= set(request.points)]
-            queue.extendleft(reversed(singles))
+            parts = [r for r in self.requests if set(r.points) <= set(request.points)]
+            queue.extendleft(reversed(parts))
             return []
         (index,) = request.points
         point = self.device.points[index]

@@ -9,7 +9,7 @@ by `link_key`.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -134,8 +134,12 @@ class ModbusPoint(PointSpec):
 
 
 class ModbusDevice(DeviceSpec):
-    """Points and request limits shared by every Modbus transport."""
+    """Points and request limits shared by every Modbus transport. `profile` names a register
+    map in collectors/modbus/profiles/ whose points (`profile_points`, default: the profile's
+    default points) come before any listed in `points`."""
 
+    profile: str | None = None
+    profile_points: tuple[str, ...] | None = None
     points: tuple[ModbusPoint, ...] = Field(min_length=1)
     max_registers_per_request: Annotated[int, in_range(1, MAX_REGISTERS)] = MAX_REGISTERS
     max_bits_per_request: Annotated[int, in_range(1, MAX_BITS)] = MAX_BITS
@@ -143,6 +147,13 @@ class ModbusDevice(DeviceSpec):
         default=8,
         description="unused addresses a request may span to join two points into one request",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_profile(cls, data: Any) -> Any:
+        from collectors.modbus.profiles import expand_profile  # profiles build on this module
+
+        return expand_profile(data)
 
     @model_validator(mode="after")
     def _points_fit_in_a_request(self) -> ModbusDevice:

@@ -161,13 +161,15 @@ class ModbusLink:
         try:
             async with asyncio.timeout(timeout_s):
                 response = await read(address, count=count, device_id=unit_id)
-        except TimeoutError:
-            await self._after_timeout()
-            raise RequestFailed(Failure.TIMEOUT, "timeout") from None
-        except ModbusIOException:
-            # pymodbus: an answer for another unit or transaction, or none at all
-            await self._after_timeout()
-            raise RequestFailed(Failure.TIMEOUT, "timeout") from None
+        except (TimeoutError, ModbusIOException):
+            # ModbusIOException: pymodbus got an answer for another unit, or none at all.
+            # Bytes left in pymodbus' receive buffer (an internal attribute, read defensively)
+            # mean something arrived that is not a valid frame: garbage or a truncated frame.
+            garbled = bool(getattr(getattr(client, "ctx", None), "recv_buffer", b""))
+            await self._after_timeout(garbled)
+            raise RequestFailed(
+                Failure.TIMEOUT, "garbled-response" if garbled else "timeout"
+            ) from None
         except (ModbusException, OSError):
             self.close()
             raise RequestFailed(Failure.LOST, "connection-lost") from None
@@ -186,16 +188,17 @@ class ModbusLink:
             raise RequestFailed(Failure.RESPONSE, "short-response")
         return values[:count]
 
-    async def _after_timeout(self) -> None:
+    async def _after_timeout(self, garbled: bool) -> None:
         self._timeouts += 1
         if self.is_serial_line:
             # let a late answer arrive while nothing is outstanding, so it is dropped instead
             # of being taken for the answer to the next request (RTU has no transaction id)
             await asyncio.sleep(min(0.5, 0.05 + self.settings.timeout_s / 4))
-        if self._timeouts >= _TIMEOUTS_BEFORE_RECONNECT and not isinstance(
-            self.settings, ModbusRtuConnection
-        ):
-            # a socket that has stopped answering is often half-dead: start a fresh one
+        if isinstance(self.settings, ModbusRtuConnection):
+            return  # a serial port has no connection to renew; the next request starts clean
+        if garbled or self._timeouts >= _TIMEOUTS_BEFORE_RECONNECT:
+            # a stream out of step cannot be trusted to find the next frame boundary, and a
+            # socket that has stopped answering is often half-dead: start a fresh one
             self._timeouts = 0
             self.close()
 

@@ -44,16 +44,16 @@ def plan(
     max_bits: int,
     max_gap: int,
     only: Iterable[int] | None = None,
-    alone: Iterable[int] = (),
+    cuts: Iterable[int] = (),
 ) -> list[Request]:
     """Requests covering `points` (or the indexes in `only`), ordered by function code and
-    address. Points in `alone` get a request of their own (used after a joined request was
-    refused, so one unreadable point cannot take its neighbours down)."""
+    address. A point in `cuts` always starts a new request (used after a joined request was
+    refused, so an unmapped register between points cannot take them all down)."""
     chosen = sorted(
         range(len(points)) if only is None else set(only),
         key=lambda i: (points[i].function_code, points[i].address, i),
     )
-    solo = set(alone)
+    cut = set(cuts)
     requests: list[Request] = []
     open_fc, start, end, members = -1, 0, 0, list[int]()
 
@@ -68,8 +68,7 @@ def plan(
         joinable = (
             members
             and p.function_code == open_fc
-            and i not in solo
-            and not any(m in solo for m in members)
+            and i not in cut
             and p.address - end <= max_gap
             and max(end, p_end) - start <= limit
         )
@@ -81,6 +80,20 @@ def plan(
             open_fc, start, end, members = p.function_code, p.address, p_end, [i]
     close()
     return requests
+
+
+def split_point(request: Request, points: Sequence[ModbusPoint]) -> int:
+    """Where to cut a refused request in two: before the point after its widest gap (unmapped
+    registers are the usual reason for a refusal), else in the middle."""
+    members = sorted(request.points, key=lambda i: (points[i].address, i))
+    best, best_gap = members[len(members) // 2], 0
+    end = points[members[0]].address + points[members[0]].count
+    for i in members[1:]:
+        gap = points[i].address - end
+        if gap > best_gap:
+            best, best_gap = i, gap
+        end = max(end, points[i].address + points[i].count)
+    return best
 
 
 def slice_registers(request: Request, point: ModbusPoint, words: Sequence[int]) -> list[int]:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from collectors.modbus.config import ModbusPoint
 from collectors.modbus.decode import decode, encode
-from collectors.modbus.plan import Request, plan, slice_registers
+from collectors.modbus.plan import Request, plan, slice_registers, split_point
 
 
 def point(address: int, data_type: str = "uint32", fc: int = 3, **kw) -> ModbusPoint:
@@ -68,10 +68,15 @@ def test_bit_fields_of_one_status_register_share_it():
     ] == [(8, 2, (0, 1, 2))]
 
 
-def test_points_marked_alone_get_their_own_request():
+def test_cuts_start_new_requests_and_refused_requests_split_at_their_widest_gap():
     points = [point(0), point(2), point(4)]
-    requests = plan(points, max_registers=125, max_bits=2000, max_gap=8, alone={1})
-    assert [r.points for r in requests] == [(0,), (1,), (2,)]
+    requests = plan(points, max_registers=125, max_bits=2000, max_gap=8, cuts={1})
+    assert [r.points for r in requests] == [(0,), (1, 2)]
+    holes = [point(0), point(2), point(7), point(9)]
+    (joined,) = plan(holes, max_registers=125, max_bits=2000, max_gap=8)
+    assert split_point(joined, holes) == 2  # the 3-register hole at 4..6
+    (no_gap,) = plan(points, max_registers=125, max_bits=2000, max_gap=8)
+    assert split_point(no_gap, points) == 1
     requests = plan(points, max_registers=125, max_bits=2000, max_gap=8, only={0, 2})
     assert [r.points for r in requests] == [(0, 2)]
 

@@ -1,0 +1,216 @@
+"""Each Modbus fault on one meter, with other meters polled beside it: the faulty one gets bad
+readings with the right reason (or its point disabled), the others keep their schedule.
+
+Real servers on loopback sockets (the simulator, and a raw misbehaving server for frames
+pymodbus' server cannot produce); RTU runs over a virtual serial line at 9600 baud.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from collectors import Collector, Shared, create_collector
+from collectors.modbus import ModbusRtuOverTcpDevice, ModbusTcpDevice
+from gateway.demo import free_port_range
+from gateway.models import QualityStatus, Reading
+from simulators.modbus_fleet import FaultKind, MeterFleet
+from tests.support.evil_modbus import EvilServer
+from tests.support.modbus import FAST, device_for
+
+INTERVAL = FAST["poll_interval_s"]
+POINTS = ["active_energy_import", "active_power", "status"]
+
+
+@dataclass
+class Run:
+    cycles: dict[str, list[tuple[float, list[Reading]]]] = field(default_factory=dict)
+
+    def readings(self, meter_id: str) -> list[Reading]:
+        return [r for _, rs in self.cycles[meter_id] for r in rs]
+
+    def reasons(self, meter_id: str) -> set[str | None]:
+        return {r.quality.reason for r in self.readings(meter_id)}
+
+
+async def side_by_side(collectors: list[Collector], seconds: float, during=None) -> Run:
+    """Stream every collector concurrently (as the gateway does) for `seconds`."""
+    run = Run({c.meter_id: [] for c in collectors})
+
+    async def consume(c: Collector) -> None:
+        async for readings in c.stream():
+            run.cycles[c.meter_id].append((time.monotonic(), readings))
+
+    tasks = [asyncio.create_task(consume(c)) for c in collectors]
+    if during is not None:
+        await during()
+    await asyncio.sleep(seconds)
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    return run
+
+
+def assert_kept_schedule(run: Run, c: Collector, seconds: float, interval: float = INTERVAL):
+    """Every cycle on time: none overran, none missing, no gap between cycles beyond one
+    interval plus scheduling noise, and every reading good."""
+    starts = [t for t, _ in run.cycles[c.meter_id]]
+    assert c.stats.overruns == 0
+    assert len(starts) >= int(seconds / interval) - 1, len(starts)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert max(gaps) < interval * 1.5, gaps
+    assert run.reasons(c.meter_id) == {None}
+
+
+async def test_silent_meter_times_out_with_bounded_retries_and_backs_off():
+    base = free_port_range(2)
+    async with MeterFleet(2, base) as fleet:
+        faulty, healthy = (create_collector(f"M{i}", device_for(fleet, i, POINTS)) for i in (0, 1))
+        fleet.inject(0, FaultKind.SILENT)
+        run = await side_by_side([faulty, healthy], 3.0)
+    assert_kept_schedule(run, healthy, 3.0)
+    assert "timeout" in run.reasons("M0")
+    assert run.reasons("M0") <= {"timeout", "not-polled-after-timeout", "connect-failed"}
+    # each failed request was tried 1 + retries times, and the meter backed off between cycles
+    assert faulty.stats.retries >= 1
+    assert faulty.stats.timeouts == faulty.stats.retries + len(
+        [1 for _, rs in run.cycles["M0"] if any(r.quality.reason == "timeout" for r in rs)]
+    )
+    assert len(run.cycles["M0"]) < len(run.cycles["M1"]) / 2
+
+
+async def test_slow_meter_overruns_are_counted_and_skipped_not_queued():
+    base = free_port_range(2)
+    async with MeterFleet(2, base) as fleet:
+        slow, healthy = (create_collector(f"M{i}", device_for(fleet, i, POINTS)) for i in (0, 1))
+        fleet.inject(0, FaultKind.SLOW, delay_s=0.25)  # within the timeout, past the interval
+        run = await side_by_side([slow, healthy], 3.0)
+    assert_kept_schedule(run, healthy, 3.0)
+    assert run.reasons("M0") == {None}  # slow answers are still good answers
+    assert slow.stats.overruns >= 5
+    # skipped, not queued: each cycle starts on the grid after the previous one ended
+    assert len(run.cycles["M0"]) + slow.stats.overruns >= int(3.0 / INTERVAL) - 1
+    assert len(run.cycles["M0"]) <= 3.0 / 0.25 + 1
+
+
+async def test_illegal_address_disables_only_that_point_and_reports_it():
+    base = free_port_range(2)
+    async with MeterFleet(2, base) as fleet:
+        bad = device_for(fleet, 0, POINTS)
+        unmapped = bad.points[0].model_copy(update={"name": "not-there", "address": 9})
+        bad = bad.model_copy(update={"points": (*bad.points, unmapped)})
+        faulty = create_collector("M0", bad)
+        healthy = create_collector("M1", device_for(fleet, 1, POINTS))
+        run = await side_by_side([faulty, healthy], 2.0)
+    assert_kept_schedule(run, healthy, 2.0)
+    assert faulty.stats.disabled_points == ["not-there"]
+    refused = [r for r in run.readings("M0") if r.point == "not-there"]
+    assert [r.quality.reason for r in refused] == ["modbus-exception-illegal-address"]  # once
+    others = [r for r in run.readings("M0") if r.point != "not-there"]
+    assert others
+    assert all(r.quality.status is QualityStatus.GOOD for r in others)
+
+
+async def test_busy_meter_is_retried_and_recovers():
+    base = free_port_range(2)
+    async with MeterFleet(2, base) as fleet:
+        busy, healthy = (create_collector(f"M{i}", device_for(fleet, i, POINTS)) for i in (0, 1))
+
+        async def busy_for_a_while() -> None:
+            fleet.inject(0, FaultKind.BUSY)
+            await asyncio.sleep(0.6)
+            fleet.inject(0, FaultKind.CLEAR)
+
+        run = await side_by_side([busy, healthy], 1.5, during=busy_for_a_while)
+    assert_kept_schedule(run, healthy, 2.1)
+    assert busy.stats.retries >= 1
+    assert busy.stats.exceptions["modbus-exception-device-busy"] >= 2
+    assert "modbus-exception-device-busy" in run.reasons("M0")
+    last = run.cycles["M0"][-1][1]
+    assert all(r.quality.status is QualityStatus.GOOD for r in last)
+
+
+async def test_refused_connection_backs_off_with_jitter_and_reconnects():
+    base = free_port_range(2)
+    async with MeterFleet(1, base) as fleet:
+        healthy = create_collector("M1", device_for(fleet, 0, POINTS))
+        dead = create_collector(
+            "M0",
+            device_for(fleet, 0, POINTS).model_copy(
+                update={
+                    "connection": device_for(fleet, 0).connection.model_copy(
+                        update={"port": base + 1}
+                    )
+                }
+            ),
+        )
+        run = await side_by_side([dead, healthy], 2.0)
+    assert_kept_schedule(run, healthy, 2.0)
+    assert run.reasons("M0") == {"connect-failed"}
+    # backoff (0.1 s doubling to 0.4 s, +-20 % jitter) spaces the attempts out
+    assert len(run.cycles["M0"]) <= 2.0 / 0.1
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("garbage", "garbled-response"),
+        ("truncated", "garbled-response"),
+        ("wrong-count", "short-response"),
+        ("wrong-tid-first", None),  # the stale answer is discarded, the real one used
+        ("bad-crc", "timeout"),  # RTU over TCP: a frame with a bad CRC is dropped
+    ],
+)
+async def test_malformed_answers_are_rejected_and_others_keep_schedule(mode, reason):
+    base = free_port_range(2)
+    model = ModbusRtuOverTcpDevice if mode == "bad-crc" else ModbusTcpDevice
+    evil = model.model_validate(
+        {
+            "connection": {**FAST, "host": "127.0.0.1", "port": base + 1},
+            "points": [
+                {
+                    "quantity": "active_power",
+                    "kind": "gauge",
+                    "unit": "kW",
+                    "address": 5,
+                    "data_type": "uint32",
+                },
+            ],
+        }
+    )
+    async with MeterFleet(1, base) as fleet, EvilServer(base + 1, mode):
+        healthy = create_collector("M1", device_for(fleet, 0, POINTS))
+        faulty = create_collector("M0", evil)
+        run = await side_by_side([faulty, healthy], 2.0)
+    assert_kept_schedule(run, healthy, 2.0)
+    readings = run.readings("M0")
+    if reason is None:
+        assert {r.quality.reason for r in readings} == {None}
+        # registers 5-6 hold 1005, 1006: never the stale answer's 0x0BAD words
+        assert {r.value for r in readings} == {1005 * 65536 + 1006}
+    else:
+        assert reason in {r.quality.reason for r in readings}
+        assert all(r.value is None for r in readings)
+
+
+async def test_dead_unit_on_a_shared_rtu_line_leaves_the_others_on_schedule():
+    async with MeterFleet(2, transport="rtu", units_per_link=2) as fleet:
+        shared = Shared()
+        slow_line = {"poll_interval_s": 1.0, "timeout_s": 0.2, "backoff_max_s": 2.0}
+        dead, healthy = (
+            create_collector(f"M{i}", device_for(fleet, i, POINTS, **slow_line), shared=shared)
+            for i in (0, 1)
+        )
+        fleet.inject(0, FaultKind.SILENT)
+        run = await side_by_side([dead, healthy], 5.0)
+        shared.close()
+    assert_kept_schedule(run, healthy, 5.0, interval=1.0)
+    assert run.reasons("M0") <= {"timeout", "not-polled-after-timeout"}
+    assert dead.link is healthy.link  # type: ignore[attr-defined]

@@ -13,8 +13,9 @@ import logging
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -133,6 +134,74 @@ def run(
         err.print(f"[bold red]tanji:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     err.print("tanji: stopped; collected readings were committed")
+
+
+@app.command()
+def status(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the raw snapshot")] = False,
+) -> None:
+    """Show how the running gateway's meters are polled (from its status file).
+
+    Exit 1 when the gateway is not running (no fresh status) or a meter needs attention
+    (its last reading was bad, or points were disabled).
+
+    Example: tanji status --config /etc/tanji/site.toml
+    """
+    try:
+        site = load_site_config(config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    from gateway.runtime import STATUS_INTERVAL_S, status_path_for
+
+    path = status_path_for(site.store.path)
+    try:
+        snapshot = json.loads(path.read_text(encoding="utf-8"))
+        age_s = (time.time_ns() - int(snapshot["written_ns"])) / 1e9
+        meters = snapshot["meters"]
+    except FileNotFoundError:
+        err.print(f"no status at {path}: the gateway has not run with this configuration")
+        raise typer.Exit(EXIT_FINDING) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        err.print(f"{path}: not a tanji status file ({exc})", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    if as_json:
+        print(json.dumps(snapshot, indent=2))
+    else:
+        out.print(_status_table(snapshot, age_s))
+    stale = age_s > 3 * STATUS_INTERVAL_S
+    if stale:
+        err.print(f"status is {age_s:.0f} s old: is the gateway running?")
+    attention = [
+        m for m, st in meters.items() if st["last_reason"] or st["poll"]["disabled_points"]
+    ]
+    if stale or attention:
+        raise typer.Exit(EXIT_FINDING)
+
+
+def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
+    table = Table(title=f"gateway {snapshot['gateway_id']} — status {age_s:.0f} s old")
+    table.add_column("meter")
+    table.add_column("problem", overflow="fold")
+    for col in ("readings (bad)", "cycles (overrun)", "timeouts (retried)", "p50/p95 ms"):
+        table.add_column(col, justify="right")
+    for meter_id, st in snapshot["meters"].items():
+        poll = st["poll"]
+        latency = poll["latency_ms"]
+        problems = [st["last_reason"]] if st["last_reason"] else []
+        problems += [f"disabled: {p}" for p in poll["disabled_points"]]
+        problems += [f"{name} x{n}" for name, n in poll["exceptions"].items()]
+        p50, p95 = (latency[q] for q in ("p50", "p95"))
+        table.add_row(
+            meter_id,
+            "; ".join(problems) or "ok",
+            f"{st['readings']} ({st['bad']})",
+            f"{poll['cycles']} ({poll['overruns']})",
+            f"{poll['timeouts']} ({poll['retries']})",
+            f"{p50:.1f}/{p95:.1f}" if p50 is not None and p95 is not None else "-",
+        )
+    return table
 
 
 def _demo_table(parts: DemoParts) -> Table:

@@ -92,24 +92,7 @@ def demo_site(
                     "poll_interval_s": 1.0,
                     "timeout_s": 1.0,
                 },
-                "points": [
-                    {
-                        "quantity": "active_energy_import",
-                        "kind": "counter",
-                        "unit": "kWh",
-                        "address": 0,
-                        "data_type": "uint32",
-                        "word_order": "ABCD",
-                        "scale": "0.01",
-                    },
-                    {
-                        "quantity": "active_power",
-                        "kind": "gauge",
-                        "unit": "kW",
-                        "address": 2,
-                        "data_type": "float32",
-                    },
-                ],
+                "profile": "tanji-sim",  # default points: active_energy_import, active_power
             }
         )
     return {

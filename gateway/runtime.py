@@ -8,12 +8,15 @@ MQTT sync. All SQLite work on the gateway's connection runs on one worker thread
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import cloud_sync
@@ -26,6 +29,11 @@ from gateway.store import Store, transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+STATUS_INTERVAL_S = 5.0
+
+
+def status_path_for(store_path: Path) -> Path:
+    return store_path.with_name(store_path.name + ".status.json")
 
 
 @dataclass
@@ -87,6 +95,7 @@ class Gateway:
                 tg.create_task(self._write_loop(), name="store-writer")
                 tg.create_task(self._aggregate_loop(), name="aggregator")
                 tg.create_task(self.sync.run(), name="cloud-sync")
+                tg.create_task(self._status_loop(), name="status-file")
         finally:
             await asyncio.shield(self.flush())
 
@@ -117,6 +126,48 @@ class Gateway:
             elif r.value is not None:
                 status.last_values[r.point] = str(r.value)
                 status.last_reason = None
+
+    # --- status ------------------------------------------------------------------------------
+
+    @property
+    def status_path(self) -> Path:
+        """Where `tanji status` finds the running gateway's latest snapshot."""
+        return status_path_for(self.config.store.path)
+
+    def status_snapshot(self) -> dict[str, Any]:
+        return {
+            "schema": "tanji.gateway-status/1",
+            "gateway_id": self.config.gateway_id,
+            "written_ns": str(self._clock()),
+            "readings_stored": self.readings_stored,
+            "records_created": self.records_created,
+            "meters": {
+                meter_id: {
+                    "readings": st.readings,
+                    "bad": st.bad,
+                    "last_reason": st.last_reason,
+                    "last_ts_ns": str(st.last_ts_ns) if st.last_ts_ns else None,
+                    "restarts": st.restarts,
+                    "poll": st.poll.snapshot(),
+                }
+                for meter_id, st in self.meter_status.items()
+            },
+        }
+
+    def write_status(self) -> None:
+        """Replace the status file atomically (readers never see half a file)."""
+        path = self.status_path
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status_snapshot(), indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    async def _status_loop(self) -> None:
+        while True:
+            try:
+                self.write_status()
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.status_path, exc)
+            await asyncio.sleep(STATUS_INTERVAL_S)
 
     # --- store -------------------------------------------------------------------------------
 

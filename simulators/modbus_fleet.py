@@ -303,6 +303,7 @@ class MeterFleet:
         self._servers: list[ModbusTcpServer | ModbusSerialServer] = []
         self.lines: list[VirtualSerialLine] = []
         self._scenario_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.started_at = now
 
     @property
@@ -339,7 +340,8 @@ class MeterFleet:
         meter.requests += 1
         faults = meter.faults
         if faults.silent:
-            await asyncio.Event().wait()  # never answers; the server task is cancelled on stop
+            await self._stopping.wait()  # never answers (until the fleet stops)
+            return ExcCodes.DEVICE_FAILURE
         if faults.delay_s:
             await asyncio.sleep(faults.delay_s)
         if faults.exception:
@@ -410,6 +412,7 @@ class MeterFleet:
             self._servers.append(server)
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._scenario_task is not None:
             self._scenario_task.cancel()
         for server in self._servers:

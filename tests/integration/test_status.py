@@ -1,0 +1,60 @@
+"""`tanji status` shows the running gateway's per-meter polling statistics and flags trouble."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway import runtime
+from gateway.cli import app
+from gateway.demo import DemoParts, run_demo
+from simulators.modbus_fleet import FaultKind
+from tests.conftest import Mosquitto
+
+
+async def test_status_reports_poll_statistics_and_the_failing_meter(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(runtime, "STATUS_INTERVAL_S", 0.5)
+    seen: dict[str, object] = {}
+    site = tmp_path / "site.toml"
+
+    def tick(parts: DemoParts) -> None:
+        seen["ticks"] = n = int(seen.get("ticks", 0)) + 1  # type: ignore[call-overload]
+        if n == 4:
+            parts.fleet.inject(1, FaultKind.SILENT)
+        if n == 12:
+            seen["json"] = CliRunner().invoke(app, ["status", "-c", str(site), "--json"])
+            seen["table"] = CliRunner().invoke(app, ["status", "-c", str(site)])
+
+    await run_demo(
+        tmp_path, meters=2, interval_s=60, duration_s=7, on_tick=tick, broker_port=mosquitto.port
+    )
+    result = seen["json"]
+    assert result.exit_code == 1, result.output  # a meter needs attention
+    snapshot = json.loads(result.stdout)
+    healthy, silent = snapshot["meters"]["M1"], snapshot["meters"]["M2"]
+    assert healthy["last_reason"] is None
+    assert healthy["poll"]["cycles"] >= 4
+    assert healthy["poll"]["latency_ms"]["p95"] is not None
+    assert silent["last_reason"] in ("timeout", "not-polled-after-timeout")
+    assert silent["poll"]["timeouts"] >= 1
+    table = seen["table"].stdout
+    assert "M2" in table, table
+    assert "timeout" in table, table
+
+
+def test_status_without_a_running_gateway_is_a_finding(tmp_path: Path):
+    example = Path(__file__).parents[2] / "deploy" / "site.example.toml"
+    site = tmp_path / "site.toml"
+    site.write_text(example.read_text())
+    result = CliRunner().invoke(app, ["status", "-c", str(site)])
+    assert result.exit_code == 1
+    assert "has not run" in result.output
+    (tmp_path / "tanji.db.status.json").write_text("{not json")
+    result = CliRunner().invoke(app, ["status", "-c", str(site)])
+    assert result.exit_code == 1
+    assert "not a tanji status file" in result.output

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -38,6 +39,10 @@ app = typer.Typer(
 )
 sim_app = typer.Typer(help="Run simulators of meters and of the platform.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
+discover_app = typer.Typer(
+    help="Find devices and the meter profiles that fit them.", no_args_is_help=True
+)
+app.add_typer(discover_app, name="discover")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -385,6 +390,117 @@ def sim_modbus(
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
+
+
+@discover_app.command("modbus")
+def discover_modbus(
+    target: Annotated[
+        str | None, typer.Argument(help="HOST[:PORT] of a Modbus TCP device or device server")
+    ] = None,
+    serial: Annotated[
+        str | None, typer.Option(help="serial port instead, e.g. /dev/ttyUSB0")
+    ] = None,
+    rtu_over_tcp: Annotated[
+        bool, typer.Option("--rtu-over-tcp", help="TARGET speaks RTU frames (device server)")
+    ] = False,
+    units: Annotated[str, typer.Option(help="unit ids to try: 1-16, or 1,3,5")] = "1-16",
+    baud: Annotated[int, typer.Option(help="serial: baud rate")] = 9600,
+    parity: Annotated[str, typer.Option(help="serial: N, E or O")] = "E",
+    timeout: Annotated[float, typer.Option(min=0.05, max=10, help="seconds per request")] = 0.5,
+    profile: Annotated[
+        list[str] | None, typer.Option(help="only try these profiles (repeatable)")
+    ] = None,
+) -> None:
+    """Scan unit ids, try the known meter profiles, print a site.toml fragment.
+
+    Example: tanji discover modbus 127.0.0.1:5020 --units 1-4
+
+    Example: tanji discover modbus --serial /dev/ttyUSB0 --baud 9600 --parity N
+    """
+    from collectors.modbus.discover import device_for_link, discover, site_fragment
+    from collectors.modbus.link import RequestFailed
+    from collectors.modbus.profiles import ProfileError, load_profile
+    from gateway.config import problems_from
+
+    problems: list[str] = []
+    unit_ids = _unit_ids(units, problems)
+    if (target is None) == (serial is None):
+        problems.append("give either TARGET (host[:port]) or --serial DEVICE")
+    for name in profile or []:
+        try:
+            load_profile(name)
+        except ProfileError as exc:
+            problems.append(f"--profile: {exc}")
+    connection: dict[str, Any] = {"timeout_s": timeout, "retries": 0}
+    protocol = "modbus_rtu" if serial else "modbus_rtu_over_tcp" if rtu_over_tcp else "modbus_tcp"
+    if serial:
+        connection.update(serial_port=serial, baudrate=baud, parity=parity.upper())
+    elif target:
+        host, _, port = target.rpartition(":") if ":" in target else (target, "", "502")
+        connection.update(host=host, port=port)
+    device = None
+    if not problems:
+        try:
+            device = device_for_link(protocol, connection)
+        except ValidationError as exc:
+            problems += [f"{p.path.split('.')[-1]}: {p.message}" for p in problems_from(exc)]
+    if problems or device is None:
+        for problem in problems:
+            err.print(problem, highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    _logging(False)
+    logging.getLogger("collectors").setLevel(logging.CRITICAL)  # refusals are expected here
+    where = serial or target
+
+    async def scan() -> list[Any]:
+        with err.status(f"scanning {where}") as status:
+            return await discover(
+                device,
+                unit_ids,
+                profile,
+                progress=lambda u: status.update(f"scanning {where}: unit {u}"),
+            )
+
+    try:
+        findings = asyncio.run(scan())
+    except RequestFailed:
+        err.print(f"cannot connect to {where}", highlight=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    table = Table(title=f"Modbus devices on {where}")
+    for col in ("unit", "answer", "best profile", "points read", "sample"):
+        table.add_column(col)
+    for f in findings:
+        if not f.answered:
+            continue
+        best = f.best
+        table.add_row(
+            str(f.unit_id),
+            f.reason,
+            f"{best.profile.id}{'' if best.profile.verified else ' (unverified)'}" if best else "-",
+            f"{best.good}/{best.total}" if best else "-",
+            ", ".join(f"{k}={v}" for k, v in best.sample.items()) if best else "",
+        )
+    out.print(table)
+    fragment = site_fragment(device, findings)
+    if fragment:
+        out.print(fragment, highlight=False, markup=False)
+    else:
+        err.print("no unit matched a known profile" if findings else "no units answered")
+        raise typer.Exit(EXIT_FINDING)
+
+
+def _unit_ids(spec: str, problems: list[str]) -> list[int]:
+    ids: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            ids += range(int(lo), int(hi or lo) + 1)
+    except ValueError:
+        problems.append(f"--units: {spec!r} is not like 1-16 or 1,3,5")
+        return []
+    if not ids or not all(0 <= u <= 255 for u in ids):
+        problems.append(f"--units: {spec!r}: unit ids are 0..255")
+    return ids
 
 
 @sim_app.command("platform")

@@ -266,6 +266,10 @@ class Scenario(Frozen):
 # --- servers ----------------------------------------------------------------------------------
 
 
+async def _no_such_unit(*_: object) -> ExcCodes:
+    return ExcCodes.GATEWAY_NO_RESPONSE
+
+
 class MeterFleet:
     """Serves `count` SimMeters; link i listens on base_port + i (TCP transports) or on the
     first end of virtual serial line i (`serial_port_of(i)` is the end for the gateway)."""
@@ -388,6 +392,16 @@ class MeterFleet:
             members = [m for m in self.meters if self.link_of(m.index) == link]
             lone_tcp = self.transport == "tcp" and self.units_per_link == 1
             devices = [self._device(m, 0 if lone_tcp else m.unit_id) for m in members]
+            if self.transport == "tcp" and not lone_tcp:
+                # a Modbus TCP gateway answers for absent units: "target device failed to
+                # respond" (exception 11, Modbus Application Protocol v1.1b3, section 7)
+                devices.append(
+                    SimDevice(
+                        id=0,
+                        simdata=[SimData(address=0, values=[0], datatype=DataType.REGISTERS)],
+                        action=_no_such_unit,
+                    )
+                )
             server: ModbusTcpServer | ModbusSerialServer
             if self.transport == "rtu":
                 line = VirtualSerialLine(self.baudrate)

@@ -5,9 +5,9 @@ one request at a time (`lock`). The link reconnects on demand with exponential b
 jitter, so several meters behind one dead device server cause one connection attempt, not one
 each. Requests fail with RequestFailed, whose `reason` is the reading's quality code.
 
-Framing is pymodbus': MBAP for TCP (a response whose transaction id does not match is
-discarded), RTU with CRC for serial and RTU-over-TCP (a frame with a bad CRC is discarded; the
-request then times out).
+Framing: MBAP for Modbus TCP is our own (mbap.py: a response whose transaction id does not
+match is discarded, garbage closes the connection); RTU with CRC, for serial and RTU over TCP,
+is pymodbus' (a frame with a bad CRC is discarded; the request then times out).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import enum
 import logging
 import random
+import struct
 import time
 
 from pymodbus import FramerType
@@ -29,6 +30,7 @@ from collectors.modbus.config import (
     ModbusRtuOverTcpConnection,
     ModbusTcpConnection,
 )
+from collectors.modbus.mbap import Garbled, MbapClient
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,39 @@ _READS = {
     3: "read_holding_registers",
     4: "read_input_registers",
 }
+_READ_REQUEST = struct.Struct(">BHH")  # function code, start address, quantity
 _TIMEOUTS_BEFORE_RECONNECT = 3
+
+Client = MbapClient | AsyncModbusTcpClient | AsyncModbusSerialClient
+
+
+def exception_failure(code: int) -> RequestFailed:
+    name = EXCEPTION_NAMES.get(code, f"code-{code}")
+    return RequestFailed(Failure.EXCEPTION, f"modbus-exception-{name}", code)
+
+
+def parse_read_response(function_code: int, count: int, pdu: bytes) -> list[int]:
+    """Values of a read response PDU (Modbus Application Protocol v1.1b3, 6.1-6.4): register
+    words, or 0/1 per bit (least significant bit of the first byte first)."""
+    if len(pdu) >= 2 and pdu[0] == function_code | 0x80:
+        raise exception_failure(pdu[1])
+    if not pdu or pdu[0] != function_code:
+        raise RequestFailed(Failure.RESPONSE, "wrong-function-in-response")
+    bits = function_code in (1, 2)
+    expected = (count + 7) // 8 if bits else 2 * count
+    if len(pdu) < 2 or pdu[1] != expected or len(pdu) != 2 + expected:
+        raise RequestFailed(Failure.RESPONSE, "short-response")
+    data = pdu[2:]
+    if bits:
+        return [(data[i >> 3] >> (i & 7)) & 1 for i in range(count)]
+    return list(struct.unpack(f">{count}H", data))
+
+
+def _has_partial_frame(client: Client) -> bool:
+    if isinstance(client, MbapClient):
+        return client.has_partial_frame
+    # pymodbus keeps unparsed bytes in an internal buffer (read defensively)
+    return bool(getattr(getattr(client, "ctx", None), "recv_buffer", b""))
 
 
 class ModbusLink:
@@ -83,7 +117,7 @@ class ModbusLink:
         self.settings = settings
         self.lock = asyncio.Lock()
         self.reconnects = 0
-        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._client: Client | None = None
         self._backoff_s = 0.0
         self._retry_at = 0.0  # monotonic time before which no new connection is attempted
         self._timeouts = 0
@@ -101,7 +135,7 @@ class ModbusLink:
         """RTU framing has no transaction id: a late answer could be taken for the next one."""
         return isinstance(self.settings, ModbusRtuConnection | ModbusRtuOverTcpConnection)
 
-    def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    def _new_pymodbus_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         s = self.settings
         # our own timeouts and retries govern; pymodbus' never fire first, never reconnect
         common = {"timeout": 3600.0, "retries": 0, "reconnect_delay": 0}
@@ -115,25 +149,34 @@ class ModbusLink:
                 stopbits=s.stopbits,
                 **common,  # type: ignore[arg-type]
             )
-        framer = FramerType.RTU if isinstance(s, ModbusRtuOverTcpConnection) else FramerType.SOCKET
-        return AsyncModbusTcpClient(s.host, port=s.port, framer=framer, **common)  # type: ignore[arg-type]
+        return AsyncModbusTcpClient(s.host, port=s.port, framer=FramerType.RTU, **common)  # type: ignore[arg-type]
 
-    async def _connected(self, timeout_s: float) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    async def _open(self) -> Client:
+        s = self.settings
+        if isinstance(s, ModbusTcpConnection):
+            return await MbapClient.connect(s.host, s.port)
+        client = self._new_pymodbus_client()
+        try:
+            if await client.connect():
+                return client
+        except BaseException:
+            client.close()
+            raise
+        client.close()
+        raise ConnectionError("pymodbus could not connect")
+
+    async def _connected(self, timeout_s: float) -> Client:
         if self._client is not None and self._client.connected:
             return self._client
         self.close()
         if time.monotonic() < self._retry_at:
             raise RequestFailed(Failure.CONNECT, "connect-failed")
-        client = self._new_client()
         try:
             async with asyncio.timeout(timeout_s):
-                ok = await client.connect()
+                client = await self._open()
         except (TimeoutError, OSError, ModbusException):
-            ok = False
-        if not ok:
-            client.close()
             self._backoff(self.settings)
-            raise RequestFailed(Failure.CONNECT, "connect-failed")
+            raise RequestFailed(Failure.CONNECT, "connect-failed") from None
         self.reconnects += 1
         self._backoff_s = 0.0
         self._client = client
@@ -152,38 +195,59 @@ class ModbusLink:
 
         Hold `lock` around the call (with whatever pauses belong to the exchange)."""
         client = await self._connected(timeout_s)
-        read = getattr(client, _READS[function_code])
-        if isinstance(self.settings, ModbusRtuConnection):
-            # the silence that separates RTU frames on the bus (Modbus over Serial Line 2.5.1.1)
-            quiet = self._idle_since + self.settings.frame_gap_s - time.monotonic()
-            if quiet > 0:
-                await asyncio.sleep(quiet)
         try:
-            async with asyncio.timeout(timeout_s):
-                response = await read(address, count=count, device_id=unit_id)
+            if isinstance(client, MbapClient):
+                pdu = await client.request(
+                    unit_id, _READ_REQUEST.pack(function_code, address, count), timeout_s
+                )
+                values = parse_read_response(function_code, count, pdu)
+            else:
+                values = await self._read_pymodbus(
+                    client, unit_id, function_code, address, count, timeout_s
+                )
+        except Garbled:
+            self.close()
+            raise RequestFailed(Failure.TIMEOUT, "garbled-response") from None
         except (TimeoutError, ModbusIOException):
             # ModbusIOException: pymodbus got an answer for another unit, or none at all.
-            # Bytes left in pymodbus' receive buffer (an internal attribute, read defensively)
-            # mean something arrived that is not a valid frame: garbage or a truncated frame.
-            garbled = bool(getattr(getattr(client, "ctx", None), "recv_buffer", b""))
+            # A partial frame left behind means something arrived that is not a whole frame.
+            garbled = _has_partial_frame(client)
             await self._after_timeout(garbled)
-            raise RequestFailed(
-                Failure.TIMEOUT, "garbled-response" if garbled else "timeout"
-            ) from None
+            reason = "garbled-response" if garbled else "timeout"
+            raise RequestFailed(Failure.TIMEOUT, reason) from None
         except (ModbusException, OSError):
             self.close()
             raise RequestFailed(Failure.LOST, "connection-lost") from None
         finally:
             self._idle_since = time.monotonic()
         self._timeouts = 0
+        return values
+
+    async def _read_pymodbus(
+        self,
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient,
+        unit_id: int,
+        function_code: int,
+        address: int,
+        count: int,
+        timeout_s: float,
+    ) -> list[int]:
+        if isinstance(self.settings, ModbusRtuConnection):
+            # the silence that separates RTU frames on the bus (Modbus over Serial Line 2.5.1.1)
+            quiet = self._idle_since + self.settings.frame_gap_s - time.monotonic()
+            if quiet > 0:
+                await asyncio.sleep(quiet)
+        read = getattr(client, _READS[function_code])
+        async with asyncio.timeout(timeout_s):
+            response = await read(address, count=count, device_id=unit_id)
         if isinstance(response, ExceptionResponse) or response.isError():
             code = int(getattr(response, "exception_code", 0))
-            name = EXCEPTION_NAMES.get(code, f"code-{code}")
-            raise RequestFailed(Failure.EXCEPTION, f"modbus-exception-{name}", code)
-        if function_code in (1, 2):
-            values = [int(bool(b)) for b in response.bits]
-        else:
-            values = list(response.registers)
+            raise exception_failure(code)
+        values = (
+            [int(bool(b)) for b in response.bits]
+            if function_code in (1, 2)
+            else list(response.registers)
+        )
         if len(values) < count:
             raise RequestFailed(Failure.RESPONSE, "short-response")
         return values[:count]

@@ -233,13 +233,13 @@ def _demo_table(parts: DemoParts) -> Table:
         table.add_column(col, justify="right" if col not in ("meter", "status") else "left")
     for meter in parts.config.meters:
         st = gw.meter_status[meter.id]
-        energy = st.last_values.get("active_energy_import", "-")
+        energy = st.last_values.get("active_energy_import")
         power = st.last_values.get("active_power")
         table.add_row(
             meter.id,
             str(getattr(meter.connection, "port", "")),
-            energy,
-            f"{float(power):.2f}" if power else "-",
+            str(energy) if energy is not None else "-",
+            f"{float(power):.2f}" if power is not None else "-",
             str(st.readings),
             str(st.bad),
             st.last_reason or "ok",

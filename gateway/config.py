@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from collectors import collector_types
-from gateway.models import CalibrationRecord, Carrier, DeviceSpec, Frozen, Meter
+from gateway.models import CalibrationRecord, Carrier, DeviceSpec, Frozen, Meter, PointSpec
 from gateway.uscc import uscc_problem
 
 
@@ -173,6 +173,18 @@ class SiteConfig(Frozen):
                     f"meter {m.id!r} has two points named {sorted(dup)[0]!r}; give each a"
                     " distinct `name`"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _share_identical_points(self) -> SiteConfig:
+        """Meters that list identical points share one tuple of them: a site of 1000 meters
+        of one model holds one set of point objects, not 1000 (about 2 KB per point)."""
+        seen: dict[tuple[PointSpec, ...], tuple[PointSpec, ...]] = {}
+        for m in self.meters:
+            shared = seen.setdefault(m.points, m.points)
+            if shared is not m.points:
+                # equal value, only the identity changes; the models stay frozen to callers
+                object.__setattr__(m, "points", shared)
         return self
 
     @model_validator(mode="after")

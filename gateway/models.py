@@ -186,6 +186,55 @@ class Reading(Frozen):
     def _raw_from_hex(cls, v: Any) -> Any:
         return bytes.fromhex(v) if isinstance(v, str) else v
 
+    @classmethod
+    def trusted(
+        cls,
+        meter_id: str,
+        point: str,
+        quantity: Quantity,
+        kind: PointKind,
+        unit: str,
+        ts_ns: int,
+        raw: bytes,
+        value: Decimal | None,
+        quality: Quality,
+    ) -> Reading:
+        """A Reading from values that are already of the field types (a collector's decoded
+        value, its validated point configuration, the clock), without validating them again.
+
+        Collectors make tens of thousands of readings a second; validation would be most of
+        their CPU. This sets exactly what pydantic's model_construct sets (the documented
+        BaseModel attributes __dict__, __pydantic_fields_set__, __pydantic_extra__ and
+        __pydantic_private__), only faster; tests/unit/test_models.py checks the result equals,
+        dumps and hashes like a validated Reading.
+        """
+        r = _new(cls)
+        _set(
+            r,
+            "__dict__",
+            {
+                "meter_id": meter_id,
+                "point": point,
+                "quantity": quantity,
+                "kind": kind,
+                "unit": unit,
+                "ts_ns": ts_ns,
+                "source_ts_ns": None,
+                "raw": raw,
+                "value": value,
+                "quality": quality,
+            },
+        )
+        _set(r, "__pydantic_fields_set__", _TRUSTED_FIELDS)  # shared: frozen models never add
+        _set(r, "__pydantic_extra__", None)
+        _set(r, "__pydantic_private__", None)
+        return r
+
+
+_new = object.__new__
+_set = object.__setattr__
+_TRUSTED_FIELDS = set(Reading.model_fields) - {"source_ts_ns"}
+
 
 # --- meters and their metrology ----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -23,7 +24,7 @@ import cloud_sync
 from collectors import CollectorStats, Shared, create_collector
 from gateway.aggregation import PeriodInput, aggregate
 from gateway.config import MeterConfig, SiteConfig
-from gateway.models import ActivityRecord, PointKind, QualityStatus, Reading
+from gateway.models import ActivityRecord, PointKind, Reading
 from gateway.periods import NS, period_start_ns
 from gateway.store import Store, transaction
 
@@ -42,7 +43,7 @@ class MeterStatus:
 
     readings: int = 0
     bad: int = 0
-    last_values: dict[str, str] = field(default_factory=dict)
+    last_values: dict[str, Decimal] = field(default_factory=dict)
     last_reason: str | None = None
     last_ts_ns: int | None = None
     restarts: int = 0
@@ -58,6 +59,11 @@ class Gateway:
         self._clock = clock
         self._tz = ZoneInfo(config.aggregation.timezone)
         self.store = Store(config.store.path)
+        for meter in config.meters:
+            for point in meter.points:
+                self.store.register_series(
+                    meter.id, point.name, point.quantity, point.kind, point.unit
+                )
         cloud_sync.create_schema(self.store.conn)
         self.sync = cloud_sync.CloudSync(
             config.store.path,
@@ -117,14 +123,15 @@ class Gateway:
 
     @staticmethod
     def _note(status: MeterStatus, readings: list[Reading]) -> None:
+        status.readings += len(readings)
+        status.last_ts_ns = readings[-1].ts_ns if readings else status.last_ts_ns
+        last = status.last_values
         for r in readings:
-            status.readings += 1
-            status.last_ts_ns = r.ts_ns
-            if r.quality.status is QualityStatus.BAD:
+            if r.value is None:
                 status.bad += 1
                 status.last_reason = r.quality.reason
-            elif r.value is not None:
-                status.last_values[r.point] = str(r.value)
+            else:
+                last[r.point] = r.value
                 status.last_reason = None
 
     # --- status ------------------------------------------------------------------------------

@@ -25,16 +25,22 @@ from gateway.models import (
 )
 from gateway.periods import datetime_to_ns
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name
+SCHEMA_VERSION = 3  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name, 3 by series
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS readings (
-    id           INTEGER PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS series (
+    id           INTEGER PRIMARY KEY,  -- one point of one meter
     meter_id     TEXT    NOT NULL,
     point        TEXT    NOT NULL,
     quantity     TEXT    NOT NULL,
     kind         TEXT    NOT NULL,
     unit         TEXT    NOT NULL,
+    UNIQUE (meter_id, point)
+);
+CREATE TABLE IF NOT EXISTS readings (
+    id           INTEGER PRIMARY KEY,
+    series       INTEGER NOT NULL,  -- series.id, guaranteed by register_series (a declared
+                                    -- foreign key would cost a lookup on every insert)
     ts_ns        INTEGER NOT NULL,
     source_ts_ns INTEGER,
     raw          BLOB    NOT NULL,
@@ -42,7 +48,7 @@ CREATE TABLE IF NOT EXISTS readings (
     quality      TEXT    NOT NULL,
     reason       TEXT
 );
-CREATE INDEX IF NOT EXISTS readings_point_ts ON readings (meter_id, point, ts_ns);
+CREATE INDEX IF NOT EXISTS readings_series_ts ON readings (series, ts_ns);
 
 CREATE TABLE IF NOT EXISTS activity_records (
     record_id    TEXT PRIMARY KEY,
@@ -97,8 +103,10 @@ def _reading_from_row(row: tuple[Any, ...]) -> Reading:
 
 
 _READING_COLUMNS = (
-    "meter_id, point, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason"
+    "s.meter_id, s.point, s.quantity, s.kind, s.unit,"
+    " r.ts_ns, r.source_ts_ns, r.raw, r.value, r.quality, r.reason"
 )
+_SELECT_READINGS = f"SELECT {_READING_COLUMNS} FROM readings r JOIN series s ON s.id = r.series"
 
 
 class StoreError(Exception):
@@ -131,57 +139,95 @@ class Store:
                 " move the old file aside (it is not modified) and start with a new one"
             )
 
+        self._series: dict[tuple[str, str], int] = {
+            (m, p): i for i, m, p in self.conn.execute("SELECT id, meter_id, point FROM series")
+        }
+
     def close(self) -> None:
         self.conn.close()
+
+    def register_series(
+        self, meter_id: str, point: str, quantity: Quantity, kind: PointKind, unit: str
+    ) -> None:
+        """Declare a configured point before its readings arrive. A point name keeps its
+        quantity, kind and unit for the life of the store: StoreError says when the
+        configuration changed one of them (the point then needs a new name)."""
+        row = self.conn.execute(
+            "SELECT id, quantity, kind, unit FROM series WHERE meter_id=? AND point=?",
+            (meter_id, point),
+        ).fetchone()
+        if row is None:
+            with transaction(self.conn):
+                cur = self.conn.execute(
+                    "INSERT INTO series (meter_id, point, quantity, kind, unit) VALUES (?,?,?,?,?)",
+                    (meter_id, point, quantity, kind, unit),
+                )
+            self._series[(meter_id, point)] = int(cur.lastrowid or 0)
+            return
+        stored = (row[1], row[2], row[3])
+        if stored != (quantity.value, kind.value, unit):
+            raise StoreError(
+                f"{self.path}: point {point!r} of meter {meter_id!r} holds readings of"
+                f" {'/'.join(stored)}, the configuration now says"
+                f" {quantity.value}/{kind.value}/{unit}; give the changed point a new name"
+            )
 
     # --- readings ----------------------------------------------------------------------------
 
     def append_readings(self, readings: Sequence[Reading]) -> None:
-        """Commit a batch of readings durably (one fsynced transaction)."""
+        """Commit a batch of readings durably (one fsynced transaction). The gateway registers
+        its points at start-up; a point seen here first is registered on the way."""
         if not readings:
             return
+        try:
+            self._insert_readings(readings)
+        except KeyError:  # an unregistered point: the transaction was rolled back
+            for r in readings:
+                if (r.meter_id, r.point) not in self._series:
+                    self.register_series(r.meter_id, r.point, r.quantity, r.kind, r.unit)
+            self._insert_readings(readings)
+
+    def _insert_readings(self, readings: Sequence[Reading]) -> None:
+        series = self._series
         with transaction(self.conn):
             self.conn.executemany(
-                f"INSERT INTO readings ({_READING_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
+                "INSERT INTO readings (series, ts_ns, source_ts_ns, raw, value, quality, reason)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (  # StrEnum members bind as their text value
                     (
-                        r.meter_id,
-                        r.point,
-                        r.quantity.value,
-                        r.kind.value,
-                        r.unit,
+                        series[(r.meter_id, r.point)],
                         r.ts_ns,
                         r.source_ts_ns,
                         r.raw,
                         str(r.value) if r.value is not None else None,
-                        r.quality.status.value,
+                        r.quality.status,
                         r.quality.reason,
                     )
                     for r in readings
-                ],
+                ),
             )
 
     def readings(self, meter_id: str, point: str, start_ns: int, end_ns: int) -> list[Reading]:
         """Readings of one point with start_ns <= ts < end_ns, oldest first."""
         rows = self.conn.execute(
-            f"SELECT {_READING_COLUMNS} FROM readings WHERE meter_id=? AND point=?"
-            " AND ts_ns>=? AND ts_ns<? ORDER BY ts_ns, id",
-            (meter_id, point, start_ns, end_ns),
+            f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns>=? AND r.ts_ns<?"
+            " ORDER BY r.ts_ns, r.id",
+            (self._series.get((meter_id, point), -1), start_ns, end_ns),
         ).fetchall()
         return [_reading_from_row(r) for r in rows]
 
     def last_good_before(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
         row = self.conn.execute(
-            f"SELECT {_READING_COLUMNS} FROM readings WHERE meter_id=? AND point=?"
-            " AND ts_ns<? AND quality='good' ORDER BY ts_ns DESC, id DESC LIMIT 1",
-            (meter_id, point, ts_ns),
+            f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns<? AND r.quality='good'"
+            " ORDER BY r.ts_ns DESC, r.id DESC LIMIT 1",
+            (self._series.get((meter_id, point), -1), ts_ns),
         ).fetchone()
         return _reading_from_row(row) if row else None
 
     def first_reading_ns(self, meter_id: str, point: str) -> int | None:
         row = self.conn.execute(
-            "SELECT MIN(ts_ns) FROM readings WHERE meter_id=? AND point=?",
-            (meter_id, point),
+            "SELECT MIN(ts_ns) FROM readings WHERE series=?",
+            (self._series.get((meter_id, point), -1),),
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -30,7 +31,7 @@ from collectors.modbus.config import (
     ModbusTcpDevice,
     link_key,
 )
-from collectors.modbus.decode import DecodeError, decode, decode_bits, words_to_bytes
+from collectors.modbus.decode import DecodeError, decoder
 from collectors.modbus.link import (
     TRY_AGAIN,
     UNREACHABLE,
@@ -39,12 +40,13 @@ from collectors.modbus.link import (
     ModbusLink,
     RequestFailed,
 )
-from collectors.modbus.plan import Request, plan, slice_registers, split_point
+from collectors.modbus.plan import Request, plan, split_point
 from gateway.models import DeviceSpec, Quality, Reading
 
 log = logging.getLogger(__name__)
 
 _BUSY_PAUSE_S = 0.05
+GOOD = Quality.good()  # immutable, shared by every good reading
 
 
 class ModbusCollector:
@@ -66,6 +68,16 @@ class ModbusCollector:
         self._disabled: set[int] = set()  # points the device says it does not have
         self._backoff_s = 0.0
         self.requests = self._plan()
+        # per point, built once: where its bytes sit in a response, and its decoder
+        self._codecs = [
+            (
+                p,
+                1 if p.function_code in BIT_FUNCTIONS else 2,
+                p.count if p.function_code in BIT_FUNCTIONS else 2 * p.count,
+                decoder(p.data_type, p.word_order, p.scale, p.offset, p.bit, p.bit_count),
+            )
+            for p in device.points
+        ]
 
     @classmethod
     def from_spec(
@@ -91,23 +103,25 @@ class ModbusCollector:
     # --- schedule ------------------------------------------------------------------------------
 
     async def stream(self) -> AsyncIterator[list[Reading]]:
-        """Cycles start on the monotonic grid of the poll interval; a cycle that runs past the
-        next start skips (and counts) the starts it missed instead of queueing them."""
+        """Cycles start on the monotonic grid of the poll interval (tick n at n * interval,
+        counted in integers so timer jitter cannot shift it); a cycle that runs past the next
+        start skips (and counts) the starts it missed instead of queueing them."""
         interval = self.device.connection.poll_interval_s
+        tick = math.floor(time.monotonic() / interval)  # the first cycle runs at once
         while True:
-            started = time.monotonic()
             readings = await self.poll_once()
             if readings:
                 yield readings
             now = time.monotonic()
-            next_start = (started // interval + 1) * interval
-            if now > next_start:
-                missed = int((now - next_start) // interval) + 1
+            tick += 1
+            if now > tick * interval:
+                missed = math.floor(now / interval) - tick + 1
                 self.stats.overruns += missed
-                next_start += missed * interval
-            delay = next_start - now
+                tick += missed
+            delay = tick * interval - now
             if self._backoff_s > delay:
                 delay = self._backoff_s * random.uniform(0.8, 1.2)  # jitter spreads retries
+                tick = math.floor((now + delay) / interval)  # back on the grid after the pause
             await asyncio.sleep(delay)
 
     # --- one cycle -----------------------------------------------------------------------------
@@ -171,8 +185,8 @@ class ModbusCollector:
         )
         return [self._bad(point, failure.reason)]
 
-    async def _execute(self, request: Request) -> tuple[list[int], int]:
-        """Send one request, retrying timeouts and "busy"; returns the values and the time."""
+    async def _execute(self, request: Request) -> tuple[bytes, int]:
+        """Send one request, retrying timeouts and "busy"; returns its data and the time."""
         conn = self.device.connection
         for attempt in range(conn.retries + 1):
             async with self.link.lock:
@@ -204,29 +218,18 @@ class ModbusCollector:
 
     # --- readings ------------------------------------------------------------------------------
 
-    def _point_reading(self, index: int, request: Request, values: list[int], ts: int) -> Reading:
-        point = self.device.points[index]
-        words = slice_registers(request, point, values)
-        if point.function_code in BIT_FUNCTIONS:
-            raw = bytes(words)
-            value: Decimal = Decimal(words[0])
-        else:
-            raw = words_to_bytes(words)
-            try:
-                if point.bit is not None:
-                    value = decode_bits(
-                        words, point.data_type, point.word_order, point.bit, point.bit_count
-                    )
-                else:
-                    value = decode(
-                        words, point.data_type, point.word_order, point.scale, point.offset
-                    )
-            except DecodeError as exc:
-                return self._bad(point, exc.reason, raw, ts)
+    def _point_reading(self, index: int, request: Request, data: bytes, ts: int) -> Reading:
+        point, width, size, decode = self._codecs[index]
+        first = (point.address - request.address) * width
+        raw = data[first : first + size]
+        try:
+            value = decode(raw)
+        except DecodeError as exc:
+            return self._bad(point, exc.reason, raw, ts)
         implausible = point.implausible(value)
         if implausible:
             return self._bad(point, implausible, raw, ts)
-        return self._reading(point, raw, value, Quality.good(), ts)
+        return self._reading(point, raw, value, GOOD, ts)
 
     def _bad(
         self, point: ModbusPoint, reason: str, raw: bytes = b"", ts: int | None = None
@@ -241,16 +244,16 @@ class ModbusCollector:
         quality: Quality,
         ts: int | None,
     ) -> Reading:
-        return Reading(
-            meter_id=self.meter_id,
-            point=point.name,
-            quantity=point.quantity,
-            kind=point.kind,
-            unit=point.unit,
-            ts_ns=self._clock() if ts is None else ts,
-            raw=raw,
-            value=value,
-            quality=quality,
+        return Reading.trusted(
+            self.meter_id,
+            point.name,
+            point.quantity,
+            point.kind,
+            point.unit,
+            self._clock() if ts is None else ts,
+            raw,
+            value,
+            quality,
         )
 
     def _fail(self, reason: str) -> None:

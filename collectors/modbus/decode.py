@@ -7,9 +7,11 @@ in big-endian order; CDAB = word-swapped; BADC = byte-swapped; DCBA = little-end
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
-from decimal import Decimal, localcontext
+from collections.abc import Callable
+from decimal import Context, Decimal
 from typing import Literal
 
 DataType = Literal[
@@ -32,7 +34,7 @@ UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
 
 # enough significant digits for the exact value of any float64 (the smallest subnormal has
 # 751) times a scale, plus an offset
-_EXACT_DIGITS = 1100
+_EXACT = Context(prec=1100)
 
 
 class DecodeError(ValueError):
@@ -50,7 +52,10 @@ def register_count(data_type: DataType) -> int:
 
 def words_to_bytes(words: list[int]) -> bytes:
     """Register words as they travel on the wire (each word big-endian)."""
-    return b"".join(w.to_bytes(2, "big") for w in words)
+    try:
+        return struct.pack(f">{len(words)}H", *words)
+    except struct.error:
+        raise DecodeError("bad-register", f"register word out of range in {words}") from None
 
 
 def _to_abcd(raw: bytes, order: ByteOrder) -> bytes:
@@ -66,6 +71,55 @@ def _to_abcd(raw: bytes, order: ByteOrder) -> bytes:
     return b"".join(words)
 
 
+Decoder = Callable[[bytes], Decimal]
+
+
+@functools.lru_cache(maxsize=4096)  # points of one meter model share their decoders
+def decoder(
+    data_type: DataType,
+    order: ByteOrder,
+    scale: Decimal = Decimal(1),
+    offset: Decimal = Decimal(0),
+    bit: int | None = None,
+    bit_count: int = 1,
+) -> Decoder:
+    """A function from the wire bytes of one value to `value * scale + offset`, exactly (or to
+    bits bit..bit+bit_count-1 of an unsigned value, bit 0 least significant).
+
+    Integers are exact in decimal arithmetic; floats convert from their exact binary value;
+    NaN and infinities raise DecodeError, never become numbers. Built once per point: polling
+    calls it for every value read.
+    """
+    if data_type == "bool":
+        return lambda raw: Decimal(raw[0] & 1)
+    fmt, count = _FORMATS[data_type]
+    unpack = struct.Struct(fmt).unpack
+    size = 2 * count
+    swap = order != "ABCD" and not (count == 1 and order == "CDAB")
+    is_float = fmt[-1] in "fd"
+    plain = scale == 1 and not offset
+    mask = (1 << bit_count) - 1
+    if bit is not None and data_type not in UNSIGNED_BITS:
+        raise ValueError(f"bit fields need an unsigned type, not {data_type}")
+
+    def run(raw: bytes) -> Decimal:
+        if len(raw) != size:
+            raise DecodeError(
+                "short-response", f"{data_type} needs {count} registers, got {len(raw) / 2:g}"
+            )
+        (number,) = unpack(_to_abcd(raw, order) if swap else raw)
+        if is_float and not math.isfinite(number):
+            reason = "nan" if math.isnan(number) else "infinite"
+            raise DecodeError(reason, f"{data_type} register value is {number}")
+        if bit is not None:
+            return Decimal((number >> bit) & mask)
+        value = Decimal(number)  # exact, floats included
+        # one rounding at 1100 digits: exact for any register value, scale and offset
+        return value if plain else _EXACT.fma(value, scale, offset)
+
+    return run
+
+
 def decode(
     words: list[int],
     data_type: DataType,
@@ -73,43 +127,15 @@ def decode(
     scale: Decimal,
     offset: Decimal = Decimal(0),
 ) -> Decimal:
-    """Decode register words into `value * scale + offset`, exactly.
-
-    Integer types are exact (decimal arithmetic); floats are converted from their exact binary
-    value. NaN and infinities raise DecodeError, never become numbers.
-    """
-    number = _unpack(words, data_type, order)
-    with localcontext() as ctx:
-        ctx.prec = _EXACT_DIGITS  # exact: no rounding of the register value times its scale
-        return Decimal(number) * scale + offset
+    """Decode register words into `value * scale + offset`, exactly (see `decoder`)."""
+    return decoder(data_type, order, scale, offset)(words_to_bytes(words))
 
 
 def decode_bits(
     words: list[int], data_type: DataType, order: ByteOrder, first_bit: int, bit_count: int
 ) -> Decimal:
-    """A bit field of an unsigned register value: bits first_bit .. first_bit+bit_count-1,
-    bit 0 being the least significant bit of the value."""
-    number = _unpack(words, data_type, order)
-    if not isinstance(number, int) or number < 0:
-        raise DecodeError("bad-bit-field", f"bit fields need an unsigned type, not {data_type}")
-    return Decimal((number >> first_bit) & ((1 << bit_count) - 1))
-
-
-def _unpack(words: list[int], data_type: DataType, order: ByteOrder) -> int | float:
-    fmt, count = _FORMATS[data_type]
-    if len(words) != count:
-        raise DecodeError(
-            "short-response", f"{data_type} needs {count} registers, got {len(words)}"
-        )
-    if any(not 0 <= w <= 0xFFFF for w in words):
-        raise DecodeError("bad-register", f"register word out of range in {words}")
-    (number,) = struct.unpack(fmt, _to_abcd(words_to_bytes(words), order))
-    if isinstance(number, float):
-        if math.isnan(number):
-            raise DecodeError("nan", f"{data_type} register value is NaN")
-        if math.isinf(number):
-            raise DecodeError("infinite", f"{data_type} register value is {number}")
-    return number  # type: ignore[no-any-return]
+    """A bit field of an unsigned register value (see `decoder`)."""
+    return decoder(data_type, order, bit=first_bit, bit_count=bit_count)(words_to_bytes(words))
 
 
 def encode(value: int | float, data_type: DataType, order: ByteOrder) -> list[int]:

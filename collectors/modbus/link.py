@@ -84,9 +84,10 @@ def exception_failure(code: int) -> RequestFailed:
     return RequestFailed(Failure.EXCEPTION, f"modbus-exception-{name}", code)
 
 
-def parse_read_response(function_code: int, count: int, pdu: bytes) -> list[int]:
-    """Values of a read response PDU (Modbus Application Protocol v1.1b3, 6.1-6.4): register
-    words, or 0/1 per bit (least significant bit of the first byte first)."""
+def parse_read_response(function_code: int, count: int, pdu: bytes) -> bytes:
+    """Data of a read response PDU (Modbus Application Protocol v1.1b3, 6.1-6.4): the register
+    bytes as on the wire (2 per register, big-endian), or one byte 0/1 per bit (coils and
+    inputs are packed least significant bit first)."""
     if len(pdu) >= 2 and pdu[0] == function_code | 0x80:
         raise exception_failure(pdu[1])
     if not pdu or pdu[0] != function_code:
@@ -97,8 +98,8 @@ def parse_read_response(function_code: int, count: int, pdu: bytes) -> list[int]
         raise RequestFailed(Failure.RESPONSE, "short-response")
     data = pdu[2:]
     if bits:
-        return [(data[i >> 3] >> (i & 7)) & 1 for i in range(count)]
-    return list(struct.unpack(f">{count}H", data))
+        return bytes((data[i >> 3] >> (i & 7)) & 1 for i in range(count))
+    return data
 
 
 def _has_partial_frame(client: Client) -> bool:
@@ -190,8 +191,9 @@ class ModbusLink:
 
     async def read(
         self, unit_id: int, function_code: int, address: int, count: int, timeout_s: float
-    ) -> list[int]:
-        """One read request; register words, or 0/1 per bit for function codes 1 and 2.
+    ) -> bytes:
+        """One read request: register bytes as on the wire, or a byte 0/1 per bit (function
+        codes 1 and 2); see parse_read_response.
 
         Hold `lock` around the call (with whatever pauses belong to the exchange)."""
         client = await self._connected(timeout_s)
@@ -231,7 +233,7 @@ class ModbusLink:
         address: int,
         count: int,
         timeout_s: float,
-    ) -> list[int]:
+    ) -> bytes:
         if isinstance(self.settings, ModbusRtuConnection):
             # the silence that separates RTU frames on the bus (Modbus over Serial Line 2.5.1.1)
             quiet = self._idle_since + self.settings.frame_gap_s - time.monotonic()
@@ -243,14 +245,15 @@ class ModbusLink:
         if isinstance(response, ExceptionResponse) or response.isError():
             code = int(getattr(response, "exception_code", 0))
             raise exception_failure(code)
-        values = (
-            [int(bool(b)) for b in response.bits]
-            if function_code in (1, 2)
-            else list(response.registers)
-        )
-        if len(values) < count:
+        if function_code in (1, 2):
+            bits = response.bits
+            if len(bits) < count:
+                raise RequestFailed(Failure.RESPONSE, "short-response")
+            return bytes(int(bool(b)) for b in bits[:count])
+        registers = response.registers
+        if len(registers) != count:
             raise RequestFailed(Failure.RESPONSE, "short-response")
-        return values[:count]
+        return struct.pack(f">{count}H", *registers)
 
     async def _after_timeout(self, garbled: bool) -> None:
         self._timeouts += 1

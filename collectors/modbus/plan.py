@@ -94,9 +94,3 @@ def split_point(request: Request, points: Sequence[ModbusPoint]) -> int:
             best, best_gap = i, gap
         end = max(end, points[i].address + points[i].count)
     return best
-
-
-def slice_registers(request: Request, point: ModbusPoint, words: Sequence[int]) -> list[int]:
-    """The words of `point` within a response to `request`."""
-    first = point.address - request.address
-    return list(words[first : first + point.count])

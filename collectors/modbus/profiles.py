@@ -132,6 +132,13 @@ def load_profile(profile_id: str) -> Profile:
     return profile
 
 
+@functools.lru_cache(maxsize=256)
+def _profile_points(profile_id: str, names: tuple[str, ...] | None) -> tuple[ModbusPoint, ...]:
+    """Validated points, shared by every meter of the same profile and selection (pydantic
+    keeps model instances as they are, so 1000 meters of one model hold one set of points)."""
+    return tuple(load_profile(profile_id).modbus_points(list(names) if names is not None else None))
+
+
 def expand_profile(data: Any) -> Any:
     """Before validation of a device: put the named profile's points in front of any `points`
     the site lists itself, and take its request-size limit unless the site sets one."""
@@ -139,10 +146,7 @@ def expand_profile(data: Any) -> Any:
         return data
     profile = load_profile(str(data["profile"]))
     names = data.get("profile_points")
-    points = [
-        p.model_dump(exclude_defaults=True)
-        for p in profile.modbus_points(list(names) if names is not None else None)
-    ]
+    points = _profile_points(profile.id, tuple(names) if names is not None else None)
     out = {**data, "points": [*points, *data.get("points", [])]}
     if profile.device.max_registers_per_request and "max_registers_per_request" not in data:
         out["max_registers_per_request"] = profile.device.max_registers_per_request

@@ -8,12 +8,25 @@ from collectors.modbus.link import Failure, RequestFailed, parse_read_response
 
 
 def test_registers_are_big_endian_words():
-    assert parse_read_response(3, 2, bytes([3, 4, 0x12, 0x34, 0xAB, 0xCD])) == [0x1234, 0xABCD]
+    assert parse_read_response(3, 2, bytes([3, 4, 0x12, 0x34, 0xAB, 0xCD])) == bytes.fromhex(
+        "1234abcd"
+    )
 
 
 def test_bits_are_least_significant_first_and_padding_ignored():
     # 10 coils: byte 1 = 0b1100_1101 -> coils 0..7 = 1,0,1,1,0,0,1,1; byte 2 = 0b01 -> coil 8 = 1
-    assert parse_read_response(1, 10, bytes([1, 2, 0xCD, 0x01])) == [1, 0, 1, 1, 0, 0, 1, 1, 1, 0]
+    assert list(parse_read_response(1, 10, bytes([1, 2, 0xCD, 0x01]))) == [
+        1,
+        0,
+        1,
+        1,
+        0,
+        0,
+        1,
+        1,
+        1,
+        0,
+    ]
 
 
 @pytest.mark.parametrize(

@@ -107,7 +107,8 @@ class ModbusCollector:
         counted in integers so timer jitter cannot shift it); a cycle that runs past the next
         start skips (and counts) the starts it missed instead of queueing them."""
         interval = self.device.connection.poll_interval_s
-        tick = math.floor(time.monotonic() / interval)  # the first cycle runs at once
+        tick = math.floor(time.monotonic() / interval)  # the first cycle runs at once, off-grid
+        on_grid = False
         while True:
             readings = await self.poll_once()
             if readings:
@@ -116,12 +117,15 @@ class ModbusCollector:
             tick += 1
             if now > tick * interval:
                 missed = math.floor(now / interval) - tick + 1
-                self.stats.overruns += missed
+                if on_grid:  # only a cycle that started on the grid had a deadline to miss
+                    self.stats.overruns += missed
                 tick += missed
+            on_grid = True
             delay = tick * interval - now
             if self._backoff_s > delay:
                 delay = self._backoff_s * random.uniform(0.8, 1.2)  # jitter spreads retries
                 tick = math.floor((now + delay) / interval)  # back on the grid after the pause
+                on_grid = False
             await asyncio.sleep(delay)
 
     # --- one cycle -----------------------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""The simulator's faults, seen through the real collector, and scenario files."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from collectors import create_collector
+from gateway.demo import free_port_range
+from gateway.models import Reading
+from simulators.modbus_fleet import FaultKind, MeterFleet, Scenario
+from tests.support.modbus import device_for
+
+POINTS = ["active_energy_import", "active_power", "active_energy_import_u64"]
+
+
+def value(readings: list[Reading], point: str) -> Decimal | None:
+    return next(r.value for r in readings if r.point == point)
+
+
+async def test_frozen_counter_stands_still_then_catches_up():
+    async with MeterFleet(1, free_port_range(1)) as fleet:
+        c = create_collector("M", device_for(fleet, 0, POINTS))
+        fleet.inject(0, FaultKind.FROZEN)
+        first = value(await c.poll_once(), "active_energy_import_u64")  # type: ignore[attr-defined]
+        await asyncio.sleep(1.2)
+        still = value(await c.poll_once(), "active_energy_import_u64")  # type: ignore[attr-defined]
+        fleet.inject(0, FaultKind.CLEAR)
+        after = value(await c.poll_once(), "active_energy_import_u64")  # type: ignore[attr-defined]
+    assert first == still  # ~40 kW for 1.2 s would have moved the Wh register
+    assert after is not None
+    assert still is not None
+    assert after >= still
+
+
+async def test_rollover_wraps_the_32_bit_counter():
+    async with MeterFleet(1, free_port_range(1)) as fleet:
+        c = create_collector("M", device_for(fleet, 0, POINTS))
+        fleet.inject(0, FaultKind.ROLLOVER, in_s=0.5)
+        before = value(await c.poll_once(), "active_energy_import")  # type: ignore[attr-defined]
+        await asyncio.sleep(1.0)
+        after = value(await c.poll_once(), "active_energy_import")  # type: ignore[attr-defined]
+    modulus = Decimal(2**32) * Decimal("0.01")
+    assert before is not None
+    assert after is not None
+    assert modulus - 1 < before < modulus  # just below the top of the register
+    assert after < 1  # wrapped to just above zero
+
+
+async def test_replaced_meter_restarts_from_zero():
+    async with MeterFleet(1, free_port_range(1)) as fleet:
+        c = create_collector("M", device_for(fleet, 0, POINTS))
+        old = value(await c.poll_once(), "active_energy_import")  # type: ignore[attr-defined]
+        fleet.inject(0, FaultKind.REPLACED)
+        new = value(await c.poll_once(), "active_energy_import")  # type: ignore[attr-defined]
+    assert old is not None
+    assert old > 10_000
+    assert new is not None
+    assert new < 1
+
+
+async def test_noise_moves_instantaneous_values_only():
+    async with MeterFleet(1, free_port_range(1)) as fleet:
+        c = create_collector("M", device_for(fleet, 0, ["active_power", "voltage_l1_n"]))
+        fleet.inject(0, FaultKind.NOISE, level=0.05)
+        volts = {value(await c.poll_once(), "voltage_l1_n") for _ in range(10)}  # type: ignore[attr-defined]
+    assert len(volts) > 1
+    assert all(v is not None and abs(v - 230) <= Decimal("11.6") for v in volts)
+
+
+async def test_scenario_replays_faults_on_time(tmp_path: Path):
+    path = tmp_path / "faults.toml"
+    path.write_text(
+        '[[events]]\nat_s = 0.3\nmeter = 0\nfault = "exception"\ncode = 4\nduration_s = 0.6\n'
+    )
+    async with MeterFleet(1, free_port_range(1)) as fleet:
+        c = create_collector("M", device_for(fleet, 0, POINTS))
+        fleet.play(Scenario.load(path))
+        seen = []
+        start = time.monotonic()
+        while time.monotonic() - start < 1.5:
+            seen.append({r.quality.reason for r in await c.poll_once()})  # type: ignore[attr-defined]
+            await asyncio.sleep(0.1)
+    reasons = [next(iter(s)) for s in seen]
+    assert reasons[0] is None  # before 0.3 s
+    assert "modbus-exception-device-failure" in reasons  # during
+    assert reasons[-1] is None  # cleared after 0.9 s
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[events]]\nat_s = 1\nmeter = 0\nfault = "melt"\n', "events.0.fault"),
+        ('[[events]]\nat_s = -1\nmeter = 0\nfault = "busy"\n', "events.0.at_s"),
+        ("[[events]\n", "not valid TOML"),
+    ],
+)
+def test_bad_scenario_files_name_the_problem(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        Scenario.load(path)

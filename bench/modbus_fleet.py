@@ -33,6 +33,8 @@ from typing import Any
 
 import tomli_w
 
+from collectors.modbus import ModbusPoint
+from collectors.modbus.plan import plan
 from collectors.modbus.profiles import load_profile
 from gateway.demo import DEMO_USCC, free_port_range
 
@@ -69,6 +71,11 @@ def bench_points(count: int) -> list[dict[str, Any]]:
             points.append({**again, "name": f"{again['name']}-again-{i}"})
         i += 1
     return points[:count]
+
+
+def requests_per_cycle(points: int) -> int:
+    specs = [ModbusPoint.model_validate(p) for p in bench_points(points)]
+    return len(plan(specs, max_registers=125, max_bits=2000, max_gap=0))
 
 
 def site(
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         "interval_s": args.interval,
         "window_s": round(window, 1),
         "pin": args.pin,
-        "requests_per_cycle": 2,
+        "requests_per_cycle": requests_per_cycle(args.points),
         "cycles": d["cycles"],
         "overruns": d["overruns"],
         "deadlines_met": round(1 - d["overruns"] / max(1, d["cycles"] + d["overruns"]), 5),

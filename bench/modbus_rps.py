@@ -6,7 +6,7 @@ connection each, one request outstanding at a time, reading COUNT holding regist
 (function 0x03) and checking every value:
 
 - ``c_libmodbus``: libmodbus' own client (bench/modbus_c/client.c), the reference;
-- ``pymodbus``: ``AsyncModbusTcpClient.read_holding_registers`` as our collector calls it;
+- ``pymodbus``: ``AsyncModbusTcpClient.read_holding_registers`` (tanji's RTU transports use it);
 - ``minimal_asyncio``: ``MiniModbusTcp`` below, a hand-written asyncio.Protocol client;
 - ``tanji``: the gateway's own path (``collectors.modbus.link.ModbusLink`` under its lock).
 
@@ -17,7 +17,7 @@ under ``not_comparable`` because the C client never has more than one outstandin
 on CPU 1, so every round trip pays two cross-CPU wake-ups, as with a server elsewhere;
 ``same`` puts all on CPU 0, which makes the figure client + server CPU time per request;
 ``none`` leaves it to the scheduler (noisy on a 2-vCPU VM). ``--loop uvloop`` needs uvloop,
-which is not a project dependency.
+the event loop every ``tanji`` command runs on (``--loop asyncio`` for the default loop).
 
 Rounds are interleaved (C, pymodbus, minimal[, pipelined]) and each figure is the median of
 ``--runs`` runs. ``cpu_us_per_request`` is the client process's CPU time (time.process_time
@@ -228,7 +228,8 @@ async def run_tanji(port: int, count: int, requests: int, seconds: float) -> dic
     async def read(i: int) -> None:
         address = request_address(i, count)
         async with link.lock:
-            check(address, count, await link.read(1, 3, address, count, 3.0))
+            data = await link.read(1, 3, address, count, 3.0)  # register bytes, as on the wire
+            check(address, count, list(struct.unpack(f">{count}H", data)))
 
     try:
         return await timed(read, requests, seconds)
@@ -287,9 +288,9 @@ def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if name == "asyncio":
         return None
-    import uvloop  # type: ignore[import-not-found]  # optional, not a project dependency
+    import uvloop
 
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 # --pin: (server CPUs, client CPUs). Across two vCPUs each round trip pays two cross-CPU
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--count", type=int, default=10, help="registers per request (1..125)")
     ap.add_argument("--runs", type=int, default=3, help="runs per variant; median reported")
     ap.add_argument("--pipeline", type=int, default=8, help="K in flight for the extra run")
-    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    ap.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     ap.add_argument(
         "--pin",
         choices=["split", "same", "none"],

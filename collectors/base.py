@@ -30,16 +30,17 @@ class CollectorStats:
     requests: int = 0
     timeouts: int = 0
     retries: int = 0
-    exceptions: Counter[str] = field(default_factory=Counter)
+    exceptions: Counter[str] = field(default_factory=Counter)  # Modbus exceptions, by name
+    bad_responses: Counter[str] = field(default_factory=Counter)  # answers unfit for the request
     disabled_points: list[str] = field(default_factory=list)
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
 
-    def latency_ms(self, quantile: float) -> float | None:
-        """Latency of successful requests at `quantile` (0..1) over the last 1024."""
-        if not self.latencies_s:
-            return None
+    def latency_ms(self, *quantiles: float) -> list[float | None]:
+        """Latency of successful requests at each quantile (0..1) over the last 1024."""
         ordered = sorted(self.latencies_s)
-        return 1000 * ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
+        if not ordered:
+            return [None] * len(quantiles)
+        return [1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in quantiles]
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -49,8 +50,11 @@ class CollectorStats:
             "timeouts": self.timeouts,
             "retries": self.retries,
             "exceptions": dict(self.exceptions),
+            "bad_responses": dict(self.bad_responses),
             "disabled_points": list(self.disabled_points),
-            "latency_ms": {f"p{q}": self.latency_ms(q / 100) for q in (50, 95, 99)},
+            "latency_ms": dict(
+                zip(("p50", "p95", "p99"), self.latency_ms(0.50, 0.95, 0.99), strict=True)
+            ),
         }
 
 

@@ -181,23 +181,25 @@ def status(
     try:
         snapshot = json.loads(path.read_text(encoding="utf-8"))
         age_s = (time.time_ns() - int(snapshot["written_ns"])) / 1e9
-        meters = snapshot["meters"]
+        attention = [
+            m
+            for m, st in snapshot["meters"].items()
+            if st["last_reason"] or st["poll"]["disabled_points"]
+        ]
+        table = _status_table(snapshot, age_s)
     except FileNotFoundError:
         err.print(f"no status at {path}: the gateway has not run with this configuration")
         raise typer.Exit(EXIT_FINDING) from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        err.print(f"{path}: not a tanji status file ({exc})", highlight=False, markup=False)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        err.print(f"{path}: not a tanji status file ({exc!r})", highlight=False, markup=False)
         raise typer.Exit(EXIT_FINDING) from None
     if as_json:
         print(json.dumps(snapshot, indent=2))
     else:
-        out.print(_status_table(snapshot, age_s))
+        out.print(table)
     stale = age_s > 3 * STATUS_INTERVAL_S
     if stale:
         err.print(f"status is {age_s:.0f} s old: is the gateway running?")
-    attention = [
-        m for m, st in meters.items() if st["last_reason"] or st["poll"]["disabled_points"]
-    ]
     if stale or attention:
         raise typer.Exit(EXIT_FINDING)
 
@@ -214,6 +216,7 @@ def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
         problems = [st["last_reason"]] if st["last_reason"] else []
         problems += [f"disabled: {p}" for p in poll["disabled_points"]]
         problems += [f"{name} x{n}" for name, n in poll["exceptions"].items()]
+        problems += [f"{name} x{n}" for name, n in poll.get("bad_responses", {}).items()]
         p50, p95 = (latency[q] for q in ("p50", "p95"))
         table.add_row(
             meter_id,
@@ -502,7 +505,8 @@ def discover_modbus(
     if fragment:
         out.print(fragment, highlight=False, markup=False)
     else:
-        err.print("no unit matched a known profile" if findings else "no units answered")
+        answered = any(f.answered for f in findings)
+        err.print("no unit matched a known profile" if answered else "no units answered")
         raise typer.Exit(EXIT_FINDING)
 
 

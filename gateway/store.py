@@ -27,7 +27,9 @@ from gateway.periods import datetime_to_ns
 
 SCHEMA_VERSION = 3  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name, 3 by series
 
-SCHEMA = """
+# one statement each (executescript would COMMIT in the middle of our transaction)
+SCHEMA_STATEMENTS = (
+    """
 CREATE TABLE IF NOT EXISTS series (
     id           INTEGER PRIMARY KEY,  -- one point of one meter
     meter_id     TEXT    NOT NULL,
@@ -36,7 +38,9 @@ CREATE TABLE IF NOT EXISTS series (
     kind         TEXT    NOT NULL,
     unit         TEXT    NOT NULL,
     UNIQUE (meter_id, point)
-);
+)
+""",
+    """
 CREATE TABLE IF NOT EXISTS readings (
     id           INTEGER PRIMARY KEY,
     series       INTEGER NOT NULL,  -- series.id, guaranteed by register_series (a declared
@@ -47,9 +51,12 @@ CREATE TABLE IF NOT EXISTS readings (
     value        TEXT,             -- exact decimal as text, NULL when quality is bad
     quality      TEXT    NOT NULL,
     reason       TEXT
-);
-CREATE INDEX IF NOT EXISTS readings_series_ts ON readings (series, ts_ns);
-
+)
+""",
+    """
+CREATE INDEX IF NOT EXISTS readings_series_ts ON readings (series, ts_ns)
+""",
+    """
 CREATE TABLE IF NOT EXISTS activity_records (
     record_id    TEXT PRIMARY KEY,
     meter_id     TEXT    NOT NULL,
@@ -60,8 +67,9 @@ CREATE TABLE IF NOT EXISTS activity_records (
     record_json  TEXT    NOT NULL,
     created_ns   INTEGER NOT NULL,
     UNIQUE (meter_id, point, period_start_ns, revision)
-);
-"""
+)
+""",
+)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -120,8 +128,20 @@ class Store:
         self.path = path
         try:
             self.conn = connect(path)
+            usable, version = self._create_schema()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
+        if not usable:
+            self.conn.close()
+            raise StoreError(
+                f"{path}: store schema version {version}, this tanji needs {SCHEMA_VERSION};"
+                " move the old file aside (it is not modified) and start with a new one"
+            )
+        self._series: dict[tuple[str, str], int] = {
+            (m, p): i for i, m, p in self.conn.execute("SELECT id, meter_id, point FROM series")
+        }
+
+    def _create_schema(self) -> tuple[bool, int]:
         with transaction(self.conn):
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             empty = not self.conn.execute(
@@ -129,19 +149,10 @@ class Store:
             ).fetchone()
             usable = empty or version == SCHEMA_VERSION
             if usable:
-                for statement in filter(str.strip, SCHEMA.split(";")):
+                for statement in SCHEMA_STATEMENTS:
                     self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        if not usable:
-            self.conn.close()
-            raise StoreError(
-                f"{path}: store schema version {version}, this tanji needs {SCHEMA_VERSION};"
-                " move the old file aside (it is not modified) and start with a new one"
-            )
-
-        self._series: dict[tuple[str, str], int] = {
-            (m, p): i for i, m, p in self.conn.execute("SELECT id, meter_id, point FROM series")
-        }
+        return usable, int(version)
 
     def close(self) -> None:
         self.conn.close()
@@ -152,18 +163,22 @@ class Store:
         """Declare a configured point before its readings arrive. A point name keeps its
         quantity, kind and unit for the life of the store: StoreError says when the
         configuration changed one of them (the point then needs a new name)."""
-        row = self.conn.execute(
-            "SELECT id, quantity, kind, unit FROM series WHERE meter_id=? AND point=?",
-            (meter_id, point),
-        ).fetchone()
-        if row is None:
-            with transaction(self.conn):
-                cur = self.conn.execute(
-                    "INSERT INTO series (meter_id, point, quantity, kind, unit) VALUES (?,?,?,?,?)",
-                    (meter_id, point, quantity, kind, unit),
-                )
-            self._series[(meter_id, point)] = int(cur.lastrowid or 0)
-            return
+        try:
+            row = self.conn.execute(
+                "SELECT id, quantity, kind, unit FROM series WHERE meter_id=? AND point=?",
+                (meter_id, point),
+            ).fetchone()
+            if row is None:
+                with transaction(self.conn):
+                    cur = self.conn.execute(
+                        "INSERT INTO series (meter_id, point, quantity, kind, unit)"
+                        " VALUES (?,?,?,?,?)",
+                        (meter_id, point, quantity, kind, unit),
+                    )
+                self._series[(meter_id, point)] = int(cur.lastrowid or 0)
+                return
+        except sqlite3.Error as exc:  # e.g. another process holds the database locked
+            raise StoreError(f"{self.path}: cannot register point {point!r}: {exc}") from None
         stored = (row[1], row[2], row[3])
         if stored != (quantity.value, kind.value, unit):
             raise StoreError(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationError
 from pymodbus import FramerType
@@ -240,7 +240,7 @@ class ScenarioEvent(Frozen):
     fault: FaultKind
     duration_s: float | None = Field(default=None, gt=0, description="then cleared")
     delay_s: float | None = Field(default=None, gt=0)
-    code: Annotated[int, Field(ge=1, le=255)] | None = None
+    code: ExcCodes | None = Field(default=None, description="a Modbus exception code, 1-11")
     in_s: float | None = Field(default=None, gt=0)
     level: float | None = Field(default=None, gt=0, le=1)
 
@@ -284,6 +284,7 @@ class MeterFleet:
         transport: Transport = "tcp",
         units_per_link: int = 1,
         baudrate: int = 9600,
+        parity: Literal["N", "E", "O"] = "N",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
@@ -293,6 +294,7 @@ class MeterFleet:
         self.transport = transport
         self.units_per_link = units_per_link
         self.baudrate = baudrate
+        self.parity = parity  # times the virtual line (a pty itself refuses parity settings)
         self.profile = load_profile(profile)
         self.meters = [
             SimMeter.plausible(i, self.unit_of(i), now, self.profile) for i in range(count)
@@ -308,7 +310,6 @@ class MeterFleet:
         self.lines: list[VirtualSerialLine] = []
         self._scenario_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self.started_at = now
 
     @property
     def links(self) -> int:
@@ -404,7 +405,7 @@ class MeterFleet:
                 )
             server: ModbusTcpServer | ModbusSerialServer
             if self.transport == "rtu":
-                line = VirtualSerialLine(self.baudrate)
+                line = VirtualSerialLine(self.baudrate, 10 if self.parity == "N" else 11)
                 await line.start()
                 self.lines.append(line)
                 server = ModbusSerialServer(

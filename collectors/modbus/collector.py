@@ -7,7 +7,8 @@ reason code, and the device backs off exponentially (with jitter) while it does 
 Exceptions are handled by meaning: a joined request refused as illegal address/function is
 cut in two (at its widest gap) until the parts are accepted; a point refused alone is disabled
 and reported; "busy" and
-timeouts are retried `retries` times; "gateway target no response" counts as a timeout.
+timeouts are retried `retries` times; "gateway target no response" ends the cycle like a
+timeout; an answer that does not fit its request spoils only that request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collectors.modbus.config import (
     BIT_FUNCTIONS,
     AnyModbusDevice,
     ModbusPoint,
+    ModbusRtuConnection,
     ModbusRtuDevice,
     ModbusRtuOverTcpDevice,
     ModbusTcpDevice,
@@ -122,8 +124,9 @@ class ModbusCollector:
                 tick += missed
             on_grid = True
             delay = tick * interval - now
-            if self._backoff_s > delay:
-                delay = self._backoff_s * random.uniform(0.8, 1.2)  # jitter spreads retries
+            backoff = self._backoff_s * random.uniform(0.8, 1.2)  # jitter spreads retries
+            if backoff > delay:
+                delay = backoff
                 tick = math.floor((now + delay) / interval)  # back on the grid after the pause
                 on_grid = False
             await asyncio.sleep(delay)
@@ -135,33 +138,42 @@ class ModbusCollector:
         self.stats.cycles += 1
         points = self.device.points
         readings: list[Reading] = []
+        done: set[int] = set()  # points that have their reading (good or bad) this cycle
         queue = deque(self.requests)
         stopped: str | None = None  # reason the device stopped answering this cycle
         while queue:
             request = queue.popleft()
+            todo = [i for i in request.points if i not in done]
+            done.update(todo)
             if stopped is not None:
-                readings += [self._bad(points[i], stopped) for i in request.points]
+                readings += [self._bad(points[i], stopped) for i in todo]
                 continue
             try:
-                values, ts = await self._execute(request)
+                data, ts = await self._execute(request)
             except RequestFailed as failure:
                 if failure.kind is Failure.EXCEPTION and failure.code in UNSUPPORTED:
-                    readings += self._refused(request, failure, queue)
+                    done.difference_update(todo)
+                    readings += self._refused(request, failure)
+                    # the plan changed: read what is left of this cycle with the new one
+                    left = {i for r in queue for i in r.points} | set(todo)
+                    queue = deque(r for r in self.requests if left.intersection(r.points))
                     continue
-                readings += [self._bad(points[i], failure.reason) for i in request.points]
-                if failure.kind is not Failure.EXCEPTION or failure.code in UNREACHABLE:
+                if failure.kind is Failure.RESPONSE:
+                    self.stats.bad_responses[failure.reason] += 1
+                readings += [self._bad(points[i], failure.reason) for i in todo]
+                if failure.kind not in (Failure.EXCEPTION, Failure.RESPONSE) or (
+                    failure.code in UNREACHABLE
+                ):
                     stopped = f"not-polled-after-{failure.kind.value}"
                 continue
-            readings += [self._point_reading(i, request, values, ts) for i in request.points]
+            readings += [self._point_reading(i, request, data, ts) for i in todo]
         if stopped is not None:
             self._fail(stopped)
         else:
             self._backoff_s = 0.0
         return readings
 
-    def _refused(
-        self, request: Request, failure: RequestFailed, queue: deque[Request]
-    ) -> list[Reading]:
+    def _refused(self, request: Request, failure: RequestFailed) -> list[Reading]:
         """The device has no such address or function: narrow down which point it is."""
         if len(request.points) > 1:
             self._cuts.add(split_point(request, self.device.points))
@@ -172,8 +184,6 @@ class ModbusCollector:
                 request.describe(),
                 failure.reason,
             )
-            parts = [r for r in self.requests if set(r.points) <= set(request.points)]
-            queue.extendleft(reversed(parts))
             return []
         (index,) = request.points
         point = self.device.points[index]
@@ -322,15 +332,21 @@ def check_devices(devices: Sequence[tuple[str, DeviceSpec]]) -> list[str]:
 
 
 def _link_fields(d: AnyModbusDevice) -> dict[str, object]:
-    if isinstance(d, ModbusRtuDevice):
-        c = d.connection
-        return {
-            "baudrate": c.baudrate,
-            "parity": c.parity,
-            "stopbits": c.stopbits,
-            "bytesize": c.bytesize,
-        }
-    return {}
+    """Settings that belong to the connection, not the device: one value per shared link."""
+    c = d.connection
+    fields: dict[str, object] = {
+        "backoff_initial_s": c.backoff_initial_s,
+        "backoff_max_s": c.backoff_max_s,
+    }
+    if isinstance(c, ModbusRtuConnection):
+        fields.update(
+            baudrate=c.baudrate,
+            parity=c.parity,
+            stopbits=c.stopbits,
+            bytesize=c.bytesize,
+            inter_frame_delay_s=c.inter_frame_delay_s,
+        )
+    return fields
 
 
 def _where(d: AnyModbusDevice) -> str:

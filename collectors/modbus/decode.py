@@ -74,7 +74,6 @@ def _to_abcd(raw: bytes, order: ByteOrder) -> bytes:
 Decoder = Callable[[bytes], Decimal]
 
 
-@functools.lru_cache(maxsize=4096)  # points of one meter model share their decoders
 def decoder(
     data_type: DataType,
     order: ByteOrder,
@@ -90,6 +89,21 @@ def decoder(
     NaN and infinities raise DecodeError, never become numbers. Built once per point: polling
     calls it for every value read.
     """
+    # cached by the exact digits of scale and offset: Decimal("0.1") == Decimal("0.10"), but
+    # they give values written with different exponents ("12.3" vs "12.30")
+    return _decoder(data_type, order, str(scale), str(offset), bit, bit_count)
+
+
+@functools.lru_cache(maxsize=4096)  # points of one meter model share their decoders
+def _decoder(
+    data_type: DataType,
+    order: ByteOrder,
+    scale_text: str,
+    offset_text: str,
+    bit: int | None,
+    bit_count: int,
+) -> Decoder:
+    scale, offset = Decimal(scale_text), Decimal(offset_text)
     if data_type == "bool":
         return lambda raw: Decimal(raw[0] & 1)
     fmt, count = _FORMATS[data_type]

@@ -91,8 +91,6 @@ async def probe(link: ModbusLink, unit_id: int, timeout_s: float) -> tuple[bool,
                 code = failure.code or 0
                 # a gateway saying the target did not answer means there is no such unit
                 return code not in (10, 11), failure.reason
-            if failure.kind is Failure.CONNECT:
-                raise
             return False, failure.reason
     return True, "answered"
 
@@ -124,7 +122,8 @@ async def discover(
 ) -> list[UnitFinding]:
     """Probe each unit id through `device`'s connection and rank the profiles that fit.
 
-    Raises RequestFailed (kind CONNECT) when the link cannot be opened at all."""
+    Raises RequestFailed (kind CONNECT) when the link cannot be opened at all; a connection
+    lost later in the scan only marks the units it hid as not answering."""
     shared = Shared()
     link = shared.get(
         "modbus:" + "|".join(link_key(device)), ModbusLink, lambda: ModbusLink(device.connection)
@@ -132,9 +131,11 @@ async def discover(
     chosen = [load_profile(p) for p in (profiles or profile_ids())]
     findings = []
     try:
-        for unit_id in unit_ids:
+        for n, unit_id in enumerate(unit_ids):
             progress(unit_id)
             answered, reason = await probe(link, unit_id, device.connection.timeout_s)
+            if n == 0 and reason == "connect-failed":
+                raise RequestFailed(Failure.CONNECT, reason)
             finding = UnitFinding(unit_id, answered, reason)
             if answered:
                 at_unit = device.model_copy(

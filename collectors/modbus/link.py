@@ -17,6 +17,7 @@ import enum
 import logging
 import random
 import struct
+import termios
 import time
 
 from pymodbus import FramerType
@@ -25,7 +26,6 @@ from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
 from collectors.modbus.config import (
-    ModbusLinkSettings,
     ModbusRtuConnection,
     ModbusRtuOverTcpConnection,
     ModbusTcpConnection,
@@ -117,7 +117,6 @@ class ModbusLink:
     ) -> None:
         self.settings = settings
         self.lock = asyncio.Lock()
-        self.reconnects = 0
         self._client: Client | None = None
         self._backoff_s = 0.0
         self._retry_at = 0.0  # monotonic time before which no new connection is attempted
@@ -175,19 +174,25 @@ class ModbusLink:
         try:
             async with asyncio.timeout(timeout_s):
                 client = await self._open()
-        except (TimeoutError, OSError, ModbusException):
-            self._backoff(self.settings)
+        except (TimeoutError, OSError, ModbusException, termios.error) as exc:
+            # termios.error: the serial driver refused the line settings (e.g. parity)
+            self._backoff(exc)
             raise RequestFailed(Failure.CONNECT, "connect-failed") from None
-        self.reconnects += 1
         self._backoff_s = 0.0
         self._client = client
         return client
 
-    def _backoff(self, s: ModbusLinkSettings) -> None:
+    def _backoff(self, exc: BaseException) -> None:
+        s = self.settings
         self._backoff_s = min(s.backoff_max_s, max(s.backoff_initial_s, self._backoff_s * 2))
         wait = self._backoff_s * random.uniform(0.8, 1.2)  # jitter spreads reconnects
         self._retry_at = time.monotonic() + wait
-        log.warning("modbus link %s: cannot connect; next attempt in %.1f s", self.name, wait)
+        log.warning(
+            "modbus link %s: cannot connect (%s); next attempt in %.1f s",
+            self.name,
+            str(exc) or type(exc).__name__,
+            wait,
+        )
 
     async def read(
         self, unit_id: int, function_code: int, address: int, count: int, timeout_s: float

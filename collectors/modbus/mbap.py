@@ -32,8 +32,6 @@ class MbapClient(asyncio.Protocol):
         self._buffer = bytearray()
         self._tid = 0
         self._waiting: tuple[int, int, asyncio.Future[bytes]] | None = None
-        self.discarded = 0  # frames that answered no outstanding request
-        self.closed = asyncio.get_running_loop().create_future()
 
     @classmethod
     async def connect(cls, host: str, port: int) -> MbapClient:
@@ -89,18 +87,14 @@ class MbapClient(asyncio.Protocol):
             pdu = bytes(buf[7:end])
             del buf[:end]
             waiting = self._waiting
-            if waiting is not None and waiting[0] == tid and waiting[1] == unit:
-                if not waiting[2].done():
-                    waiting[2].set_result(pdu)
-            else:
-                self.discarded += 1
+            # anything else answers no outstanding request (e.g. one that timed out): dropped
+            if waiting and waiting[0] == tid and waiting[1] == unit and not waiting[2].done():
+                waiting[2].set_result(pdu)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         if self._waiting is not None and not self._waiting[2].done():
             self._waiting[2].set_exception(ConnectionError(str(exc or "connection closed")))
-        if not self.closed.done():
-            self.closed.set_result(None)
 
     def _fail(self, error: Exception) -> None:
         if self._waiting is not None and not self._waiting[2].done():

@@ -20,7 +20,7 @@ from collectors.modbus import ModbusRtuOverTcpDevice, ModbusTcpDevice
 from gateway.demo import free_port_range
 from gateway.models import QualityStatus, Reading
 from simulators.modbus_fleet import FaultKind, MeterFleet
-from tests.support.evil_modbus import EvilServer
+from tests.support.evil_modbus import WRONG_COUNT_ADDRESS, EvilServer
 from tests.support.modbus import FAST, device_for
 
 INTERVAL = FAST["poll_interval_s"]
@@ -74,8 +74,8 @@ async def test_silent_meter_times_out_with_bounded_retries_and_backs_off():
     async with MeterFleet(2, base) as fleet:
         faulty, healthy = (create_collector(f"M{i}", device_for(fleet, i, POINTS)) for i in (0, 1))
         fleet.inject(0, FaultKind.SILENT)
-        run = await side_by_side([faulty, healthy], 3.0)
-    assert_kept_schedule(run, healthy, 3.0)
+        run = await side_by_side([faulty, healthy], 4.0)
+    assert_kept_schedule(run, healthy, 4.0)
     assert "timeout" in run.reasons("M0")
     assert run.reasons("M0") <= {"timeout", "not-polled-after-timeout", "connect-failed"}
     # each failed request was tried 1 + retries times, and the meter backed off between cycles
@@ -83,7 +83,10 @@ async def test_silent_meter_times_out_with_bounded_retries_and_backs_off():
     assert faulty.stats.timeouts == faulty.stats.retries + len(
         [1 for _, rs in run.cycles["M0"] if any(r.quality.reason == "timeout" for r in rs)]
     )
-    assert len(run.cycles["M0"]) < len(run.cycles["M1"]) / 2
+    # cycles take 2 x 0.3 s of timeouts; without backoff the next would start at the next
+    # 0.2 s tick, with it (doubling from 0.1 s to 0.4 s, +-20 %) 0.32-0.48 s later
+    ends = [t for t, _ in run.cycles["M0"]]
+    assert ends[-1] - ends[-2] >= 0.6 + 0.3
 
 
 async def test_slow_meter_overruns_are_counted_and_skipped_not_queued():
@@ -156,8 +159,10 @@ async def test_refused_connection_backs_off_with_jitter_and_reconnects():
         run = await side_by_side([dead, healthy], 2.0)
     assert_kept_schedule(run, healthy, 2.0)
     assert run.reasons("M0") == {"connect-failed"}
-    # backoff (0.1 s doubling to 0.4 s, +-20 % jitter) spaces the attempts out
-    assert len(run.cycles["M0"]) <= 2.0 / 0.1
+    # backoff (0.1 s doubling to 0.4 s, +-20 % jitter) spaces the attempts out, where the poll
+    # interval alone would try every 0.2 s
+    ends = [t for t, _ in run.cycles["M0"]]
+    assert min(b - a for a, b in itertools.pairwise(ends[-3:])) >= 0.4 * 0.8 - 0.01
 
 
 @pytest.mark.parametrize(
@@ -202,6 +207,73 @@ async def test_malformed_answers_are_rejected_and_others_keep_schedule(mode, rea
         assert all(r.value is None for r in readings)
 
 
+async def test_an_answer_that_does_not_fit_spoils_only_its_request():
+    port = free_port_range(1)
+    device = ModbusTcpDevice.model_validate(
+        {
+            "connection": {**FAST, "host": "127.0.0.1", "port": port},
+            "points": [
+                {
+                    "name": "spoilt",
+                    "quantity": "status",
+                    "kind": "gauge",
+                    "unit": "1",
+                    "address": WRONG_COUNT_ADDRESS,
+                    "data_type": "uint32",
+                },
+                {
+                    "name": "fine",
+                    "quantity": "status",
+                    "kind": "gauge",
+                    "unit": "1",
+                    "address": 100,
+                    "data_type": "uint16",
+                },
+            ],
+        }
+    )
+    async with EvilServer(port, "wrong-count"):
+        collector = create_collector("M0", device)
+        readings = {r.point: r for r in await collector.poll_once()}  # type: ignore[attr-defined]
+    assert readings["spoilt"].quality.reason == "short-response"
+    assert readings["fine"].value == 1100  # the next request was still sent and used
+    assert collector.stats.bad_responses == {"short-response": 1}
+    assert collector._backoff_s == 0  # type: ignore[attr-defined]
+
+
+async def test_a_request_refused_twice_is_cut_until_every_point_is_read_once():
+    """Points 2, 6, 10, 14 (uint16), at most 10 registers a request: 2..10 spans the
+    simulator's unmapped register 9 and is refused; after the cut, 6..14 joins a point of the
+    next request and is refused too. The cycle still reads each point exactly once."""
+    async with MeterFleet(1, free_port_range(1)) as fleet:
+        points = [
+            {
+                "name": f"r{a}",
+                "quantity": "status",
+                "kind": "gauge",
+                "unit": "1",
+                "address": a,
+                "data_type": "uint16",
+            }
+            for a in (2, 6, 10, 14)
+        ]
+        device = ModbusTcpDevice.model_validate(
+            {
+                "connection": {**FAST, "host": "127.0.0.1", "port": fleet.port_of(0)},
+                "points": points,
+                "max_registers_per_request": 10,
+                "max_gap": 8,
+            }
+        )
+        collector = create_collector("M0", device)
+        first = await collector.poll_once()  # type: ignore[attr-defined]
+        second = await collector.poll_once()  # type: ignore[attr-defined]
+    assert sorted(r.point for r in first) == ["r10", "r14", "r2", "r6"]
+    assert all(r.quality.status is QualityStatus.GOOD for r in first + second)
+    assert collector.stats.exceptions == {"modbus-exception-illegal-address": 2}  # type: ignore[attr-defined]
+    assert collector.stats.disabled_points == []  # type: ignore[attr-defined]
+
+
 async def test_dead_unit_on_a_shared_rtu_line_leaves_the_others_on_schedule():
     async with MeterFleet(2, transport="rtu", units_per_link=2) as fleet:
         shared = Shared()
@@ -214,5 +286,6 @@ async def test_dead_unit_on_a_shared_rtu_line_leaves_the_others_on_schedule():
         run = await side_by_side([dead, healthy], 5.0)
         shared.close()
     assert_kept_schedule(run, healthy, 5.0, interval=1.0)
+    assert run.readings("M0")
     assert run.reasons("M0") <= {"timeout", "not-polled-after-timeout"}
     assert dead.link is healthy.link  # type: ignore[attr-defined]

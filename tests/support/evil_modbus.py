@@ -8,6 +8,8 @@ import asyncio
 import struct
 
 MODES = ("ok", "garbage", "truncated", "wrong-tid-first", "wrong-count", "bad-crc", "rtu")
+# "wrong-count" spoils only answers for requests starting at WRONG_COUNT_ADDRESS
+WRONG_COUNT_ADDRESS = 5
 
 
 def registers(address: int, count: int) -> list[int]:
@@ -80,6 +82,6 @@ class EvilServer:
         if self.mode == "wrong-tid-first":
             # a stale answer (another transaction, other values) before the real one
             return frame((tid + 7) & 0xFFFF, [0xBAD] * count) + good
-        if self.mode == "wrong-count":
+        if self.mode == "wrong-count" and address == WRONG_COUNT_ADDRESS:
             return frame(tid, registers(address, max(1, count - 1)))
         return good

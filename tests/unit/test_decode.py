@@ -150,3 +150,11 @@ def test_bit_fields(order):
     assert decode_bits(words, "uint16", order, 12, 4) == 0b1011
     wide = encode(1 << 40, "uint64", order)
     assert decode_bits(wide, "uint64", order, 40, 1) == 1
+
+
+def test_equal_scales_written_differently_keep_their_exponent():
+    # Decimal("0.1") == Decimal("0.10"): a decoder cache must not mix them up, or the stored
+    # text of a value (and every content hash over it) would depend on which came first
+    words = encode(123, "uint16", "ABCD")
+    assert str(decode(words, "uint16", "ABCD", Decimal("0.1"))) == "12.3"
+    assert str(decode(words, "uint16", "ABCD", Decimal("0.10"))) == "12.30"

@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--registers", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=20.0)
     args = ap.parse_args(argv)
+    if not 1 <= args.registers <= 27:
+        ap.error("--registers must be 1..27 (the tanji-sim map's contiguous block 10..36)")
     report = asyncio.run(run(args.baud, args.units, args.registers, args.seconds))
     json.dump(report, sys.stdout, indent=2)
     print()

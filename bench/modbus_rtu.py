@@ -47,7 +47,7 @@ async def run(baud: int, units: int, registers: int, seconds: float) -> dict[str
             "quantity": "status",
             "kind": "gauge",
             "unit": "1",
-            "address": 10 + i,  # the tanji-sim map's contiguous block 10..36
+            "address": 10 + i,  # the tanji-sim map's contiguous block 10..40
             "data_type": "uint16",
         }
         for i in range(registers)
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--registers", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=20.0)
     args = ap.parse_args(argv)
-    if not 1 <= args.registers <= 27:
-        ap.error("--registers must be 1..27 (the tanji-sim map's contiguous block 10..36)")
+    if not 1 <= args.registers <= 31:
+        ap.error("--registers must be 1..31 (the tanji-sim map's contiguous block 10..40)")
     report = asyncio.run(run(args.baud, args.units, args.registers, args.seconds))
     json.dump(report, sys.stdout, indent=2)
     print()

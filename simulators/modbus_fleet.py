@@ -354,6 +354,8 @@ class MeterFleet:
         if set_values is not None:
             return ExcCodes.ILLEGAL_FUNCTION  # a meter's registers are read-only
         t = self._clock()
+        if function_code == 1:
+            return None  # the relay coil stays open
         if function_code == 2:
             current_registers[0 - start_address] = 1 | int(faults.active) << 1
             return None

@@ -52,7 +52,7 @@ async def test_every_type_and_order_decodes_on_every_transport(transport):
         assert int.from_bytes(raw, "big") * Decimal("0.01") == r["active_energy_import"].value
         assert r["active_energy_import_cdab"].raw == raw[2:] + raw[:2]
         power = meter.power_kw(t)
-        for name in ("active_power", "active_power_badc", "active_power_w"):
+        for name in ("active_power", "active_power_badc", "active_power_w", "active_power_mw"):
             assert abs(float(r[name].value) - power) < 0.1, name
         assert r["power_factor"].value == Decimal(str(POWER_FACTOR)).quantize(Decimal("0.001"))
         assert r["voltage_l1_n"].value == Decimal("230.0")
@@ -63,6 +63,7 @@ async def test_every_type_and_order_decodes_on_every_transport(transport):
         assert r["powered"].value == 1
         assert r["fault-input"].value == 0
         assert r["powered"].raw == b"\x01"
+        assert r["relay"].value == 0  # coil (function 1)
 
 
 async def test_input_registers_and_bit_fields_follow_injected_faults():
@@ -98,14 +99,16 @@ async def test_block_reads_send_the_planned_requests_only(transport):
         readings = await collector.poll_once()  # type: ignore[attr-defined]
         sent = fleet.meters[0].requests - before
     plan = collector.requests  # type: ignore[attr-defined]
-    # 23 points in 3 requests: discrete inputs 0-1, registers 0-8 and 10-36 (9 is unmapped)
+    # 25 points in 4 requests: coil 0, discrete inputs 0-1, registers 0-8 and 10-40 (9 is
+    # unmapped)
     assert [r.describe() for r in plan] == [
+        "FC1 0..0 (1 bits, 1 point)",
         "FC2 0..1 (2 bits, 2 points)",
         "FC3 0..8 (9 registers, 6 points)",
-        "FC3 10..36 (27 registers, 15 points)",
+        "FC3 10..40 (31 registers, 16 points)",
     ]
-    assert sent == 3
-    assert len(readings) == 23
+    assert sent == 4
+    assert len(readings) == 25
 
 
 async def test_an_unmapped_register_splits_the_request_and_nothing_is_lost():
@@ -116,7 +119,7 @@ async def test_an_unmapped_register_splits_the_request_and_nothing_is_lost():
         second = await collector.poll_once()  # type: ignore[attr-defined]
     assert all(r.quality.status is QualityStatus.GOOD for r in first + second)
     assert collector.stats.exceptions == {"modbus-exception-illegal-address": 1}  # type: ignore[attr-defined]
-    assert [r.describe() for r in collector.requests][1:] == [  # type: ignore[attr-defined]
+    assert [r.describe() for r in collector.requests][2:] == [  # type: ignore[attr-defined]
         "FC3 0..8 (9 registers, 6 points)",
-        "FC3 10..36 (27 registers, 15 points)",
+        "FC3 10..40 (31 registers, 16 points)",
     ]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from cloud_sync.contract import Ack, AckStatus, build_batch
 from gateway.models import ActivityRecord
 
+OUTBOX_TABLE = "outbox"  # the gateway's store reads `batch_id` and `state` to evict safely
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq          INTEGER PRIMARY KEY,          -- enqueue order: oldest is sent first

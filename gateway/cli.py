@@ -186,6 +186,8 @@ def status(
             for m, st in snapshot["meters"].items()
             if st["last_reason"] or st["poll"]["disabled_points"]
         ]
+        if snapshot.get("store_over_cap"):
+            attention.append("store")
         table = _status_table(snapshot, age_s)
     except FileNotFoundError:
         err.print(f"no status at {path}: the gateway has not run with this configuration")
@@ -206,6 +208,11 @@ def status(
 
 def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
     table = Table(title=f"gateway {snapshot['gateway_id']} — status {age_s:.0f} s old")
+    table.caption = (
+        f"store {snapshot.get('store_used_mb', 0)} MB used"
+        + (" — AT ITS DISK CAP: new readings refused" if snapshot.get("store_over_cap") else "")
+        + f" · {snapshot.get('readings_refused', 0)} readings refused"
+    )
     table.add_column("meter")
     table.add_column("problem", overflow="fold")
     for col in ("readings (bad)", "cycles (overrun)", "timeouts (retried)", "p50/p95 ms"):

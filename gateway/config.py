@@ -84,6 +84,12 @@ else:
 class StoreConfig(Frozen):
     path: Path = Path("tanji.db")
     commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    retention_days: float = Field(
+        default=400, gt=0, description="raw readings older than this go once acknowledged"
+    )
+    max_disk_mb: float = Field(
+        default=10240, ge=16, description="hard cap on the store file (with its WAL)"
+    )
 
 
 class AggregationConfig(Frozen):

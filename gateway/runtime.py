@@ -26,11 +26,12 @@ from gateway.aggregation import PeriodInput, aggregate
 from gateway.config import MeterConfig, SiteConfig
 from gateway.models import ActivityRecord, PointKind, Reading
 from gateway.periods import NS, period_start_ns
-from gateway.store import Store, transaction
+from gateway.store import EvictionResult, Store, transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATUS_INTERVAL_S = 5.0
+RETENTION_INTERVAL_S = 60.0
 
 
 def status_path_for(store_path: Path) -> Path:
@@ -79,6 +80,8 @@ class Gateway:
         )
         self.meter_status = {m.id: MeterStatus() for m in config.meters}
         self.readings_stored = 0
+        self.readings_refused = 0  # at the disk cap with nothing left to evict (logged)
+        self.disk = EvictionResult(0, 0, over_cap=False)
         self.records_created = 0
         self._pending: list[Reading] = []
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
@@ -102,6 +105,7 @@ class Gateway:
                 tg.create_task(self._aggregate_loop(), name="aggregator")
                 tg.create_task(self.sync.run(), name="cloud-sync")
                 tg.create_task(self._status_loop(), name="status-file")
+                tg.create_task(self._retention_loop(), name="retention")
         finally:
             await asyncio.shield(self.flush())
 
@@ -147,6 +151,9 @@ class Gateway:
             "gateway_id": self.config.gateway_id,
             "written_ns": str(self._clock()),
             "readings_stored": self.readings_stored,
+            "readings_refused": self.readings_refused,
+            "store_used_mb": round(self.disk.used_bytes / 1e6, 1),
+            "store_over_cap": self.disk.over_cap,
             "records_created": self.records_created,
             "meters": {
                 meter_id: {
@@ -181,6 +188,17 @@ class Gateway:
     async def flush(self) -> int:
         """Commit every reading collected so far (one durable transaction)."""
         batch, self._pending = self._pending, []
+        if batch and self.disk.over_cap:
+            # the cap is full of readings the platform has not acknowledged yet: refusing new
+            # ones (a gap the activity records will show) beats exceeding the disk
+            self.readings_refused += len(batch)
+            log.error(
+                "store at its disk cap (%.0f MB used) with nothing acknowledged to evict:"
+                " %d readings not stored",
+                self.disk.used_bytes / 1e6,
+                len(batch),
+            )
+            return 0
         if batch:
             try:
                 await self._db(lambda: self.store.append_readings(batch))
@@ -194,6 +212,25 @@ class Gateway:
         while True:
             await asyncio.sleep(self.config.store.commit_interval_s)
             await self.flush()
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await self.enforce_limits()
+            await asyncio.sleep(RETENTION_INTERVAL_S)
+
+    async def enforce_limits(self) -> EvictionResult:
+        """Evict what retention and the disk cap allow (gateway.store.Store.enforce_limits)."""
+        cfg, agg = self.config.store, self.config.aggregation
+        now = self._clock()
+        sealed = period_start_ns(now - int(agg.grace_s * NS), agg.interval_s, self._tz)
+        self.disk = await self._db(
+            lambda: self.store.enforce_limits(
+                now, sealed, int(cfg.retention_days * 86400 * NS), int(cfg.max_disk_mb * 1e6)
+            )
+        )
+        if self.disk.deleted:
+            log.info("store: %d readings evicted", self.disk.deleted)
+        return self.disk
 
     # --- aggregation -------------------------------------------------------------------------
 
@@ -250,15 +287,18 @@ class Gateway:
                     )
                     start = end
         if records:
+            size = self.config.mqtt.batch_size
             with transaction(self.store.conn):
-                self.store.insert_activity(records, now_ns)
-                cloud_sync.enqueue(
+                batch_ids = cloud_sync.enqueue(
                     self.store.conn,
                     self.config.enterprise.uscc,
                     self.config.gateway_id,
                     records,
-                    self.config.mqtt.batch_size,
+                    size,
                     now_ns,
+                )
+                self.store.insert_activity(
+                    records, now_ns, [batch_ids[i // size] for i in range(len(records))]
                 )
         return records
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+from cloud_sync.outbox import OUTBOX_TABLE  # same file; read for acked batches only
 from gateway.models import (
     ActivityRecord,
     PointKind,
@@ -25,7 +28,8 @@ from gateway.models import (
 )
 from gateway.periods import datetime_to_ns
 
-SCHEMA_VERSION = 3  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name, 3 by series
+SCHEMA_VERSION = 4  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name, 3 by
+#                     series, 4 records know their outbox batch
 
 # one statement each (executescript would COMMIT in the middle of our transaction)
 SCHEMA_STATEMENTS = (
@@ -66,6 +70,7 @@ CREATE TABLE IF NOT EXISTS activity_records (
     revision     INTEGER NOT NULL,
     record_json  TEXT    NOT NULL,
     created_ns   INTEGER NOT NULL,
+    batch_id     TEXT    NOT NULL,  -- the outbox batch (cloud_sync) that carries it
     UNIQUE (meter_id, point, period_start_ns, revision)
 )
 """,
@@ -115,6 +120,29 @@ _READING_COLUMNS = (
     " r.ts_ns, r.source_ts_ns, r.raw, r.value, r.quality, r.reason"
 )
 _SELECT_READINGS = f"SELECT {_READING_COLUMNS} FROM readings r JOIN series s ON s.id = r.series"
+
+
+def _row(r: Reading, series: dict[tuple[str, str], int]) -> tuple[Any, ...]:
+    """A readings row (the hot path of the writer: field values read straight from the
+    model's __dict__, StrEnum members bound as their text)."""
+    d = r.__dict__
+    value, quality = d["value"], d["quality"]
+    return (
+        series[d["meter_id"], d["point"]],
+        d["ts_ns"],
+        d["source_ts_ns"],
+        d["raw"],
+        None if value is None else str(value),
+        quality.status,
+        quality.reason,
+    )
+
+
+@dataclass(frozen=True)
+class EvictionResult:
+    deleted: int
+    used_bytes: int
+    over_cap: bool  # nothing more could go: new readings are refused until the platform acks
 
 
 class StoreError(Exception):
@@ -208,18 +236,7 @@ class Store:
             self.conn.executemany(
                 "INSERT INTO readings (series, ts_ns, source_ts_ns, raw, value, quality, reason)"
                 " VALUES (?,?,?,?,?,?,?)",
-                (  # StrEnum members bind as their text value
-                    (
-                        series[(r.meter_id, r.point)],
-                        r.ts_ns,
-                        r.source_ts_ns,
-                        r.raw,
-                        str(r.value) if r.value is not None else None,
-                        r.quality.status,
-                        r.quality.reason,
-                    )
-                    for r in readings
-                ),
+                map(_row, readings, repeat(series)),
             )
 
     def readings(self, meter_id: str, point: str, start_ns: int, end_ns: int) -> list[Reading]:
@@ -255,11 +272,15 @@ class Store:
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
-    def insert_activity(self, records: Sequence[ActivityRecord], now_ns: int) -> None:
-        """Insert records; call inside `transaction(store.conn)` with the outbox enqueue."""
+    def insert_activity(
+        self, records: Sequence[ActivityRecord], now_ns: int, batch_ids: Sequence[str]
+    ) -> None:
+        """Insert records with the outbox batch of each; call inside `transaction(store.conn)`
+        with the outbox enqueue."""
         self.conn.executemany(
             "INSERT INTO activity_records (record_id, meter_id, point, period_start_ns,"
-            " period_end_ns, revision, record_json, created_ns) VALUES (?,?,?,?,?,?,?,?)",
+            " period_end_ns, revision, record_json, created_ns, batch_id)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
             [
                 (
                     r.record_id,
@@ -270,7 +291,75 @@ class Store:
                     r.revision,
                     r.model_dump_json(),
                     now_ns,
+                    batch_id,
                 )
-                for r in records
+                for r, batch_id in zip(records, batch_ids, strict=True)
             ],
         )
+
+    # --- retention and the disk cap ------------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        """Pages in use (free pages are reused before the file grows) plus the WAL."""
+        page_size, pages, free = (
+            self.conn.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("page_size", "page_count", "freelist_count")
+        )
+        wal = self.path.with_name(self.path.name + "-wal")
+        return int((pages - free) * page_size) + (wal.stat().st_size if wal.exists() else 0)
+
+    def evictable_before(self, sealed_ns: int) -> dict[int, int]:
+        """Per series: readings older than this may go. A meter's readings are done with once
+        every activity record of theirs is acknowledged by the platform: the horizon is the
+        start of the meter's oldest record not acked (pending or rejected), else the end of
+        its last record. Meters without records (gauges only) are done with at `sealed_ns`,
+        the end of the last sealed period. The last good reading before the horizon stays:
+        it opens the next period."""
+        acked = self.conn.execute(
+            f"SELECT a.meter_id, MAX(a.period_end_ns),"
+            f" MIN(CASE WHEN o.state = 'acked' THEN NULL ELSE a.period_start_ns END)"
+            f" FROM activity_records a LEFT JOIN {OUTBOX_TABLE} o ON o.batch_id = a.batch_id"
+            " GROUP BY a.meter_id"
+        ).fetchall()
+        horizon = {m: (unacked if unacked is not None else end) for m, end, unacked in acked}
+        out: dict[int, int] = {}
+        for (meter_id, _point), series in self._series.items():
+            h = horizon.get(meter_id, sealed_ns)
+            row = self.conn.execute(
+                "SELECT MAX(ts_ns) FROM readings WHERE series=? AND ts_ns<? AND quality='good'",
+                (series, h),
+            ).fetchone()
+            out[series] = min(h, row[0]) if row and row[0] is not None else h
+        return out
+
+    def evict(self, older_than_ns: int, sealed_ns: int) -> int:
+        """Delete readings older than `older_than_ns` that are done with (evictable_before);
+        returns how many went. Nothing unsealed or unacknowledged is ever deleted."""
+        deleted = 0
+        with transaction(self.conn):
+            for series, horizon in self.evictable_before(sealed_ns).items():
+                cur = self.conn.execute(
+                    "DELETE FROM readings WHERE series=? AND ts_ns<?",
+                    (series, min(horizon, older_than_ns)),
+                )
+                deleted += cur.rowcount
+        return deleted
+
+    def enforce_limits(
+        self, now_ns: int, sealed_ns: int, retention_ns: int, cap_bytes: int | None
+    ) -> EvictionResult:
+        """Retention, then the disk cap (see docs/architecture.md, eviction order): readings
+        past retention go; over the cap, the oldest evictable readings go, an hour at a time,
+        until use is under 90 % of the cap or nothing evictable is left."""
+        deleted = self.evict(now_ns - retention_ns, sealed_ns)
+        used = self.used_bytes()
+        if cap_bytes is not None and used > cap_bytes:
+            row = self.conn.execute("SELECT MIN(ts_ns) FROM readings").fetchone()
+            cutoff = int(row[0]) if row and row[0] is not None else now_ns
+            while used > 0.9 * cap_bytes and cutoff < now_ns:
+                cutoff += 3600 * 10**9
+                gone = self.evict(cutoff, sealed_ns)
+                deleted += gone
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                used = self.used_bytes()
+        return EvictionResult(deleted, used, cap_bytes is not None and used > cap_bytes)

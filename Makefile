@@ -31,11 +31,12 @@ demo: $(STAMP)
 # Debian packages the tests need: a real Mosquitto broker (and mbpoll for the interop test).
 system-deps:
 	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || \
-	    ! command -v mbpoll >/dev/null 2>&1; then \
+	    ! command -v mbpoll >/dev/null 2>&1 || ! command -v victoria-metrics >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  echo "installing mosquitto and mbpoll from Debian packages"; \
+	  echo "installing mosquitto, mbpoll and victoria-metrics from Debian packages"; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto mbpoll >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    mosquitto mbpoll victoria-metrics >/dev/null; \
 	fi
 
 lint: $(DEVSTAMP)

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from collectors import collector_types
+from gateway.mirror import MirrorConfig
 from gateway.models import CalibrationRecord, Carrier, DeviceSpec, Frozen, Meter, PointSpec
 from gateway.uscc import uscc_problem
 
@@ -164,6 +165,7 @@ class SiteConfig(Frozen):
     store: StoreConfig = StoreConfig()
     aggregation: AggregationConfig = AggregationConfig()
     mqtt: MqttConfig = MqttConfig()
+    mirror: MirrorConfig | None = None
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:

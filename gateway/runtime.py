@@ -24,6 +24,7 @@ import cloud_sync
 from collectors import CollectorStats, Shared, create_collector
 from gateway.aggregation import PeriodInput, aggregate
 from gateway.config import MeterConfig, SiteConfig
+from gateway.mirror import Mirror
 from gateway.models import ActivityRecord, PointKind, Reading
 from gateway.periods import NS, period_start_ns
 from gateway.store import EvictionResult, Store, transaction
@@ -87,6 +88,7 @@ class Gateway:
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
         self._collector_tasks: list[asyncio.Task[None]] = []
         self._shared = Shared()  # connections that collectors of several meters share
+        self.mirror = Mirror(config.mirror, self.store, self._db) if config.mirror else None
 
     async def _db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn)
@@ -106,6 +108,8 @@ class Gateway:
                 tg.create_task(self.sync.run(), name="cloud-sync")
                 tg.create_task(self._status_loop(), name="status-file")
                 tg.create_task(self._retention_loop(), name="retention")
+                if self.mirror is not None:
+                    tg.create_task(self.mirror.run(), name="influxdb-mirror")
         finally:
             await asyncio.shield(self.flush())
 
@@ -322,5 +326,7 @@ class Gateway:
 
     async def close(self) -> None:
         self._shared.close()
+        if self.mirror is not None:
+            self.mirror.close()
         await self._db(self.store.close)
         self._db_thread.shutdown(wait=True)

@@ -34,6 +34,12 @@ SCHEMA_VERSION = 4  # PRAGMA user_version; 1 keyed points by quantity, 2 by poin
 # one statement each (executescript would COMMIT in the middle of our transaction)
 SCHEMA_STATEMENTS = (
     """
+CREATE TABLE IF NOT EXISTS mirror_cursor (  -- how far the InfluxDB mirror got (gateway.mirror)
+    id               INTEGER PRIMARY KEY CHECK (id = 0),
+    last_reading_id  INTEGER NOT NULL
+)
+""",
+    """
 CREATE TABLE IF NOT EXISTS series (
     id           INTEGER PRIMARY KEY,  -- one point of one meter
     meter_id     TEXT    NOT NULL,
@@ -247,6 +253,27 @@ class Store:
             (self._series.get((meter_id, point), -1), start_ns, end_ns),
         ).fetchall()
         return [_reading_from_row(r) for r in rows]
+
+    def readings_after(self, reading_id: int, limit: int) -> list[tuple[int, Reading]]:
+        """The next `limit` readings in store order after row `reading_id`, with their ids."""
+        rows = self.conn.execute(
+            f"SELECT r.id, {_READING_COLUMNS} FROM readings r JOIN series s ON s.id = r.series"
+            " WHERE r.id > ? ORDER BY r.id LIMIT ?",
+            (reading_id, limit),
+        ).fetchall()
+        return [(int(row[0]), _reading_from_row(row[1:])) for row in rows]
+
+    def mirror_cursor(self) -> int:
+        row = self.conn.execute("SELECT last_reading_id FROM mirror_cursor WHERE id = 0").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_mirror_cursor(self, reading_id: int) -> None:
+        with transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO mirror_cursor (id, last_reading_id) VALUES (0, ?)"
+                " ON CONFLICT (id) DO UPDATE SET last_reading_id = excluded.last_reading_id",
+                (reading_id,),
+            )
 
     def last_good_before(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
         row = self.conn.execute(

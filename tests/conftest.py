@@ -88,3 +88,51 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.kill()
+
+
+class VictoriaMetrics:
+    """Debian's victoria-metrics (it accepts the InfluxDB v2 write API) in a temp dir."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                f"-storageDataPath={self.workdir}",
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                "-loggerLevel=ERROR",
+                "-retentionPeriod=100y",  # the default (1 month) drops the tests' old timestamps
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+            self.proc = None
+
+
+@pytest.fixture
+def victoria_metrics(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    binary = shutil.which("victoria-metrics")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("victoria-metrics is not installed; `make test` installs it (apt-get)")
+        pytest.skip("victoria-metrics not installed (run `make test` to install it)")
+    server = VictoriaMetrics(binary, tmp_path / "vm")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,135 @@
+"""InfluxDB mirror: the store's readings, copied to an InfluxDB v2 write API for Grafana.
+
+SQLite stays the source of truth (and the outbox); the mirror is a copy the factory may look
+at. Readings are sent in store order, in batches, from a cursor kept in the store, which moves
+only after the server accepted a batch: after an outage or a restart the mirror resumes where
+it stopped, and a batch sent twice overwrites itself (same series, same timestamp). A server
+that is down costs retries with backoff, never a reading in the store. Readings evicted from
+the store before the mirror caught up (a mirror down for longer than retention) are skipped.
+
+Line protocol (measurement `tanji_reading`): tags meter, point, quantity, unit, quality;
+field `value` (float) for good readings, `reason` (string) for bad ones; time in ns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write.point import Point
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
+from pydantic import Field, SecretStr, field_validator
+
+from gateway.models import Frozen, Reading
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MEASUREMENT = "tanji_reading"
+
+
+class MirrorConfig(Frozen):
+    """`[mirror]` in site.toml; absent means no mirror."""
+
+    url: str = Field(description="InfluxDB v2 base URL, e.g. http://127.0.0.1:8086")
+    org: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)
+    token: SecretStr = SecretStr("")
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    interval_s: float = Field(default=5.0, gt=0, le=3600)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+def to_point(r: Reading) -> Point:
+    p = (
+        Point(MEASUREMENT)
+        .tag("meter", r.meter_id)
+        .tag("point", r.point)
+        .tag("quantity", r.quantity.value)
+        .tag("unit", r.unit)
+        .tag("quality", r.quality.status.value)
+        .time(r.ts_ns, WritePrecision.NS)
+    )
+    if r.value is not None:
+        return p.field("value", float(r.value))
+    return p.field("reason", r.quality.reason or "bad")
+
+
+class RunInDb(Protocol):
+    """Runs a store call on the thread that owns the store (the gateway's DB thread)."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
+
+
+class Mirror:
+    """Copies readings from `store` (through `db`, the store's own thread) to InfluxDB."""
+
+    def __init__(self, config: MirrorConfig, store: Store, db: RunInDb | None = None) -> None:
+        self.config = config
+        self.store = store
+        self._db = db
+        self._http = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-mirror")
+        self._client = InfluxDBClient(
+            url=config.url,
+            token=config.token.get_secret_value(),
+            org=config.org,
+            timeout=int(config.timeout_s * 1000),
+        )
+        self._write = self._client.write_api(write_options=SYNCHRONOUS)
+        self.sent = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    async def _in_db(self, fn: Callable[[], T]) -> T:
+        if self._db is not None:
+            return await self._db(fn)
+        return fn()
+
+    async def run(self) -> None:
+        backoff = 0.0
+        while True:
+            try:
+                while await self.send_once() == self.config.batch_size:
+                    pass  # catching up: no pause between full batches
+                backoff = 0.0
+                await asyncio.sleep(self.config.interval_s)
+            except Exception as exc:  # the mirror never takes the gateway down
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                backoff = min(300.0, max(self.config.interval_s, backoff * 2))
+                log.warning("influxdb mirror: %s; retrying in %.0f s", self.last_error, backoff)
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+
+    async def send_once(self) -> int:
+        """Send the next batch after the cursor; returns how many readings went."""
+        cursor = await self._in_db(self.store.mirror_cursor)
+        rows = await self._in_db(lambda: self.store.readings_after(cursor, self.config.batch_size))
+        if not rows:
+            return 0
+        points = [to_point(r) for _, r in rows]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._http,
+            lambda: self._write.write(bucket=self.config.bucket, record=points),
+        )
+        last = rows[-1][0]
+        await self._in_db(lambda: self.store.set_mirror_cursor(last))
+        self.sent += len(rows)
+        return len(rows)
+
+    def close(self) -> None:
+        self._client.close()
+        self._http.shutdown(wait=False)

@@ -206,6 +206,93 @@ def status(
         raise typer.Exit(EXIT_FINDING)
 
 
+@app.command()
+def report(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    start: Annotated[
+        str | None, typer.Option("--from", help="first day, YYYY-MM-DD (default: today)")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help="day after the last, YYYY-MM-DD (default: +1 day)")
+    ] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="write every record here")] = None,
+    html_path: Annotated[
+        Path | None, typer.Option("--html", help="write a page with a chart here")
+    ] = None,
+) -> None:
+    """Activity data per line, meter and point for a span of days (site time zone).
+
+    Example: tanji report -c site.toml --from 2026-11-01 --to 2026-12-01 --csv nov.csv
+    """
+    from datetime import date, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from gateway import report as rpt
+    from gateway.periods import datetime_to_ns
+    from gateway.store import Store
+
+    try:
+        site = load_site_config(config)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    tz = ZoneInfo(site.aggregation.timezone)
+    try:
+        first = date.fromisoformat(start) if start else datetime.now(tz).date()
+        last = date.fromisoformat(end) if end else first + timedelta(days=1)
+    except ValueError as exc:
+        err.print(f"--from/--to: {exc} (use YYYY-MM-DD)", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if last <= first:
+        err.print(f"--to ({last}) must be after --from ({first})")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if not site.store.path.exists():
+        err.print(f"no store at {site.store.path}: the gateway has not run with this site")
+        raise typer.Exit(EXIT_FINDING)
+    try:
+        store = Store(site.store.path)
+    except StoreError as exc:
+        err.print(f"tanji: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    def midnight(d: date) -> int:
+        return datetime_to_ns(datetime(d.year, d.month, d.day, tzinfo=tz))
+
+    records = store.activity_records(midnight(first), midnight(last))
+    store.close()
+    rows = rpt.totals(records)
+    title = f"{site.enterprise.name} — activity data {first} to {last} (exclusive)"
+    table = Table(title=title)
+    for col in ("line", "meter", "point", "quantity", "unit", "periods", "coverage", "flags"):
+        table.add_column(
+            col, justify="right" if col in ("quantity", "periods", "coverage") else "left"
+        )
+    for t in rows:
+        table.add_row(
+            t.line,
+            t.meter_id,
+            t.point,
+            str(t.quantity),
+            t.unit,
+            str(t.records),
+            f"{t.coverage:.1%}",
+            ", ".join(f"{k} x{n}" for k, n in sorted(t.flags.items())),
+        )
+    out.print(table)
+    if not rows:
+        err.print("no activity records in this span")
+    if any(rpt.flagged(t) for t in rows):
+        err.print("some totals include gaps, expired calibrations or counters going backwards")
+    try:
+        if csv_path is not None:
+            csv_path.write_text(rpt.to_csv(records), encoding="utf-8")
+        if html_path is not None:
+            html_path.write_text(rpt.to_html(title, rows), encoding="utf-8")
+    except OSError as exc:
+        err.print(f"cannot write the report: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
 def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
     table = Table(title=f"gateway {snapshot['gateway_id']} — status {age_s:.0f} s old")
     table.caption = (

@@ -324,6 +324,15 @@ class Store:
             ],
         )
 
+    def activity_records(self, start_ns: int, end_ns: int) -> list[ActivityRecord]:
+        """Every revision of the records of periods starting in [start_ns, end_ns)."""
+        rows = self.conn.execute(
+            "SELECT record_json FROM activity_records"
+            " WHERE period_start_ns >= ? AND period_start_ns < ? ORDER BY period_start_ns",
+            (start_ns, end_ns),
+        ).fetchall()
+        return [ActivityRecord.model_validate_json(r[0]) for r in rows]
+
     # --- retention and the disk cap ------------------------------------------------------------
 
     def used_bytes(self) -> int:

@@ -1,0 +1,225 @@
+"""Activity data for a period, summed per line, meter and point: a terminal table, CSV of every
+record, and a self-contained HTML page with a bar chart (inline SVG, no scripts).
+
+Sums are exact: consecutive records share their boundary readings, so the sum of a point's
+records over a span is its counter's advance. Only the latest revision of each period counts.
+Pure functions over ActivityRecords; the CLI reads them from the store.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+from gateway.models import ActivityFlag, ActivityRecord
+
+
+@dataclass
+class Total:
+    """The records of one point of one meter within the report's span."""
+
+    line: str
+    meter_id: str
+    point: str
+    carrier: str
+    unit: str
+    quantity: Decimal = Decimal(0)
+    records: int = 0
+    coverage_sum: float = 0.0
+    flags: dict[str, int] = field(default_factory=dict)
+    by_day: dict[date, Decimal] = field(default_factory=dict)
+
+    @property
+    def coverage(self) -> float:
+        return self.coverage_sum / self.records if self.records else 0.0
+
+
+def latest_revisions(records: Iterable[ActivityRecord]) -> list[ActivityRecord]:
+    """One record per (meter, point, period start): the highest revision."""
+    latest: dict[tuple[str, str, datetime], ActivityRecord] = {}
+    for r in records:
+        key = (r.meter_id, r.point, r.period_start)
+        if key not in latest or r.revision > latest[key].revision:
+            latest[key] = r
+    return sorted(latest.values(), key=lambda r: (r.period_start, r.meter_id, r.point))
+
+
+def totals(records: Sequence[ActivityRecord]) -> list[Total]:
+    out: dict[tuple[str, str, str], Total] = {}
+    for r in latest_revisions(records):
+        line = r.line or "(no line)"
+        t = out.setdefault(
+            (line, r.meter_id, r.point),
+            Total(line, r.meter_id, r.point, r.carrier.value, r.unit),
+        )
+        t.quantity += r.quantity
+        t.records += 1
+        t.coverage_sum += r.coverage
+        for flag in r.flags:
+            t.flags[flag.value] = t.flags.get(flag.value, 0) + 1
+        day = r.period_start.date()
+        t.by_day[day] = t.by_day.get(day, Decimal(0)) + r.quantity
+    return sorted(out.values(), key=lambda t: (t.line, t.meter_id, t.point))
+
+
+CSV_FIELDS = (
+    "record_id",
+    "revision",
+    "line",
+    "meter_id",
+    "point",
+    "carrier",
+    "period_start",
+    "period_end",
+    "quantity",
+    "unit",
+    "coverage",
+    "flags",
+    "reading_count",
+    "bad_reading_count",
+    "calibration_certificate",
+    "readings_root",
+)
+
+
+def to_csv(records: Sequence[ActivityRecord]) -> str:
+    """Every record (latest revisions), exact decimals as printed, RFC 3339 local times."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for r in latest_revisions(records):
+        writer.writerow(
+            [
+                r.record_id,
+                r.revision,
+                r.line or "",
+                r.meter_id,
+                r.point,
+                r.carrier.value,
+                r.period_start.isoformat(),
+                r.period_end.isoformat(),
+                str(r.quantity),
+                r.unit,
+                f"{r.coverage:.4f}",
+                " ".join(f.value for f in r.flags),
+                r.reading_count,
+                r.bad_reading_count,
+                r.calibration_certificate or "",
+                r.readings_root,
+            ]
+        )
+    return buf.getvalue()
+
+
+def _bar_chart(title: str, days: list[date], series: dict[str, dict[date, Decimal]]) -> str:
+    """Grouped bars per day, one colour per series; inline SVG."""
+    colours = ["#2f6f9f", "#d08c2f", "#4f9f5f", "#9f4f7f", "#6f6f6f", "#3fa0a0"]
+    width, height, left, bottom = 760, 300, 60, 40
+    peak = max((v for s in series.values() for v in s.values()), default=Decimal(1)) or 1
+    slot = (width - left - 10) / max(1, len(days))
+    bar = slot * 0.8 / max(1, len(series))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}"'
+        f' role="img" aria-label="{html.escape(title)}">',
+        f'<text x="{left}" y="16" font-size="14">{html.escape(title)}</text>',
+        f'<line x1="{left}" y1="{height}" x2="{width - 10}" y2="{height}" stroke="#333"/>',
+        f'<text x="4" y="34" font-size="11">{peak:.4g}</text>',
+    ]
+    for d_i, day in enumerate(days):
+        x0 = left + d_i * slot + slot * 0.1
+        parts.append(
+            f'<text x="{x0:.1f}" y="{height + 14}" font-size="10">{day.isoformat()}</text>'
+        )
+        for s_i, (name, values) in enumerate(series.items()):
+            v = values.get(day, Decimal(0))
+            h = float(v / peak) * (height - bottom)
+            parts.append(
+                f'<rect x="{x0 + s_i * bar:.1f}" y="{height - h:.1f}" width="{bar:.1f}"'
+                f' height="{h:.1f}" fill="{colours[s_i % len(colours)]}">'
+                f"<title>{html.escape(name)} {day}: {v}</title></rect>"
+            )
+    for s_i, name in enumerate(series):
+        y = height + 30
+        x = left + s_i * 150
+        parts.append(
+            f'<rect x="{x}" y="{y - 9}" width="10" height="10"'
+            f' fill="{colours[s_i % len(colours)]}"/>'
+            f'<text x="{x + 14}" y="{y}" font-size="11">{html.escape(name)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def to_html(title: str, rows: Sequence[Total]) -> str:
+    """A self-contained page: per unit of measure, a chart of energy per line per day, then
+    the summary table."""
+    sections = []
+    for unit in sorted({t.unit for t in rows}):
+        per_line: dict[str, dict[date, Decimal]] = defaultdict(dict)
+        for t in rows:
+            if t.unit != unit or t.carrier == "production":
+                continue
+            for day, v in t.by_day.items():
+                per_line[t.line][day] = per_line[t.line].get(day, Decimal(0)) + v
+        days = sorted({d for s in per_line.values() for d in s})
+        if days:
+            sections.append(_bar_chart(f"{unit} per line and day", days, dict(per_line)))
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "line",
+            "meter",
+            "point",
+            "carrier",
+            "quantity",
+            "unit",
+            "periods",
+            "coverage",
+            "flags",
+        )
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(c))}</td>"
+            for c in (
+                t.line,
+                t.meter_id,
+                t.point,
+                t.carrier,
+                t.quantity,
+                t.unit,
+                t.records,
+                f"{t.coverage:.1%}",
+                ", ".join(f"{k} x{n}" for k, n in sorted(t.flags.items())),
+            )
+        )
+        + "</tr>"
+        for t in rows
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif}}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "td:nth-child(5){text-align:right}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{''.join(sections)}"
+        f"<table><tr>{head}</tr>{body}</table></body></html>"
+    )
+
+
+def flagged(total: Total) -> bool:
+    """A total that an auditor should look at before using it."""
+    return any(
+        total.flags.get(f.value)
+        for f in (
+            ActivityFlag.GAP,
+            ActivityFlag.CALIBRATION_EXPIRED,
+            ActivityFlag.COUNTER_BACKWARDS,
+        )
+    )

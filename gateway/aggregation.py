@@ -26,7 +26,7 @@ from gateway.models import (
     QualityStatus,
     Reading,
 )
-from gateway.periods import ns_to_datetime
+from gateway.periods import datetime_to_ns, ns_to_datetime
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,30 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
     flags: set[ActivityFlag] = set()
     modulus = p.point.counter_modulus()
 
+    replacements = [x for x in p.meter.replacements if x.point == p.point.name]
+    # energy counters cannot advance faster than the meter's rated power (20 % allowance)
+    max_kwh_per_ns = (
+        p.meter.rated_power_kw * Decimal("1.2") / Decimal(3600 * 10**9)
+        if p.meter.rated_power_kw is not None and p.point.unit == "kWh"
+        else None
+    )
     total = Decimal(0)
     covered_ns = 0
     for a, b in itertools.pairwise(chain):
         if a.value is None or b.value is None:  # good readings always carry a value
             raise ValueError("good reading without a value")
-        step = b.value - a.value
+        exchange = next(
+            (x for x in replacements if a.ts_ns < datetime_to_ns(x.at) <= b.ts_ns), None
+        )
+        if exchange is not None:
+            # the old meter's last advance, then the new meter's first
+            parts = (exchange.old_final - a.value, b.value - exchange.new_initial)
+            if min(parts) < 0:
+                flags.add(ActivityFlag.COUNTER_BACKWARDS)
+            step = sum((max(x, Decimal(0)) for x in parts), Decimal(0))
+            flags.add(ActivityFlag.METER_REPLACED)
+        else:
+            step = b.value - a.value
         if step < 0:
             if modulus is not None and a.value > modulus / 2 and b.value < modulus / 2:
                 step += modulus
@@ -78,6 +96,9 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
             else:
                 flags.add(ActivityFlag.COUNTER_BACKWARDS)
                 step = Decimal(0)
+        if max_kwh_per_ns is not None and step > max_kwh_per_ns * (b.ts_ns - a.ts_ns):
+            flags.add(ActivityFlag.IMPLAUSIBLE_STEP)
+            step = Decimal(0)
         total += step
         span = b.ts_ns - a.ts_ns
         if span > p.gap_limit_ns:

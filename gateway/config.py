@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 from urllib.parse import urlsplit
@@ -18,7 +19,15 @@ from pydantic_core import ErrorDetails
 
 from collectors import collector_types
 from gateway.mirror import MirrorConfig
-from gateway.models import CalibrationRecord, Carrier, DeviceSpec, Frozen, Meter, PointSpec
+from gateway.models import (
+    CalibrationRecord,
+    Carrier,
+    DeviceSpec,
+    Frozen,
+    Meter,
+    MeterReplacement,
+    PointSpec,
+)
 from gateway.uscc import uscc_problem
 
 
@@ -46,6 +55,10 @@ class MeterFields(Frozen):
     location: str | None = None
     line: str | None = None
     calibration: CalibrationRecord | None = None
+    rated_power_kw: Decimal | None = Field(
+        default=None, gt=0, description="energy steps faster than 1.2 x this are implausible"
+    )
+    replacements: tuple[MeterReplacement, ...] = ()
 
     def meter(self) -> Meter:
         return Meter(
@@ -57,6 +70,8 @@ class MeterFields(Frozen):
             location=self.location,
             line=self.line,
             calibrations=(self.calibration,) if self.calibration else (),
+            replacements=self.replacements,
+            rated_power_kw=self.rated_power_kw,
         )
 
 

@@ -261,6 +261,24 @@ class CalibrationRecord(Frozen):
         return self.calibration_date <= day <= self.due_date
 
 
+class MeterReplacement(Frozen):
+    """A meter exchanged at `at`: the old one's final reading and the new one's first, so the
+    energy across the exchange is counted on both sides and not taken for a counter reset."""
+
+    at: datetime
+    point: str = "active_energy_import"
+    old_final: Decimal = Field(ge=0)
+    new_initial: Decimal = Field(ge=0)
+    new_serial: str | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("needs a time zone offset, e.g. 2026-11-20T10:00:00+08:00")
+        return v
+
+
 class Meter(Frozen):
     """A physical meter: identity, what it measures, where, and its calibration history."""
 
@@ -272,6 +290,10 @@ class Meter(Frozen):
     location: str | None = None
     line: str | None = None
     calibrations: tuple[CalibrationRecord, ...] = ()
+    replacements: tuple[MeterReplacement, ...] = ()
+    rated_power_kw: Decimal | None = Field(
+        default=None, gt=0, description="energy steps faster than this are implausible"
+    )
 
     def calibration_at(self, day: date) -> CalibrationRecord | None:
         """The calibration valid on `day` (latest calibration date wins), if any."""
@@ -369,6 +391,7 @@ class ActivityFlag(enum.StrEnum):
     COUNTER_BACKWARDS = "counter-backwards"  # counter decreased without a plausible rollover
     METER_REPLACED = "meter-replaced"
     BAD_READINGS = "bad-readings"  # the interval contains readings of bad quality
+    IMPLAUSIBLE_STEP = "implausible-step"  # a step beyond rated power x time, not counted
 
 
 class BoundaryReading(Frozen):

@@ -17,12 +17,13 @@ from gateway.models import (
     CalibrationRecord,
     Carrier,
     Meter,
+    MeterReplacement,
     PointKind,
     Quality,
     Quantity,
     Reading,
 )
-from gateway.periods import NS, datetime_to_ns, period_start_ns
+from gateway.periods import NS, datetime_to_ns, ns_to_datetime, period_start_ns
 
 SH = ZoneInfo("Asia/Shanghai")
 T0 = datetime_to_ns(datetime(2026, 11, 25, 10, 0, tzinfo=SH))
@@ -167,3 +168,76 @@ def test_sum_over_periods_equals_counter_advance(steps, cuts):
     bounds = sorted({0, *[c for c in cuts if c < len(steps)], len(steps) + 1})
     total = sum(run(rs, a, b).quantity for a, b in itertools.pairwise(bounds))
     assert total == Decimal(value) / 100
+
+
+def at(t_s: float) -> datetime:
+    return ns_to_datetime(T0 + int(t_s * NS), SH)
+
+
+def test_meter_replacement_counts_both_sides_of_the_exchange():
+    swapped = METER.model_copy(
+        update={
+            "replacements": (
+                MeterReplacement(
+                    at=at(30), old_final=Decimal("100.50"), new_initial=Decimal("0.00")
+                ),
+            )
+        }
+    )
+    rs = [reading(10, "100.00"), reading(50, "0.30"), reading(90, "0.70")]
+    record = run(rs, 0, 120, swapped)
+    assert record.quantity == Decimal("1.20")  # 0.50 old + 0.30 + 0.40 new
+    assert ActivityFlag.METER_REPLACED in record.flags
+    assert ActivityFlag.COUNTER_BACKWARDS not in record.flags
+    # without the replacement in site.toml the drop is a counter going backwards, not counted
+    plain = run(rs, 0, 120)
+    assert plain.quantity == Decimal("0.40")
+    assert ActivityFlag.COUNTER_BACKWARDS in plain.flags
+
+
+def test_steps_beyond_rated_power_are_flagged_and_not_counted():
+    rated = METER.model_copy(update={"rated_power_kw": Decimal("10")})
+    # 10 kW for 60 s is 0.1667 kWh; 1.2 x that is allowed, a jump of 5 kWh is not
+    rs = [reading(0, "1.00"), reading(60, "1.15"), reading(120, "6.15"), reading(180, "6.30")]
+    record = run(rs, 0, 240, rated)
+    assert record.quantity == Decimal("0.30")
+    assert ActivityFlag.IMPLAUSIBLE_STEP in record.flags
+
+
+@given(
+    before=st.lists(st.integers(0, 500), min_size=1, max_size=20),
+    after=st.lists(st.integers(0, 500), min_size=1, max_size=20),
+    tail=st.integers(0, 500),
+    initial=st.integers(0, 10_000),
+    cuts=st.lists(st.integers(1, 40), max_size=6),
+)
+def test_sum_over_periods_across_a_replacement_equals_both_meters_advance(
+    before, after, tail, initial, cuts
+):
+    """Old meter's advance up to its final reading plus the new one's from its initial."""
+    value, rs, t = 50_000, [reading(0.25, "500.00")], 0
+    for step in before:
+        t += 1
+        value += step
+        rs.append(reading(t + 0.25, str(Decimal(value) / 100)))
+    old_final = value + tail  # advanced further before the exchange, unread
+    exchange = t + 0.5
+    new = initial
+    for step in after:
+        t += 1
+        new += step
+        rs.append(reading(t + 0.25, str(Decimal(new) / 100)))
+    meter = METER.model_copy(
+        update={
+            "replacements": (
+                MeterReplacement(
+                    at=at(exchange),
+                    old_final=Decimal(old_final) / 100,
+                    new_initial=Decimal(initial) / 100,
+                ),
+            )
+        }
+    )
+    bounds = sorted({0, *[c for c in cuts if c < t], t + 1})
+    total = sum(run(rs, a, b, meter).quantity for a, b in itertools.pairwise(bounds))
+    assert total == Decimal(old_final - 50_000 + new - initial) / 100

@@ -17,6 +17,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from gateway.evidence import content_id, root_of
+from gateway.factors import FactorSet
 from gateway.models import (
     ActivityFlag,
     ActivityRecord,
@@ -43,6 +44,7 @@ class PeriodInput:
     readings: Sequence[Reading]  # all readings with start_ns <= ts < end_ns, oldest first
     gap_limit_ns: int
     tz: ZoneInfo
+    factors: FactorSet | None = None  # tce and CO2e, when the site uses them
 
 
 def record_id(uscc: str, gateway_id: str, meter_id: str, point: str, start: str, rev: int) -> str:
@@ -121,6 +123,10 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
     if calibration is None or not calibration.valid_at(period_end.date()):
         flags.add(ActivityFlag.CALIBRATION_EXPIRED)
 
+    conversions = (
+        p.factors.apply(p.meter.carrier, total, p.point.unit) if p.factors is not None else None
+    )
+
     def boundary(r: Reading | None) -> BoundaryReading | None:
         return BoundaryReading(ts_ns=r.ts_ns, value=r.value) if r and r.value is not None else None
 
@@ -147,4 +153,7 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
         flags=tuple(sorted(flags)),
         calibration_certificate=calibration.certificate_no if calibration else None,
         readings_root=root_of(chain),
+        tce=conversions.tce if conversions else None,
+        co2e_t=conversions.co2e_t if conversions else None,
+        factors=conversions.factors if conversions else (),
     )

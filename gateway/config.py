@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from collectors import collector_types
+from gateway.factors import FactorError, FactorsConfig, FactorSet
 from gateway.mirror import MirrorConfig
 from gateway.models import (
     CalibrationRecord,
@@ -181,6 +182,7 @@ class SiteConfig(Frozen):
     aggregation: AggregationConfig = AggregationConfig()
     mqtt: MqttConfig = MqttConfig()
     mirror: MirrorConfig | None = None
+    factors: FactorsConfig = FactorsConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:
@@ -208,6 +210,14 @@ class SiteConfig(Frozen):
             if shared is not m.points:
                 # equal value, only the identity changes; the models stay frozen to callers
                 object.__setattr__(m, "points", shared)
+        return self
+
+    @model_validator(mode="after")
+    def _factors_usable(self) -> SiteConfig:
+        try:
+            FactorSet(self.factors)
+        except FactorError as exc:
+            raise ValueError(f"factors: {exc}") from None
         return self
 
     @model_validator(mode="after")

@@ -431,3 +431,8 @@ class ActivityRecord(Frozen):
     calibration_certificate: str | None
     readings_root: str
     revision: int = 0
+    tce: Decimal | None = Field(
+        default=None, description="tonnes of standard coal equivalent (GB/T 2589-2020)"
+    )
+    co2e_t: Decimal | None = Field(default=None, description="tonnes of CO2 (electricity)")
+    factors: tuple[str, ...] = Field(default=(), description="ids of the factors used")

@@ -24,6 +24,7 @@ import cloud_sync
 from collectors import CollectorStats, Shared, create_collector
 from gateway.aggregation import PeriodInput, aggregate
 from gateway.config import MeterConfig, SiteConfig
+from gateway.factors import FactorSet
 from gateway.mirror import Mirror
 from gateway.models import ActivityRecord, PointKind, Reading
 from gateway.periods import NS, period_start_ns
@@ -80,6 +81,7 @@ class Gateway:
             clock=clock,
         )
         self.meter_status = {m.id: MeterStatus() for m in config.meters}
+        self.factors = FactorSet(config.factors)  # checked by the config already
         self.readings_stored = 0
         self.readings_refused = 0  # at the disk cap with nothing left to evict (logged)
         self.disk = EvictionResult(0, 0, over_cap=False)
@@ -286,6 +288,7 @@ class Gateway:
                                 readings=self.store.readings(meter.id, point.name, start, end),
                                 gap_limit_ns=int(gap_limit_s * NS),
                                 tz=self._tz,
+                                factors=self.factors,
                             )
                         )
                     )

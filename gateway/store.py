@@ -390,7 +390,9 @@ class Store:
         deleted = self.evict(now_ns - retention_ns, sealed_ns)
         used = self.used_bytes()
         if cap_bytes is not None and used > cap_bytes:
-            row = self.conn.execute("SELECT MIN(ts_ns) FROM readings").fetchone()
+            # rows are appended in time order, so the first row is (about) the oldest; this
+            # avoids a scan of the whole table, which has no index on time alone
+            row = self.conn.execute("SELECT ts_ns FROM readings ORDER BY id LIMIT 1").fetchone()
             cutoff = int(row[0]) if row and row[0] is not None else now_ns
             while used > 0.9 * cap_bytes and cutoff < now_ns:
                 cutoff += 3600 * 10**9

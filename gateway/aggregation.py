@@ -25,9 +25,21 @@ from gateway.models import (
     Meter,
     PointSpec,
     QualityStatus,
+    Quantity,
     Reading,
 )
 from gateway.periods import datetime_to_ns, ns_to_datetime
+
+# quantities that are energy or resources consumed: only these get tce and CO2 (exported
+# electricity, reactive energy and production counts do not add to a footprint)
+CONSUMED = frozenset(
+    {
+        Quantity.ACTIVE_ENERGY_IMPORT,
+        Quantity.GAS_VOLUME,
+        Quantity.STEAM_MASS,
+        Quantity.WATER_VOLUME,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,11 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
     flags: set[ActivityFlag] = set()
     modulus = p.point.counter_modulus()
 
-    replacements = [x for x in p.meter.replacements if x.point == p.point.name]
+    # readings taken at or after a replacement's `at` are the new meter's
+    replacements = sorted(
+        ((datetime_to_ns(x.at), x) for x in p.meter.replacements if x.point == p.point.name),
+        key=lambda item: item[0],
+    )
     # energy counters cannot advance faster than the meter's rated power (20 % allowance)
     max_kwh_per_ns = (
         p.meter.rated_power_kw * Decimal("1.2") / Decimal(3600 * 10**9)
@@ -79,12 +95,13 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
     for a, b in itertools.pairwise(chain):
         if a.value is None or b.value is None:  # good readings always carry a value
             raise ValueError("good reading without a value")
-        exchange = next(
-            (x for x in replacements if a.ts_ns < datetime_to_ns(x.at) <= b.ts_ns), None
-        )
-        if exchange is not None:
-            # the old meter's last advance, then the new meter's first
-            parts = (exchange.old_final - a.value, b.value - exchange.new_initial)
+        exchanges = [x for at, x in replacements if a.ts_ns < at <= b.ts_ns]
+        if exchanges:
+            # each meter's advance in turn: a to the first one's final reading, every new
+            # meter from its initial to its final (the next exchange), the last one up to b
+            parts = [exchanges[0].old_final - a.value]
+            parts += [nxt.old_final - cur.new_initial for cur, nxt in itertools.pairwise(exchanges)]
+            parts.append(b.value - exchanges[-1].new_initial)
             if min(parts) < 0:
                 flags.add(ActivityFlag.COUNTER_BACKWARDS)
             step = sum((max(x, Decimal(0)) for x in parts), Decimal(0))
@@ -124,7 +141,9 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
         flags.add(ActivityFlag.CALIBRATION_EXPIRED)
 
     conversions = (
-        p.factors.apply(p.meter.carrier, total, p.point.unit) if p.factors is not None else None
+        p.factors.apply(p.meter.carrier, total, p.point.unit)
+        if p.factors is not None and p.point.quantity in CONSUMED
+        else None
     )
 
     def boundary(r: Reading | None) -> BoundaryReading | None:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
@@ -258,8 +259,13 @@ def report(
     def midnight(d: date) -> int:
         return datetime_to_ns(datetime(d.year, d.month, d.day, tzinfo=tz))
 
-    records = store.activity_records(midnight(first), midnight(last))
-    store.close()
+    try:
+        records = store.activity_records(midnight(first), midnight(last))
+    except sqlite3.Error as exc:  # e.g. locked by a gateway in the middle of a write
+        err.print(f"cannot read {site.store.path}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    finally:
+        store.close()
     rows = rpt.totals(records)
     title = f"{site.enterprise.name} — activity data {first} to {last} (exclusive)"
     table = Table(title=title)

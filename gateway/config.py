@@ -192,6 +192,12 @@ class SiteConfig(Frozen):
                 raise ValueError(f"meter id {m.id!r} is used twice")
             seen.add(m.id)
             names = [p.name for p in m.points]
+            for r in m.replacements:
+                if r.point not in names:
+                    raise ValueError(
+                        f"meter {m.id!r}: replacement at {r.at.isoformat()} names point"
+                        f" {r.point!r}, which the meter does not have ({', '.join(names)})"
+                    )
             dup = {n for n in names if names.count(n) > 1}
             if dup:
                 raise ValueError(

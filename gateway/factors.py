@@ -33,7 +33,6 @@ class Factor:
     id: str
     value: Decimal
     per_unit: str  # the carrier's unit the value is per (e.g. kWh, m**3, MWh)
-    result_unit: str  # what value x quantity is in (kgce, t CO2)
     verified: bool
     source: str
 
@@ -73,7 +72,6 @@ def coal_coefficients() -> dict[str, Factor]:
                 id=f"gbt2589-2020:{row['carrier']}",
                 value=Decimal(value),
                 per_unit=row["unit"],
-                result_unit="kgce",
                 verified=bool(row.get("verified")),
                 source=f"{data['source']['standard']} {row.get('source_ref', '')}".strip(),
             ),
@@ -85,11 +83,12 @@ def coal_coefficients() -> dict[str, Factor]:
 def grid_factors() -> dict[str, Factor]:
     out: dict[str, Factor] = {}
     for row in _data(GRID_FILE).get("factors", []):
+        if row.get("unit") != "t/MWh":
+            raise FactorError(f"{GRID_FILE}: {row['id']} is in {row.get('unit')!r}, not t/MWh")
         out[row["id"]] = Factor(
             id=row["id"],
             value=Decimal(str(row["value"])),
             per_unit="MWh",
-            result_unit="t",
             verified=bool(row.get("verified")),
             source=f"{row.get('document', '')} {row.get('source_ref', '')}".strip(),
         )
@@ -119,7 +118,6 @@ class FactorSet:
                     id=f"site:{carrier}",
                     value=value,
                     per_unit=base.per_unit if base else "m**3",
-                    result_unit="kgce",
                     verified=True,  # the site's own measured value, its responsibility
                     source="site.toml coal_equivalent_overrides",
                 )

@@ -85,6 +85,9 @@ CSV_FIELDS = (
     "bad_reading_count",
     "calibration_certificate",
     "readings_root",
+    "tce",
+    "co2e_t",
+    "factors",
 )
 
 
@@ -112,6 +115,9 @@ def to_csv(records: Sequence[ActivityRecord]) -> str:
                 r.bad_reading_count,
                 r.calibration_certificate or "",
                 r.readings_root,
+                "" if r.tce is None else str(r.tce),
+                "" if r.co2e_t is None else str(r.co2e_t),
+                " ".join(r.factors),
             ]
         )
     return buf.getvalue()

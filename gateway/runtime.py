@@ -82,6 +82,11 @@ class Gateway:
         )
         self.meter_status = {m.id: MeterStatus() for m in config.meters}
         self.factors = FactorSet(config.factors)  # checked by the config already
+        if self.factors.skipped_unverified:
+            log.warning(
+                "factors marked unverified are not used (allow_unverified = false): %s",
+                ", ".join(self.factors.skipped_unverified),
+            )
         self.readings_stored = 0
         self.readings_refused = 0  # at the disk cap with nothing left to evict (logged)
         self.disk = EvictionResult(0, 0, over_cap=False)
@@ -221,7 +226,10 @@ class Gateway:
 
     async def _retention_loop(self) -> None:
         while True:
-            await self.enforce_limits()
+            try:
+                await self.enforce_limits()
+            except Exception:  # e.g. the disk is full or the file locked: try again later
+                log.exception("store: retention and disk cap not enforced this time")
             await asyncio.sleep(RETENTION_INTERVAL_S)
 
     async def enforce_limits(self) -> EvictionResult:

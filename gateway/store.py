@@ -346,21 +346,25 @@ class Store:
 
     def evictable_before(self, sealed_ns: int) -> dict[int, int]:
         """Per series: readings older than this may go. A meter's readings are done with once
-        every activity record of theirs is acknowledged by the platform: the horizon is the
-        start of the meter's oldest record not acked (pending or rejected), else the end of
-        its last record. Meters without records (gauges only) are done with at `sealed_ns`,
-        the end of the last sealed period. The last good reading before the horizon stays:
-        it opens the next period."""
-        acked = self.conn.execute(
-            f"SELECT a.meter_id, MAX(a.period_end_ns),"
-            f" MIN(CASE WHEN o.state = 'acked' THEN NULL ELSE a.period_start_ns END)"
+        the platform has settled every activity record of theirs (acknowledged, or rejected:
+        a rejected record is kept and needs attention, but must not hold the disk forever):
+        the horizon is the start of its oldest unsettled record, else the end of its last.
+        A counter without records yet keeps everything (its first period is not sealed); a
+        gauge of a meter without records is done with at `sealed_ns`. The last good reading
+        before the horizon stays: it opens the next period."""
+        settled = self.conn.execute(
+            f"SELECT a.meter_id, MAX(a.period_end_ns), MIN(CASE WHEN o.state IN"
+            f" ('acked', 'rejected') THEN NULL ELSE a.period_start_ns END)"
             f" FROM activity_records a LEFT JOIN {OUTBOX_TABLE} o ON o.batch_id = a.batch_id"
             " GROUP BY a.meter_id"
         ).fetchall()
-        horizon = {m: (unacked if unacked is not None else end) for m, end, unacked in acked}
+        horizon = {m: (open_ if open_ is not None else end) for m, end, open_ in settled}
+        counters = {i for (i,) in self.conn.execute("SELECT id FROM series WHERE kind = 'counter'")}
         out: dict[int, int] = {}
         for (meter_id, _point), series in self._series.items():
-            h = horizon.get(meter_id, sealed_ns)
+            h = horizon.get(meter_id)
+            if h is None:
+                h = 0 if series in counters else sealed_ns
             row = self.conn.execute(
                 "SELECT MAX(ts_ns) FROM readings WHERE series=? AND ts_ns<? AND quality='good'",
                 (series, h),
@@ -368,36 +372,40 @@ class Store:
             out[series] = min(h, row[0]) if row and row[0] is not None else h
         return out
 
-    def evict(self, older_than_ns: int, sealed_ns: int) -> int:
-        """Delete readings older than `older_than_ns` that are done with (evictable_before);
-        returns how many went. Nothing unsealed or unacknowledged is ever deleted."""
+    def evict(self, older_than_ns: int, horizons: dict[int, int]) -> int:
+        """Delete readings older than `older_than_ns` that are done with (`horizons`, from
+        evictable_before); returns how many went."""
         deleted = 0
         with transaction(self.conn):
-            for series, horizon in self.evictable_before(sealed_ns).items():
-                cur = self.conn.execute(
-                    "DELETE FROM readings WHERE series=? AND ts_ns<?",
-                    (series, min(horizon, older_than_ns)),
-                )
-                deleted += cur.rowcount
+            for series, horizon in horizons.items():
+                limit = min(horizon, older_than_ns)
+                if limit > 0:
+                    cur = self.conn.execute(
+                        "DELETE FROM readings WHERE series=? AND ts_ns<?", (series, limit)
+                    )
+                    deleted += cur.rowcount
         return deleted
 
     def enforce_limits(
         self, now_ns: int, sealed_ns: int, retention_ns: int, cap_bytes: int | None
     ) -> EvictionResult:
         """Retention, then the disk cap (see docs/architecture.md, eviction order): readings
-        past retention go; over the cap, the oldest evictable readings go, an hour at a time,
-        until use is under 90 % of the cap or nothing evictable is left."""
-        deleted = self.evict(now_ns - retention_ns, sealed_ns)
+        past retention go; over the cap, the oldest evictable readings go, in doubling steps
+        of time, until use is under 90 % of the cap or nothing evictable is left."""
+        horizons = self.evictable_before(sealed_ns)
+        deleted = self.evict(now_ns - retention_ns, horizons)
         used = self.used_bytes()
         if cap_bytes is not None and used > cap_bytes:
             # rows are appended in time order, so the first row is (about) the oldest; this
             # avoids a scan of the whole table, which has no index on time alone
             row = self.conn.execute("SELECT ts_ns FROM readings ORDER BY id LIMIT 1").fetchone()
             cutoff = int(row[0]) if row and row[0] is not None else now_ns
-            while used > 0.9 * cap_bytes and cutoff < now_ns:
-                cutoff += 3600 * 10**9
-                gone = self.evict(cutoff, sealed_ns)
-                deleted += gone
+            last = max(horizons.values(), default=0)
+            step = 3600 * 10**9
+            while used > 0.9 * cap_bytes and cutoff < last:
+                cutoff += step
+                step *= 2
+                deleted += self.evict(cutoff, horizons)
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 used = self.used_bytes()
         return EvictionResult(deleted, used, cap_bytes is not None and used > cap_bytes)

@@ -241,3 +241,19 @@ def test_sum_over_periods_across_a_replacement_equals_both_meters_advance(
     bounds = sorted({0, *[c for c in cuts if c < t], t + 1})
     total = sum(run(rs, a, b, meter).quantity for a, b in itertools.pairwise(bounds))
     assert total == Decimal(old_final - 50_000 + new - initial) / 100
+
+
+def test_readings_at_the_exchange_belong_to_the_new_meter_and_exchanges_chain():
+    two = METER.model_copy(
+        update={
+            "replacements": (
+                MeterReplacement(at=at(60), old_final=Decimal("3.00"), new_initial=Decimal("1.00")),
+                MeterReplacement(at=at(30), old_final=Decimal("100.50"), new_initial=Decimal("0")),
+            )
+        }
+    )
+    # 100.00 -> (old 100.50 | new 0 .. 3.00 | newer 1.00) -> 1.20 read exactly at 60 s
+    record = run([reading(10, "100.00"), reading(60, "1.20")], 0, 120, two)
+    assert record.quantity == Decimal("0.50") + Decimal("3.00") + Decimal("0.20")
+    assert ActivityFlag.METER_REPLACED in record.flags
+    assert ActivityFlag.COUNTER_BACKWARDS not in record.flags

@@ -213,3 +213,15 @@ def test_check_config_ok_exits_0():
 def test_unknown_command_line_option_exits_2():
     result = CliRunner().invoke(app, ["demo", "--meters", "0"])
     assert result.exit_code == 2
+
+
+def test_a_replacement_must_name_a_point_of_its_meter():
+    data = example()
+    data["meters"][0]["replacements"] = [
+        {"at": "2026-11-20T10:00:00+08:00", "point": "energy", "old_final": 1, "new_initial": 0}
+    ]
+    found = problems(data)
+    assert found == [
+        "meter 'L1-MAIN': replacement at 2026-11-20T10:00:00+08:00 names point 'energy', which"
+        " the meter does not have (active_energy_import, active_power)"
+    ]

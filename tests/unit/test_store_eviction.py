@@ -67,7 +67,7 @@ def test_only_acknowledged_periods_are_evicted_and_the_boundary_reading_stays(tm
     )
     seal(store, "M1", T0, T0 + 15 * MIN, "b1", "acked")
     seal(store, "M1", T0 + 15 * MIN, T0 + 30 * MIN, "b2", "pending")
-    deleted = store.evict(older_than_ns=T0 + 45 * MIN, sealed_ns=T0 + 30 * MIN)
+    deleted = store.evict(T0 + 45 * MIN, store.evictable_before(sealed_ns=T0 + 30 * MIN))
     # M1: period 1 acked, period 2 pending: readings before the last one of period 1 go, that
     # one stays (it opens period 2)
     assert timestamps(store, "M1", "energy") == minutes[14:]
@@ -75,6 +75,19 @@ def test_only_acknowledged_periods_are_evicted_and_the_boundary_reading_stays(tm
     # M2 (gauges only, no records) is done with at the end of the last sealed period
     assert timestamps(store, "M2", "power") == minutes[29:]
     assert deleted == 14 + 14 + 29
+
+
+def test_a_rejected_batch_settles_its_periods_and_a_new_counter_keeps_everything(
+    tmp_path: Path,
+):
+    store = open_store(tmp_path)
+    minutes = [T0 + m * MIN for m in range(30)]
+    store.append_readings([reading(m, "energy", t) for t in minutes for m in ("M1", "M2")])
+    seal(store, "M1", T0, T0 + 15 * MIN, "b1", "rejected")  # the platform refused it
+    horizons = store.evictable_before(sealed_ns=T0 + 30 * MIN)
+    store.evict(T0 + 30 * MIN, horizons)
+    assert timestamps(store, "M1", "energy") == minutes[14:]  # rejected: settled
+    assert timestamps(store, "M2", "energy") == minutes  # a counter with no record yet
 
 
 def test_retention_keeps_young_readings_even_when_acknowledged(tmp_path: Path):

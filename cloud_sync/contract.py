@@ -1,7 +1,8 @@
-"""Platform contract v1: topics, batch payloads with content-derived ids, acks, JSON Schemas.
+"""Platform contract: topics, batch payloads with content-derived ids, acks, JSON Schemas.
 
 The schemas in cloud_sync/schemas/ are the contract; both the gateway and the platform
-simulator validate against them. Changing a schema means a new version file.
+simulator validate against them. Changing a schema means a new version file: activity
+batches are at version 2 (docs/platform-contract.md lists what changed from 1), acks at 1.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from jsonschema import Draft202012Validator, FormatChecker
 from gateway.evidence import canonical_json, sha256_hex
 from gateway.models import ActivityRecord
 
-CONTRACT_VERSION = 1
-BATCH_SCHEMA_ID = "tanji.activity-batch/1"
+CONTRACT_VERSION = 2
+BATCH_SCHEMA_ID = "tanji.activity-batch/2"
+BATCH_SCHEMA_FILE = "activity-batch.v2.json"
 ACK_SCHEMA_ID = "tanji.ack/1"
 
 
@@ -90,7 +92,7 @@ def build_batch(uscc: str, gateway_id: str, records: Sequence[ActivityRecord]) -
         "gateway_id": gateway_id,
         "records": body,
     }
-    validate("activity-batch.v1.json", batch)
+    validate(BATCH_SCHEMA_FILE, batch)
     return batch
 
 
@@ -100,7 +102,7 @@ def parse_batch(payload: bytes) -> dict[str, Any]:
         message = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError(f"not JSON: {exc}") from None
-    validate("activity-batch.v1.json", message)
+    validate(BATCH_SCHEMA_FILE, message)
     expected = batch_id(message["uscc"], message["gateway_id"], message["records"])
     if message["batch_id"] != expected:
         raise ContractError(f"batch_id does not match the content (expected {expected})")

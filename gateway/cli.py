@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.table import Table
 
 from collectors import collector_types
-from gateway.config import ConfigError, load_site_config
+from gateway.config import ConfigError, SiteConfig, load_site_config
 from gateway.store import StoreError
 
 if TYPE_CHECKING:
@@ -87,6 +87,15 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _load_site(path: Path) -> SiteConfig:
+    """The site configuration, or every problem printed and exit 2."""
+    try:
+        return load_site_config(path)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
 def _print_config_error(exc: ConfigError) -> None:
     err.print(f"[bold red]{exc.source}[/]: {len(exc.problems)} problem(s)", highlight=False)
     for problem in exc.problems:
@@ -104,11 +113,7 @@ def check_config(
 
     Example: tanji check-config deploy/site.example.toml --explain
     """
-    try:
-        config = load_site_config(file)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    config = _load_site(file)
     points = sum(len(m.points) for m in config.meters)
     out.print(
         f"{file}: ok — {config.enterprise.name} ({config.enterprise.uscc}), gateway"
@@ -133,11 +138,7 @@ def run(
     Example: tanji run --config /etc/tanji/site.toml
     """
     _logging(verbose)
-    try:
-        site = load_site_config(config)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    site = _load_site(config)
     from gateway.runtime import Gateway
 
     async def main() -> None:
@@ -171,11 +172,7 @@ def status(
 
     Example: tanji status --config /etc/tanji/site.toml
     """
-    try:
-        site = load_site_config(config)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    site = _load_site(config)
     from gateway.runtime import STATUS_INTERVAL_S, status_path_for
 
     path = status_path_for(site.store.path)
@@ -232,11 +229,7 @@ def report(
     from gateway.periods import datetime_to_ns
     from gateway.store import Store
 
-    try:
-        site = load_site_config(config)
-    except ConfigError as exc:
-        _print_config_error(exc)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    site = _load_site(config)
     tz = ZoneInfo(site.aggregation.timezone)
     try:
         first = date.fromisoformat(start) if start else datetime.now(tz).date()

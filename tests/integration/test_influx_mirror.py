@@ -4,8 +4,10 @@ dead server costs nothing in the store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -47,10 +49,14 @@ def config(server: VictoriaMetrics, batch: int = 4) -> MirrorConfig:
 async def test_mirror_writes_and_reads_back(tmp_path: Path, victoria_metrics: VictoriaMetrics):
     store = Store(tmp_path / "g.db")
     store.append_readings([reading(i) for i in range(10)] + [reading(10, good=False)])
-    mirror = Mirror(config(victoria_metrics), store)
+    # as in the gateway: every store call on the one database thread
+    db_thread = ThreadPoolExecutor(max_workers=1)
+    loop = asyncio.get_running_loop()
+    mirror = Mirror(config(victoria_metrics), store, lambda fn: loop.run_in_executor(db_thread, fn))
     sent = [await mirror.send_once() for _ in range(4)]
     assert sent == [4, 4, 3, 0]  # batches of 4, then nothing left
     mirror.close()
+    db_thread.shutdown()
     series = exported(victoria_metrics)
     values = next(s for s in series if s["metric"]["__name__"] == "tanji_reading_value")
     assert values["metric"]["meter"] == "M1"

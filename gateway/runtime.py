@@ -62,11 +62,9 @@ class Gateway:
         self._clock = clock
         self._tz = ZoneInfo(config.aggregation.timezone)
         self.store = Store(config.store.path)
-        for meter in config.meters:
-            for point in meter.points:
-                self.store.register_series(
-                    meter.id, point.name, point.quantity, point.kind, point.unit
-                )
+        self.store.register_series(
+            (m.id, p.name, p.quantity, p.kind, p.unit) for m in config.meters for p in m.points
+        )
         cloud_sync.create_schema(self.store.conn)
         self.sync = cloud_sync.CloudSync(
             config.store.path,

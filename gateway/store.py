@@ -9,7 +9,7 @@ memory beyond the caller's commit interval.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -151,6 +151,10 @@ class EvictionResult:
     over_cap: bool  # nothing more could go: new readings are refused until the platform acks
 
 
+SeriesSpec = tuple[str, str, Quantity, PointKind, str]
+"""meter id, point name, quantity, kind, unit"""
+
+
 class StoreError(Exception):
     """The database file cannot be used by this version of tanji (message says why)."""
 
@@ -171,9 +175,13 @@ class Store:
                 f"{path}: store schema version {version}, this tanji needs {SCHEMA_VERSION};"
                 " move the old file aside (it is not modified) and start with a new one"
             )
-        self._series: dict[tuple[str, str], int] = {
-            (m, p): i for i, m, p in self.conn.execute("SELECT id, meter_id, point FROM series")
-        }
+        # the series table in memory: ids for the writer's hot path, what each one measures
+        self._series: dict[tuple[str, str], int] = {}
+        self._measures: dict[tuple[str, str], tuple[str, str, str]] = {}
+        rows = self.conn.execute("SELECT id, meter_id, point, quantity, kind, unit FROM series")
+        for i, m, p, quantity, kind, unit in rows:
+            self._series[m, p] = i
+            self._measures[m, p] = (quantity, kind, unit)
 
     def _create_schema(self) -> tuple[bool, int]:
         with transaction(self.conn):
@@ -191,35 +199,39 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def register_series(
-        self, meter_id: str, point: str, quantity: Quantity, kind: PointKind, unit: str
-    ) -> None:
-        """Declare a configured point before its readings arrive. A point name keeps its
-        quantity, kind and unit for the life of the store: StoreError says when the
-        configuration changed one of them (the point then needs a new name)."""
+    def register_series(self, points: Iterable[SeriesSpec]) -> None:
+        """Declare points (meter id, point name, quantity, kind, unit) before their readings
+        arrive; the new ones are added in one transaction. A point name keeps its quantity,
+        kind and unit for the life of the store: StoreError says when the configuration
+        changed one of them (the point then needs a new name)."""
+        new: dict[tuple[str, str], tuple[str, str, str]] = {}
+        for meter_id, point, quantity, kind, unit in points:
+            wanted = (quantity.value, kind.value, unit)
+            stored = self._measures.get((meter_id, point)) or new.get((meter_id, point))
+            if stored is None:
+                new[meter_id, point] = wanted
+            elif stored != wanted:
+                raise StoreError(
+                    f"{self.path}: point {point!r} of meter {meter_id!r} holds readings of"
+                    f" {'/'.join(stored)}, the configuration now says {'/'.join(wanted)};"
+                    " give the changed point a new name"
+                )
+        if not new:
+            return
         try:
-            row = self.conn.execute(
-                "SELECT id, quantity, kind, unit FROM series WHERE meter_id=? AND point=?",
-                (meter_id, point),
-            ).fetchone()
-            if row is None:
-                with transaction(self.conn):
+            with transaction(self.conn):
+                for (meter_id, point), measures in new.items():
                     cur = self.conn.execute(
                         "INSERT INTO series (meter_id, point, quantity, kind, unit)"
                         " VALUES (?,?,?,?,?)",
-                        (meter_id, point, quantity, kind, unit),
+                        (meter_id, point, *measures),
                     )
-                self._series[(meter_id, point)] = int(cur.lastrowid or 0)
-                return
+                    self._series[meter_id, point] = int(cur.lastrowid or 0)
         except sqlite3.Error as exc:  # e.g. another process holds the database locked
-            raise StoreError(f"{self.path}: cannot register point {point!r}: {exc}") from None
-        stored = (row[1], row[2], row[3])
-        if stored != (quantity.value, kind.value, unit):
-            raise StoreError(
-                f"{self.path}: point {point!r} of meter {meter_id!r} holds readings of"
-                f" {'/'.join(stored)}, the configuration now says"
-                f" {quantity.value}/{kind.value}/{unit}; give the changed point a new name"
-            )
+            for key in new:
+                self._series.pop(key, None)
+            raise StoreError(f"{self.path}: cannot register points: {exc}") from None
+        self._measures.update(new)
 
     # --- readings ----------------------------------------------------------------------------
 
@@ -231,9 +243,9 @@ class Store:
         try:
             self._insert_readings(readings)
         except KeyError:  # an unregistered point: the transaction was rolled back
-            for r in readings:
-                if (r.meter_id, r.point) not in self._series:
-                    self.register_series(r.meter_id, r.point, r.quantity, r.kind, r.unit)
+            self.register_series(
+                (r.meter_id, r.point, r.quantity, r.kind, r.unit) for r in readings
+            )
             self._insert_readings(readings)
 
     def _insert_readings(self, readings: Sequence[Reading]) -> None:

@@ -41,12 +41,13 @@ def test_unopenable_path_is_a_store_error(tmp_path: Path):
 
 def test_a_point_keeps_its_quantity_and_unit(tmp_path: Path):
     store = Store(tmp_path / "t.db")
-    store.register_series("M1", "main", Quantity.ACTIVE_ENERGY_IMPORT, PointKind.COUNTER, "kWh")
+    energy = ("M1", "main", Quantity.ACTIVE_ENERGY_IMPORT, PointKind.COUNTER, "kWh")
+    store.register_series([energy])
     store.close()
     store = Store(tmp_path / "t.db")
-    store.register_series("M1", "main", Quantity.ACTIVE_ENERGY_IMPORT, PointKind.COUNTER, "kWh")
+    store.register_series([energy])
     with pytest.raises(StoreError, match="point 'main' of meter 'M1' holds readings of"):
-        store.register_series("M1", "main", Quantity.GAS_VOLUME, PointKind.COUNTER, "m3")
+        store.register_series([("M1", "main", Quantity.GAS_VOLUME, PointKind.COUNTER, "m3")])
 
 
 def test_readings_round_trip_exactly(tmp_path: Path):

@@ -75,14 +75,18 @@ def _mosquitto_binary() -> str | None:
     return None
 
 
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    binary = _mosquitto_binary()
+def require(name: str, binary: str | None) -> str:
+    """A Debian-packaged server the tests need: missing is a failure in CI, a skip elsewhere."""
     if binary is None:
         if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed; `make test` installs it (apt-get)")
-        pytest.skip("mosquitto not installed (run `make test` to install it)")
-    broker = Mosquitto(binary, tmp_path / "broker")
+            pytest.fail(f"{name} is not installed; `make test` installs it (apt-get)")
+        pytest.skip(f"{name} not installed (run `make test` to install it)")
+    return binary
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(require("mosquitto", _mosquitto_binary()), tmp_path / "broker")
     broker.start()
     try:
         yield broker
@@ -125,11 +129,7 @@ class VictoriaMetrics:
 
 @pytest.fixture
 def victoria_metrics(tmp_path: Path) -> Iterator[VictoriaMetrics]:
-    binary = shutil.which("victoria-metrics")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("victoria-metrics is not installed; `make test` installs it (apt-get)")
-        pytest.skip("victoria-metrics not installed (run `make test` to install it)")
+    binary = require("victoria-metrics", shutil.which("victoria-metrics"))
     server = VictoriaMetrics(binary, tmp_path / "vm")
     server.start()
     try:

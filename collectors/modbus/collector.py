@@ -33,7 +33,7 @@ from collectors.modbus.config import (
     ModbusTcpDevice,
     link_key,
 )
-from collectors.modbus.decode import DecodeError, decoder
+from collectors.modbus.decode import DecodeError, Decoder, decoder
 from collectors.modbus.link import (
     TRY_AGAIN,
     UNREACHABLE,
@@ -42,7 +42,7 @@ from collectors.modbus.link import (
     ModbusLink,
     RequestFailed,
 )
-from collectors.modbus.plan import Request, plan, split_point
+from collectors.modbus.plan import Request, plan_device, split_point
 from gateway.models import DeviceSpec, Quality, Reading
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,11 @@ class ModbusCollector:
         self._backoff_s = 0.0
         self.requests = self._plan()
         # per point, built once: where its bytes sit in a response, and its decoder
-        self._codecs = [
-            (
-                p,
-                1 if p.function_code in BIT_FUNCTIONS else 2,
-                p.count if p.function_code in BIT_FUNCTIONS else 2 * p.count,
-                decoder(p.data_type, p.word_order, p.scale, p.offset, p.bit, p.bit_count),
-            )
-            for p in device.points
-        ]
+        self._codecs: list[tuple[ModbusPoint, int, int, Decoder]] = []
+        for p in device.points:
+            width = 1 if p.function_code in BIT_FUNCTIONS else 2  # response bytes per address
+            codec = decoder(p.data_type, p.word_order, p.scale, p.offset, p.bit, p.bit_count)
+            self._codecs.append((p, width, width * p.count, codec))
 
     @classmethod
     def from_spec(
@@ -92,15 +88,8 @@ class ModbusCollector:
         return cls(meter_id, device, link, clock)
 
     def _plan(self) -> list[Request]:
-        d = self.device
-        return plan(
-            d.points,
-            max_registers=d.max_registers_per_request,
-            max_bits=d.max_bits_per_request,
-            max_gap=d.max_gap,
-            only=[i for i in range(len(d.points)) if i not in self._disabled],
-            cuts=self._cuts,
-        )
+        enabled = [i for i in range(len(self.device.points)) if i not in self._disabled]
+        return plan_device(self.device, only=enabled, cuts=self._cuts)
 
     # --- schedule ------------------------------------------------------------------------------
 
@@ -286,12 +275,7 @@ def explain(device: DeviceSpec) -> list[str]:
     """The requests one poll cycle sends, for `tanji check-config --explain`."""
     if not isinstance(device, ModbusTcpDevice | ModbusRtuOverTcpDevice | ModbusRtuDevice):
         return []
-    requests = plan(
-        device.points,
-        max_registers=device.max_registers_per_request,
-        max_bits=device.max_bits_per_request,
-        max_gap=device.max_gap,
-    )
+    requests = plan_device(device)
     lines = [
         f"{device.protocol} {_where(device)} unit {device.connection.unit_id}:"
         f" {len(requests)} request(s) per cycle for {len(device.points)} point(s),"

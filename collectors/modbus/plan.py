@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from collectors.modbus.config import BIT_FUNCTIONS, ModbusPoint
+from collectors.modbus.config import BIT_FUNCTIONS, ModbusDevice, ModbusPoint
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,20 @@ def plan(
             open_fc, start, end, members = p.function_code, p.address, p_end, [i]
     close()
     return requests
+
+
+def plan_device(
+    device: ModbusDevice, *, only: Iterable[int] | None = None, cuts: Iterable[int] = ()
+) -> list[Request]:
+    """`plan` within the device's own request limits."""
+    return plan(
+        device.points,
+        max_registers=device.max_registers_per_request,
+        max_bits=device.max_bits_per_request,
+        max_gap=device.max_gap,
+        only=only,
+        cuts=cuts,
+    )
 
 
 def split_point(request: Request, points: Sequence[ModbusPoint]) -> int:

@@ -1,11 +1,19 @@
 """Counter readings -> ActivityRecords per meter and aligned period. Pure functions, no I/O.
 
-Rule (documented in docs/architecture.md): each step between two consecutive good readings
-of a counter is attributed to the period in which the later reading falls. A record's
-quantity is therefore `end.value - start.value` (plus rollovers), where `start` is the last
-good reading before the period and `end` the last good reading inside it; consecutive records
-share their boundary reading, so the sum over any run of records equals the counter's advance,
-with nothing lost or counted twice.
+Rule (docs/architecture.md, "Activity data"): a counter is known at its good readings; between
+two consecutive ones (a, b) it advanced by the step `d` (corrected for rollover, meter
+exchanges, steps going backwards or beyond rated power). A period [S, E) gets, from every
+step, the part of `d` that falls between its boundaries:
+
+    part = share(E) - share(S),  share(t) = d * clip((t - a.ts) / (b.ts - a.ts), 0, 1)
+
+rounded to the resolution of `d` (the register's). A step longer than the gap limit is not
+spread over time it did not measure: it lands whole at `b.ts` (share(t) = d if t >= b.ts
+else 0), in the period where measurement resumed, which is flagged `gap`. Because a boundary
+belongs to two periods and both compute the same share there, the parts telescope: the sum
+over any run of periods is the counter's advance exactly, and since 0 <= share <= d and share
+never decreases, interpolation never creates energy (tests/unit/test_aggregation.py checks
+both for any sequence of readings, rollovers, gaps and exchanges).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 from gateway.evidence import content_id, root_of
@@ -21,14 +29,14 @@ from gateway.factors import FactorSet
 from gateway.models import (
     ActivityFlag,
     ActivityRecord,
-    BoundaryReading,
+    BoundaryValue,
     Meter,
     PointSpec,
     QualityStatus,
     Quantity,
     Reading,
 )
-from gateway.periods import datetime_to_ns, ns_to_datetime
+from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
 
 # quantities that are energy or resources consumed: only these get tce and CO2 (exported
 # electricity, reactive energy and production counts do not add to a footprint)
@@ -50,10 +58,12 @@ class PeriodInput:
     gateway_id: str
     meter: Meter
     point: PointSpec
+    interval: Interval
     start_ns: int
     end_ns: int
     previous: Reading | None  # last good reading before start_ns
     readings: Sequence[Reading]  # all readings with start_ns <= ts < end_ns, oldest first
+    following: Reading | None  # first good reading at or after end_ns
     gap_limit_ns: int
     tz: ZoneInfo
     factors: FactorSet | None = None  # tce and CO2e, when the site uses them
@@ -72,29 +82,81 @@ def record_id(uscc: str, gateway_id: str, meter_id: str, point: str, start: str,
     return content_id(key)[:32]
 
 
-def aggregate(p: PeriodInput) -> ActivityRecord:
-    good = [r for r in p.readings if r.quality.status is QualityStatus.GOOD and r.value is not None]
-    bad_count = sum(1 for r in p.readings if r.quality.status is QualityStatus.BAD)
-    chain = ([p.previous] if p.previous is not None else []) + good
-    flags: set[ActivityFlag] = set()
-    modulus = p.point.counter_modulus()
+def revise(new: ActivityRecord, latest: ActivityRecord) -> ActivityRecord | None:
+    """`new` as the next revision of `latest` (same period), or None when nothing changed."""
+    same = {"record_id", "revision", "supersedes"}
+    if new.model_dump(exclude=same) == latest.model_dump(exclude=same):
+        return None
+    rev = latest.revision + 1
+    return new.model_copy(
+        update={
+            "revision": rev,
+            "supersedes": latest.record_id,
+            "record_id": record_id(
+                new.uscc,
+                new.gateway_id,
+                new.meter_id,
+                new.point,
+                new.period_start.isoformat(),
+                rev,
+            ),
+        }
+    )
 
+
+@dataclass(frozen=True)
+class Step:
+    """The counter's advance `d` between two consecutive good readings."""
+
+    a: Reading
+    b: Reading
+    d: Decimal
+    gap: bool  # further apart than the gap limit: `d` lands whole at b
+    exchange: bool  # a meter was replaced in between
+    flags: frozenset[ActivityFlag]
+
+    def share(self, t: int) -> Decimal:
+        """The part of `d` at or before time t."""
+        a_ts, b_ts = self.a.ts_ns, self.b.ts_ns
+        if t >= b_ts:
+            return self.d
+        if self.gap or t <= a_ts:
+            return Decimal(0)
+        with localcontext() as ctx:
+            ctx.prec = 60
+            exact = self.d * (t - a_ts) / (b_ts - a_ts)
+            exponent = self.d.as_tuple().exponent
+            assert isinstance(exponent, int)  # d is finite
+            return exact.quantize(Decimal((0, (1,), exponent)), ROUND_HALF_EVEN)
+
+    def touches(self, start_ns: int, end_ns: int) -> bool:
+        """Whether the step's time or, for a gap, its landing lies in the period."""
+        if self.gap:
+            return start_ns < self.b.ts_ns <= end_ns
+        return self.a.ts_ns < end_ns and self.b.ts_ns > start_ns
+
+
+def steps(
+    chain: Sequence[Reading], meter: Meter, point: PointSpec, gap_limit_ns: int
+) -> list[Step]:
+    """The corrected steps between consecutive good readings (each with a value)."""
+    modulus = point.counter_modulus()
     # readings taken at or after a replacement's `at` are the new meter's
     replacements = sorted(
-        ((datetime_to_ns(x.at), x) for x in p.meter.replacements if x.point == p.point.name),
+        ((datetime_to_ns(x.at), x) for x in meter.replacements if x.point == point.name),
         key=lambda item: item[0],
     )
     # energy counters cannot advance faster than the meter's rated power (20 % allowance)
     max_kwh_per_ns = (
-        p.meter.rated_power_kw * Decimal("1.2") / Decimal(3600 * 10**9)
-        if p.meter.rated_power_kw is not None and p.point.unit == "kWh"
+        meter.rated_power_kw * Decimal("1.2") / Decimal(3600 * 10**9)
+        if meter.rated_power_kw is not None and point.unit == "kWh"
         else None
     )
-    total = Decimal(0)
-    covered_ns = 0
+    out = []
     for a, b in itertools.pairwise(chain):
         if a.value is None or b.value is None:  # good readings always carry a value
             raise ValueError("good reading without a value")
+        flags: set[ActivityFlag] = set()
         exchanges = [x for at, x in replacements if a.ts_ns < at <= b.ts_ns]
         if exchanges:
             # each meter's advance in turn: a to the first one's final reading, every new
@@ -104,38 +166,78 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
             parts.append(b.value - exchanges[-1].new_initial)
             if min(parts) < 0:
                 flags.add(ActivityFlag.COUNTER_BACKWARDS)
-            step = sum((max(x, Decimal(0)) for x in parts), Decimal(0))
+            d = sum((max(x, Decimal(0)) for x in parts), Decimal(0))
             flags.add(ActivityFlag.METER_REPLACED)
         else:
-            step = b.value - a.value
-        if step < 0:
+            d = b.value - a.value
+        if d < 0:
             if modulus is not None and a.value > modulus / 2 and b.value < modulus / 2:
-                step += modulus
+                d += modulus
                 flags.add(ActivityFlag.ROLLOVER)
             else:
                 flags.add(ActivityFlag.COUNTER_BACKWARDS)
-                step = Decimal(0)
-        if max_kwh_per_ns is not None and step > max_kwh_per_ns * (b.ts_ns - a.ts_ns):
+                d = Decimal(0)
+        if max_kwh_per_ns is not None and d > max_kwh_per_ns * (b.ts_ns - a.ts_ns):
             flags.add(ActivityFlag.IMPLAUSIBLE_STEP)
-            step = Decimal(0)
-        total += step
-        span = b.ts_ns - a.ts_ns
-        if span > p.gap_limit_ns:
-            flags.add(ActivityFlag.GAP)
-        else:
-            covered_ns += span
+            d = Decimal(0)
+        gap = b.ts_ns - a.ts_ns > gap_limit_ns
+        out.append(Step(a, b, d, gap, bool(exchanges), frozenset(flags)))
+    return out
 
-    start = chain[0] if chain else None
-    end = chain[-1] if chain else None
-    if start is None or start.ts_ns > p.start_ns + p.gap_limit_ns:
-        flags.add(ActivityFlag.GAP)  # nothing measured the beginning of the period
-    if end is None or end.ts_ns < p.end_ns - p.gap_limit_ns:
-        flags.add(ActivityFlag.GAP)  # nothing measured the end of the period
+
+def boundary(
+    t: int, chain: Sequence[Reading], stepped: Sequence[Step], modulus: Decimal | None
+) -> BoundaryValue:
+    """The counter at time t (chain: the good readings around the period, oldest first)."""
+    if not chain:
+        return BoundaryValue(value=None)
+    for r in chain:
+        if r.ts_ns == t:
+            return BoundaryValue(value=r.value, distance_ns=0)
+    for s in stepped:
+        if s.a.ts_ns < t < s.b.ts_ns:
+            distance = min(t - s.a.ts_ns, s.b.ts_ns - t)
+            if s.exchange:
+                return BoundaryValue(value=None, distance_ns=distance)
+            if s.gap:
+                return BoundaryValue(value=s.a.value, distance_ns=distance)
+            assert s.a.value is not None
+            value = s.a.value + s.share(t)
+            if modulus is not None and value >= modulus:
+                value -= modulus
+            return BoundaryValue(value=value, interpolated=True, distance_ns=distance)
+    if chain[-1].ts_ns < t:  # held at the last reading: nothing measured since
+        return BoundaryValue(value=chain[-1].value, distance_ns=t - chain[-1].ts_ns)
+    return BoundaryValue(value=None, distance_ns=chain[0].ts_ns - t)  # not measured yet
+
+
+def aggregate(p: PeriodInput) -> ActivityRecord:
+    good = [r for r in p.readings if r.quality.status is QualityStatus.GOOD and r.value is not None]
+    bad_count = sum(1 for r in p.readings if r.quality.status is QualityStatus.BAD)
+    chain = [x for x in (p.previous, *good, p.following) if x is not None]
+    stepped = steps(chain, p.meter, p.point, p.gap_limit_ns)
+    s_ns, e_ns = p.start_ns, p.end_ns
+
+    flags: set[ActivityFlag] = set()
+    total = Decimal(0)
+    covered_ns = 0
+    for s in stepped:
+        total += s.share(e_ns) - s.share(s_ns)
+        if s.touches(s_ns, e_ns):
+            flags |= s.flags
+        if not s.gap:
+            covered_ns += max(0, min(e_ns, s.b.ts_ns) - max(s_ns, s.a.ts_ns))
+    if covered_ns < e_ns - s_ns:
+        flags.add(ActivityFlag.GAP)  # part of the period was not measured
     if bad_count:
         flags.add(ActivityFlag.BAD_READINGS)
+    modulus = p.point.counter_modulus()
+    start, end = boundary(s_ns, chain, stepped, modulus), boundary(e_ns, chain, stepped, modulus)
+    if start.interpolated or end.interpolated:
+        flags.add(ActivityFlag.INTERPOLATED)
 
-    period_start = ns_to_datetime(p.start_ns, p.tz)
-    period_end = ns_to_datetime(p.end_ns, p.tz)
+    period_start = ns_to_datetime(s_ns, p.tz)
+    period_end = ns_to_datetime(e_ns, p.tz)
     calibration = p.meter.calibration_at(period_start.date())
     if calibration is None or not calibration.valid_at(period_end.date()):
         flags.add(ActivityFlag.CALIBRATION_EXPIRED)
@@ -145,10 +247,6 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
         if p.factors is not None and p.point.quantity in CONSUMED
         else None
     )
-
-    def boundary(r: Reading | None) -> BoundaryReading | None:
-        return BoundaryReading(ts_ns=r.ts_ns, value=r.value) if r and r.value is not None else None
-
     return ActivityRecord(
         record_id=record_id(
             p.uscc, p.gateway_id, p.meter.id, p.point.name, period_start.isoformat(), 0
@@ -160,15 +258,18 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
         carrier=p.meter.carrier,
         point=p.point.name,
         point_quantity=p.point.quantity,
+        product=p.point.product,
+        allocation=p.meter.allocation,
+        interval=p.interval.name,
         period_start=period_start,
         period_end=period_end,
         quantity=total,
         unit=p.point.unit,
-        start=boundary(start),
-        end=boundary(end),
+        start=start,
+        end=end,
         reading_count=len(p.readings),
         bad_reading_count=bad_count,
-        coverage=min(1.0, covered_ns / (p.end_ns - p.start_ns)),
+        coverage=covered_ns / (e_ns - s_ns),
         flags=tuple(sorted(flags)),
         calibration_certificate=calibration.certificate_no if calibration else None,
         readings_root=root_of(chain),

@@ -32,6 +32,7 @@ from gateway.config import ConfigError, SiteConfig, load_site_config
 from gateway.store import StoreError
 
 if TYPE_CHECKING:
+    from gateway.allocation import Allocation
     from gateway.demo import DemoParts, DemoSummary
 
 app = typer.Typer(
@@ -215,18 +216,24 @@ def report(
     ] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="write every record here")] = None,
     html_path: Annotated[
-        Path | None, typer.Option("--html", help="write a page with a chart here")
+        Path | None, typer.Option("--html", help="write a page with charts here")
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="CSV of roll-ups per hour, day or month instead of records"),
     ] = None,
 ) -> None:
-    """Activity data per line, meter and point for a span of days (site time zone).
+    """Activity data per line, meter and point for a span of days (site time zone), and
+    energy per product where lines have production counters.
 
-    Example: tanji report -c site.toml --from 2026-11-01 --to 2026-12-01 --csv nov.csv
+    Example: tanji report -c site.toml --from 2026-11-01 --to 2026-12-01 --by day --csv nov.csv
     """
     from datetime import date, datetime, timedelta
     from zoneinfo import ZoneInfo
 
     from gateway import report as rpt
-    from gateway.periods import datetime_to_ns
+    from gateway.allocation import allocate
+    from gateway.periods import Interval, datetime_to_ns
     from gateway.store import Store
 
     site = _load_site(config)
@@ -240,6 +247,11 @@ def report(
     if last <= first:
         err.print(f"--to ({last}) must be after --from ({first})")
         raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        rollup_by = Interval.parse(by) if by is not None else None
+    except ValueError as exc:
+        err.print(f"--by: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     if not site.store.path.exists():
         err.print(f"no store at {site.store.path}: the gateway has not run with this site")
         raise typer.Exit(EXIT_FINDING)
@@ -260,6 +272,7 @@ def report(
     finally:
         store.close()
     rows = rpt.totals(records)
+    allocation = allocate(rpt.latest_revisions(records))
     title = f"{site.enterprise.name} — activity data {first} to {last} (exclusive)"
     table = Table(title=title)
     for col in ("line", "meter", "point", "quantity", "unit", "periods", "coverage", "flags"):
@@ -278,18 +291,50 @@ def report(
             ", ".join(f"{k} x{n}" for k, n in sorted(t.flags.items())),
         )
     out.print(table)
+    if allocation.products:
+        out.print(_products_table(allocation))
     if not rows:
         err.print("no activity records in this span")
     if any(rpt.flagged(t) for t in rows):
         err.print("some totals include gaps, expired calibrations or counters going backwards")
     try:
-        if csv_path is not None:
+        if csv_path is not None and rollup_by is not None:
+            csv_path.write_text(rpt.rollup_csv(rpt.rollup(records, rollup_by, tz)), "utf-8")
+        elif csv_path is not None:
             csv_path.write_text(rpt.to_csv(records), encoding="utf-8")
         if html_path is not None:
-            html_path.write_text(rpt.to_html(title, rows), encoding="utf-8")
+            html_path.write_text(rpt.to_html(title, rows, allocation), encoding="utf-8")
+    except ValueError as exc:  # records that do not divide the --by period
+        err.print(f"--by {by}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     except OSError as exc:
         err.print(f"cannot write the report: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _products_table(allocation: Allocation) -> Table:
+    from gateway.report import per_unit
+
+    table = Table(title="energy per product (split by output; idle: periods without output)")
+    for col in ("line", "product", "output", "carrier", "energy", "unit", "per unit"):
+        table.add_column(
+            col, justify="right" if col in ("output", "energy", "per unit") else "left"
+        )
+    for p in allocation.products:
+        for (carrier, unit), value in sorted(p.energy.items()):
+            table.add_row(
+                p.line,
+                p.product,
+                str(p.output),
+                carrier,
+                str(value),
+                unit,
+                per_unit(p.per_unit((carrier, unit))),
+            )
+    for line in allocation.lines:
+        for (carrier, unit), value in sorted(line.idle.items()):
+            table.add_row(line.line, "(idle)", "0", carrier, str(value), unit, "")
+    return table
 
 
 def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:

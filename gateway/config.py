@@ -25,10 +25,12 @@ from gateway.models import (
     Carrier,
     DeviceSpec,
     Frozen,
+    LineShare,
     Meter,
     MeterReplacement,
     PointSpec,
 )
+from gateway.periods import Interval
 from gateway.uscc import uscc_problem
 
 
@@ -54,12 +56,37 @@ class MeterFields(Frozen):
     carrier: Carrier
     accuracy_class: str = Field(min_length=1)
     location: str | None = None
-    line: str | None = None
+    line: str | None = Field(default=None, min_length=1, description="the line it serves")
+    lines: dict[str, Decimal] | None = Field(
+        default=None, description="the lines a shared meter serves, with fractions summing to 1"
+    )
     calibration: CalibrationRecord | None = None
     rated_power_kw: Decimal | None = Field(
         default=None, gt=0, description="energy steps faster than 1.2 x this are implausible"
     )
     replacements: tuple[MeterReplacement, ...] = ()
+
+    @model_validator(mode="after")
+    def _allocation(self) -> MeterFields:
+        if self.line is not None and self.lines is not None:
+            raise ValueError("give either `line` (one line) or `lines` (fractions), not both")
+        if self.lines is not None:
+            if not self.lines:
+                raise ValueError("lines: name at least one line with its fraction")
+            for line, fraction in self.lines.items():
+                if not 0 < fraction <= 1:
+                    raise ValueError(f"lines.{line}: fraction {fraction} is not in (0, 1]")
+            if sum(self.lines.values()) != 1:
+                raise ValueError(
+                    f"lines: fractions add up to {sum(self.lines.values())}, not 1; give the"
+                    " rest to a line of its own (e.g. `site-common`) so nothing is left out"
+                )
+        return self
+
+    def allocation(self) -> tuple[LineShare, ...]:
+        if self.lines is not None:
+            return tuple(LineShare(line=k, fraction=v) for k, v in sorted(self.lines.items()))
+        return (LineShare(line=self.line, fraction=Decimal(1)),) if self.line else ()
 
     def meter(self) -> Meter:
         return Meter(
@@ -70,6 +97,7 @@ class MeterFields(Frozen):
             accuracy_class=self.accuracy_class,
             location=self.location,
             line=self.line,
+            allocation=self.allocation(),
             calibrations=(self.calibration,) if self.calibration else (),
             replacements=self.replacements,
             rated_power_kw=self.rated_power_kw,
@@ -110,19 +138,23 @@ class StoreConfig(Frozen):
 
 
 class AggregationConfig(Frozen):
-    interval_s: int = Field(default=900, ge=1, le=86400)
+    interval: str = Field(
+        default="15min", description="15min, 30min, hour, day, month, or e.g. 10s dividing a day"
+    )
     timezone: str = "Asia/Shanghai"
     gap_limit_s: float | None = Field(
         default=None, gt=0, description="pairs of readings further apart count as a gap"
     )
     grace_s: float = Field(default=5.0, ge=0, le=3600)
 
-    @field_validator("interval_s")
+    @field_validator("interval")
     @classmethod
-    def _divides_a_day(cls, v: int) -> int:
-        if 86400 % v:
-            raise ValueError("must divide a day (86400 s) so periods align to midnight")
-        return v
+    def _known_interval(cls, v: str) -> str:
+        return Interval.parse(v).name
+
+    @property
+    def period(self) -> Interval:
+        return Interval.parse(self.interval)
 
     @field_validator("timezone")
     @classmethod
@@ -174,9 +206,19 @@ class MqttConfig(Frozen):
         return urlsplit(self.broker_url).port or 1883
 
 
+class LineConfig(Frozen):
+    """A production line; meters name it in `line` or `lines`."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str | None = None
+
+
 class SiteConfig(Frozen):
     enterprise: Enterprise
     gateway_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    lines: tuple[LineConfig, ...] = Field(
+        default=(), description="when given, every line a meter names must be one of these"
+    )
     meters: tuple[MeterConfig, ...] = Field(min_length=1)
     store: StoreConfig = StoreConfig()
     aggregation: AggregationConfig = AggregationConfig()
@@ -203,6 +245,27 @@ class SiteConfig(Frozen):
                 raise ValueError(
                     f"meter {m.id!r} has two points named {sorted(dup)[0]!r}; give each a"
                     " distinct `name`"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _lines_known(self) -> SiteConfig:
+        declared = [line.id for line in self.lines]
+        if len(set(declared)) != len(declared):
+            raise ValueError("lines: a line id is used twice")
+        for m in self.meters:
+            shares = m.allocation()
+            unknown = [s.line for s in shares if declared and s.line not in declared]
+            if unknown:
+                raise ValueError(
+                    f"meter {m.id!r} names line {unknown[0]!r}, which is not among the"
+                    f" [[lines]] ({', '.join(declared)})"
+                )
+            counting = [p.name for p in m.points if p.product is not None]
+            if counting and len(shares) != 1:
+                raise ValueError(
+                    f"meter {m.id!r}: point {counting[0]!r} counts a product, so the meter"
+                    " must belong to exactly one line (`line = ...`)"
                 )
         return self
 

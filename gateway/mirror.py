@@ -27,11 +27,12 @@ from influxdb_client.domain.write_precision import WritePrecision
 from pydantic import Field, SecretStr, field_validator
 
 from gateway.models import Frozen, Reading
-from gateway.store import Store
+from gateway.store import Store, transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MEASUREMENT = "tanji_reading"
+MIRROR_CURSOR = "influxdb-mirror"
 
 
 class MirrorConfig(Frozen):
@@ -115,7 +116,7 @@ class Mirror:
 
     async def send_once(self) -> int:
         """Send the next batch after the cursor; returns how many readings went."""
-        cursor = await self._in_db(self.store.mirror_cursor)
+        cursor = await self._in_db(lambda: self.store.cursor(MIRROR_CURSOR) or 0)
         rows = await self._in_db(lambda: self.store.readings_after(cursor, self.config.batch_size))
         if not rows:
             return 0
@@ -126,9 +127,13 @@ class Mirror:
             lambda: self._write.write(bucket=self.config.bucket, record=points),
         )
         last = rows[-1][0]
-        await self._in_db(lambda: self.store.set_mirror_cursor(last))
+        await self._in_db(lambda: self._advance(last))
         self.sent += len(rows)
         return len(rows)
+
+    def _advance(self, reading_id: int) -> None:
+        with transaction(self.store.conn):
+            self.store.set_cursor(MIRROR_CURSOR, reading_id)
 
     def close(self) -> None:
         self._client.close()

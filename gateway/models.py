@@ -279,6 +279,13 @@ class MeterReplacement(Frozen):
         return v
 
 
+class LineShare(Frozen):
+    """The fraction of a meter's quantity that belongs to one production line."""
+
+    line: str = Field(min_length=1)
+    fraction: Decimal = Field(gt=0, le=1)
+
+
 class Meter(Frozen):
     """A physical meter: identity, what it measures, where, and its calibration history."""
 
@@ -289,6 +296,9 @@ class Meter(Frozen):
     accuracy_class: str
     location: str | None = None
     line: str | None = None
+    allocation: tuple[LineShare, ...] = Field(
+        default=(), description="the production lines it serves and each one's fraction"
+    )
     calibrations: tuple[CalibrationRecord, ...] = ()
     replacements: tuple[MeterReplacement, ...] = ()
     rated_power_kw: Decimal | None = Field(
@@ -322,6 +332,11 @@ class PointSpec(Frozen):
         default=None, description="values below are `bad` (reason out-of-range), never used"
     )
     plausible_max: Decimal | None = None
+    product: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the product a production counter counts (its line's output of it)",
+    )
 
     def implausible(self, value: Decimal) -> str | None:
         """The reason code when `value` is outside the plausible range, else None."""
@@ -353,6 +368,10 @@ class PointSpec(Frozen):
         lo, hi = self.plausible_min, self.plausible_max
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"plausible_min ({lo}) is above plausible_max ({hi})")
+        if self.product is not None and self.quantity is not Quantity.PRODUCTION_COUNT:
+            raise ValueError(
+                f"product is only for production_count points, not {self.quantity.value}"
+            )
         if self.unit != self.quantity.unit:
             raise ValueError(
                 f"unit {self.unit!r} does not match {self.quantity.value}, which is stored in"
@@ -394,20 +413,29 @@ class ActivityFlag(enum.StrEnum):
     IMPLAUSIBLE_STEP = "implausible-step"  # a step beyond rated power x time, not counted
 
 
-class BoundaryReading(Frozen):
-    """A counter reading that opens or closes an activity interval."""
+class BoundaryValue(Frozen):
+    """The counter at a period boundary: a reading taken exactly there, or interpolated
+    linearly between the good readings around it (`interpolated`), or held at the last
+    reading when the readings around it are further apart than the gap limit. `value` is
+    None where no single counter value exists (no reading yet, or a meter exchange between
+    the readings around it). `distance_ns` is how far the nearest good reading is."""
 
-    ts_ns: NsTimestamp
-    value: Decimal
+    value: Decimal | None
+    interpolated: bool = False
+    distance_ns: NsTimestamp | None = Field(
+        default=None, ge=0, description="to the nearest good reading; None when there is none"
+    )
 
 
 class ActivityRecord(Frozen):
     """Energy (or output) of one meter over one aligned period, traceable to its readings.
 
-    `quantity` is the counter's advance from `start.value` to `end.value`, the readings that
-    bracket the period; consecutive records share their boundary reading, so sums over
-    records equal the counter's advance with nothing counted twice. `readings_root` is the
-    Merkle root (gateway.evidence) of the readings the figure was computed from.
+    `quantity` is the counter's advance between the period's boundaries, the value at each
+    boundary interpolated between the good readings around it (gateway.aggregation has the
+    rule); consecutive records share their boundary value, so sums over records equal the
+    counter's advance with nothing counted twice. `readings_root` is the Merkle root
+    (gateway.evidence) of the readings the figure was computed from. Late readings give a new
+    `revision` that `supersedes` the previous one; revisions are kept, never overwritten.
     """
 
     record_id: str
@@ -418,19 +446,27 @@ class ActivityRecord(Frozen):
     carrier: Carrier
     point: str
     point_quantity: Quantity
+    product: str | None = Field(default=None, description="what a production counter counts")
+    allocation: tuple[LineShare, ...] = Field(
+        default=(), description="the lines the meter serves, with fractions summing to 1"
+    )
+    interval: str = Field(description="15min, hour, day, month or a length such as 10s")
     period_start: datetime
     period_end: datetime
     quantity: Decimal
     unit: str
-    start: BoundaryReading | None
-    end: BoundaryReading | None
+    start: BoundaryValue
+    end: BoundaryValue
     reading_count: int
     bad_reading_count: int
     coverage: float = Field(ge=0, le=1)
     flags: tuple[ActivityFlag, ...] = ()
     calibration_certificate: str | None
     readings_root: str
-    revision: int = 0
+    revision: int = Field(default=0, ge=0)
+    supersedes: str | None = Field(
+        default=None, description="record_id of the previous revision of this period"
+    )
     tce: Decimal | None = Field(
         default=None, description="tonnes of standard coal equivalent (GB/T 2589-2020)"
     )

@@ -1,7 +1,8 @@
-"""Activity data for a period, summed per line, meter and point: a terminal table, CSV of every
-record, and a self-contained HTML page with a bar chart (inline SVG, no scripts).
+"""Activity data for a span, summed per line, meter and point and allocated to products: a
+terminal table, CSV of every record (or of hour/day/month roll-ups), and a self-contained HTML
+page with bar charts of energy per line and per product unit (inline SVG, no scripts).
 
-Sums are exact: consecutive records share their boundary readings, so the sum of a point's
+Sums are exact: consecutive records share their boundary values, so the sum of a point's
 records over a span is its counter's advance. Only the latest revision of each period counts.
 Pure functions over ActivityRecords; the CLI reads them from the store.
 """
@@ -16,8 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
+from gateway.allocation import Allocation
 from gateway.models import ActivityFlag, ActivityRecord
+from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
 
 
 @dataclass
@@ -68,10 +72,102 @@ def totals(records: Sequence[ActivityRecord]) -> list[Total]:
     return sorted(out.values(), key=lambda t: (t.line, t.meter_id, t.point))
 
 
+@dataclass
+class Rollup:
+    """The records of one point within one coarser period (hour, day, month)."""
+
+    meter_id: str
+    point: str
+    line: str
+    carrier: str
+    unit: str
+    start: datetime
+    end: datetime
+    quantity: Decimal = Decimal(0)
+    records: int = 0
+    covered_s: float = 0.0
+    revised: int = 0
+    flags: set[str] = field(default_factory=set)
+
+    @property
+    def coverage(self) -> float:
+        return min(1.0, self.covered_s / (self.end - self.start).total_seconds())
+
+
+def rollup(records: Sequence[ActivityRecord], by: Interval, tz: ZoneInfo) -> list[Rollup]:
+    """Latest revisions summed per point and period of `by` (which the records' interval must
+    divide, so each record falls in exactly one); exact, as the records' boundaries telescope."""
+    out: dict[tuple[str, str, int], Rollup] = {}
+    for r in latest_revisions(records):
+        if not Interval.parse(r.interval).divides(by):
+            raise ValueError(f"{r.interval} records do not add up to whole {by} periods")
+        start = by.start(datetime_to_ns(r.period_start), tz)
+        row = out.get((r.meter_id, r.point, start))
+        if row is None:
+            row = out[r.meter_id, r.point, start] = Rollup(
+                r.meter_id,
+                r.point,
+                r.line or "(no line)",
+                r.carrier.value,
+                r.unit,
+                ns_to_datetime(start, tz),
+                ns_to_datetime(by.end(start, tz), tz),
+            )
+        row.quantity += r.quantity
+        row.records += 1
+        row.covered_s += r.coverage * (r.period_end - r.period_start).total_seconds()
+        row.revised += r.revision > 0
+        row.flags.update(f.value for f in r.flags)
+    return sorted(out.values(), key=lambda x: (x.start, x.meter_id, x.point))
+
+
+def rollup_csv(rows: Sequence[Rollup]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        (
+            "line",
+            "meter_id",
+            "point",
+            "carrier",
+            "period_start",
+            "period_end",
+            "quantity",
+            "unit",
+            "coverage",
+            "flags",
+            "records",
+            "revised_records",
+        )
+    )
+    for x in rows:
+        writer.writerow(
+            [
+                x.line,
+                x.meter_id,
+                x.point,
+                x.carrier,
+                x.start.isoformat(),
+                x.end.isoformat(),
+                str(x.quantity),
+                x.unit,
+                f"{x.coverage:.4f}",
+                " ".join(sorted(x.flags)),
+                x.records,
+                x.revised,
+            ]
+        )
+    return buf.getvalue()
+
+
 CSV_FIELDS = (
     "record_id",
     "revision",
+    "supersedes",
+    "interval",
     "line",
+    "allocation",
+    "product",
     "meter_id",
     "point",
     "carrier",
@@ -101,7 +197,11 @@ def to_csv(records: Sequence[ActivityRecord]) -> str:
             [
                 r.record_id,
                 r.revision,
+                r.supersedes or "",
+                r.interval,
                 r.line or "",
+                " ".join(f"{a.line}={a.fraction}" for a in r.allocation),
+                r.product or "",
                 r.meter_id,
                 r.point,
                 r.carrier.value,
@@ -162,9 +262,58 @@ def _bar_chart(title: str, days: list[date], series: dict[str, dict[date, Decima
     return "".join(parts)
 
 
-def to_html(title: str, rows: Sequence[Total]) -> str:
-    """A self-contained page: per unit of measure, a chart of energy per line per day, then
-    the summary table."""
+def per_unit(value: Decimal | None) -> str:
+    return "" if value is None else f"{value.normalize():.6g}"
+
+
+def _products_html(allocation: Allocation) -> str:
+    """Charts of energy per product unit per day, then the line and product tables."""
+    if not allocation.products:
+        return ""
+    sections = []
+    keys = sorted({k for p in allocation.products for k in p.energy})
+    for carrier, unit in keys:
+        series: dict[str, dict[date, Decimal]] = {}
+        for p in allocation.products:
+            per_day = {
+                day: e[carrier, unit] / out
+                for day, (out, e) in p.by_day.items()
+                if out and (carrier, unit) in e
+            }
+            if per_day:
+                series[f"{p.line}/{p.product}"] = per_day
+        days = sorted({d for v in series.values() for d in v})
+        if days:
+            sections.append(
+                _bar_chart(f"{carrier}: {unit} per unit of product and day", days, series)
+            )
+    lines = "".join(
+        f"<tr><td>{html.escape(x.line)}</td><td>{html.escape(c)}</td><td>{v}</td>"
+        f"<td>{x.idle.get((c, u), Decimal(0))}</td><td>{html.escape(u)}</td>"
+        f"<td>{html.escape(', '.join(f'{p} {q}' for p, q in sorted(x.output.items())))}</td></tr>"
+        for x in allocation.lines
+        for (c, u), v in sorted(x.energy.items())
+    )
+    products = "".join(
+        f"<tr><td>{html.escape(p.line)}</td><td>{html.escape(p.product)}</td><td>{p.output}</td>"
+        f"<td>{html.escape(c)}</td><td>{v}</td><td>{html.escape(u)}</td>"
+        f"<td>{per_unit(p.per_unit((c, u)))}</td></tr>"
+        for p in allocation.products
+        for (c, u), v in sorted(p.energy.items())
+    )
+    return (
+        "<h2>Energy per product</h2>"
+        + "".join(sections)
+        + "<table><tr><th>line</th><th>carrier</th><th>energy</th><th>idle (no output)</th>"
+        + f"<th>unit</th><th>output</th></tr>{lines}</table><p></p>"
+        + "<table><tr><th>line</th><th>product</th><th>output</th><th>carrier</th>"
+        + f"<th>energy</th><th>unit</th><th>per unit</th></tr>{products}</table>"
+    )
+
+
+def to_html(title: str, rows: Sequence[Total], allocation: Allocation | None = None) -> str:
+    """A self-contained page: per unit of measure, a chart of energy per line per day, the
+    summary table, then energy per product (charts per unit of product and tables)."""
     sections = []
     for unit in sorted({t.unit for t in rows}):
         per_line: dict[str, dict[date, Decimal]] = defaultdict(dict)
@@ -215,7 +364,8 @@ def to_html(title: str, rows: Sequence[Total]) -> str:
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
         "td:nth-child(5){text-align:right}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>{''.join(sections)}"
-        f"<table><tr>{head}</tr>{body}</table></body></html>"
+        f"<table><tr>{head}</tr>{body}</table>"
+        f"{_products_html(allocation) if allocation else ''}</body></html>"
     )
 
 

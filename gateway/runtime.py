@@ -22,17 +22,18 @@ from zoneinfo import ZoneInfo
 
 import cloud_sync
 from collectors import CollectorStats, Shared, create_collector
-from gateway.aggregation import PeriodInput, aggregate
+from gateway.aggregation import PeriodInput, aggregate, revise
 from gateway.config import MeterConfig, SiteConfig
 from gateway.factors import FactorSet
 from gateway.mirror import Mirror
-from gateway.models import ActivityRecord, PointKind, Reading
-from gateway.periods import NS, period_start_ns
+from gateway.models import ActivityRecord, PointKind, PointSpec, Reading
+from gateway.periods import NS, ns_to_datetime
 from gateway.store import EvictionResult, Store, transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATUS_INTERVAL_S = 5.0
+LATE_CURSOR = "aggregation"  # readings up to here were checked for changing sealed periods
 RETENTION_INTERVAL_S = 60.0
 
 
@@ -89,6 +90,7 @@ class Gateway:
         self.readings_refused = 0  # at the disk cap with nothing left to evict (logged)
         self.disk = EvictionResult(0, 0, over_cap=False)
         self.records_created = 0
+        self.records_revised = 0
         self._pending: list[Reading] = []
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
         self._collector_tasks: list[asyncio.Task[None]] = []
@@ -164,6 +166,7 @@ class Gateway:
             "store_used_mb": round(self.disk.used_bytes / 1e6, 1),
             "store_over_cap": self.disk.over_cap,
             "records_created": self.records_created,
+            "records_revised": self.records_revised,
             "meters": {
                 meter_id: {
                     "readings": st.readings,
@@ -234,7 +237,7 @@ class Gateway:
         """Evict what retention and the disk cap allow (gateway.store.Store.enforce_limits)."""
         cfg, agg = self.config.store, self.config.aggregation
         now = self._clock()
-        sealed = period_start_ns(now - int(agg.grace_s * NS), agg.interval_s, self._tz)
+        sealed = agg.period.start(now - int(agg.grace_s * NS), self._tz)
         self.disk = await self._db(
             lambda: self.store.enforce_limits(
                 now, sealed, int(cfg.retention_days * 86400 * NS), int(cfg.max_disk_mb * 1e6)
@@ -247,72 +250,57 @@ class Gateway:
     # --- aggregation -------------------------------------------------------------------------
 
     async def _aggregate_loop(self) -> None:
-        period = self.config.aggregation.interval_s
+        period = self.config.aggregation.period.seconds or 900
         while True:
             await asyncio.sleep(min(5.0, max(0.5, period / 4)))
             await self.aggregate_due()
 
-    async def aggregate_due(self) -> list[ActivityRecord]:
-        """Seal every period that ended more than `grace_s` ago into records and the outbox."""
+    async def aggregate_due(self, final: bool = False) -> list[ActivityRecord]:
+        """Seal every period that ended more than `grace_s` ago into records and the outbox,
+        and revise sealed ones that late readings changed. A period is sealed once a reading
+        after its end exists or the gap limit has passed since (its end value would otherwise
+        be a guess); `final` (no more readings coming: collection stopped) seals without."""
         await self.flush()
         now = self._clock()
-        records = await self._db(lambda: self._aggregate_and_enqueue(now))
+        records = await self._db(lambda: self._aggregate_and_enqueue(now, final))
         if records:
             self.records_created += len(records)
+            self.records_revised += sum(1 for r in records if r.revision)
             self.sync.wake()
         return records
 
-    def _aggregate_and_enqueue(self, now_ns: int) -> list[ActivityRecord]:
-        agg = self.config.aggregation
-        interval_ns = agg.interval_s * NS
-        horizon = now_ns - int(agg.grace_s * NS)
+    def _aggregate_and_enqueue(self, now_ns: int, final: bool = False) -> list[ActivityRecord]:
+        horizon = now_ns - int(self.config.aggregation.grace_s * NS)
+        up_to = self.store.last_reading_id()
+        cursor = self.store.cursor(LATE_CURSOR)
+        earliest = self.store.earliest_new(cursor, up_to) if cursor is not None else {}
         records: list[ActivityRecord] = []
         for meter in self.config.meters:
-            gap_limit_s = agg.gap_limit_s or 3 * meter.connection.poll_interval_s
-            domain_meter = meter.meter()
+            periods = _PointPeriods(self, meter)
             for point in meter.points:
                 if point.kind is not PointKind.COUNTER:
                     continue
-                start = self.store.last_period_end_ns(meter.id, point.name)
-                if start is None:
-                    first = self.store.first_reading_ns(meter.id, point.name)
-                    if first is None:
-                        continue
-                    start = period_start_ns(first, agg.interval_s, self._tz)
-                while start + interval_ns <= horizon:
-                    end = start + interval_ns
-                    records.append(
-                        aggregate(
-                            PeriodInput(
-                                uscc=self.config.enterprise.uscc,
-                                gateway_id=self.config.gateway_id,
-                                meter=domain_meter,
-                                point=point,
-                                start_ns=start,
-                                end_ns=end,
-                                previous=self.store.last_good_before(meter.id, point.name, start),
-                                readings=self.store.readings(meter.id, point.name, start, end),
-                                gap_limit_ns=int(gap_limit_s * NS),
-                                tz=self._tz,
-                                factors=self.factors,
-                            )
-                        )
-                    )
-                    start = end
-        if records:
+                sealed_end = self.store.last_period_end_ns(meter.id, point.name)
+                late = earliest.get((meter.id, point.name))
+                if sealed_end is not None and late is not None:
+                    records += periods.revise(point, late, sealed_end)
+                records += periods.seal(point, sealed_end, horizon, final)
+        if records or up_to != cursor:
             size = self.config.mqtt.batch_size
             with transaction(self.store.conn):
-                batch_ids = cloud_sync.enqueue(
-                    self.store.conn,
-                    self.config.enterprise.uscc,
-                    self.config.gateway_id,
-                    records,
-                    size,
-                    now_ns,
-                )
-                self.store.insert_activity(
-                    records, now_ns, [batch_ids[i // size] for i in range(len(records))]
-                )
+                if records:
+                    batch_ids = cloud_sync.enqueue(
+                        self.store.conn,
+                        self.config.enterprise.uscc,
+                        self.config.gateway_id,
+                        records,
+                        size,
+                        now_ns,
+                    )
+                    self.store.insert_activity(
+                        records, now_ns, [batch_ids[i // size] for i in range(len(records))]
+                    )
+                self.store.set_cursor(LATE_CURSOR, up_to)
         return records
 
     async def drain(self, timeout_s: float) -> bool:
@@ -324,7 +312,7 @@ class Gateway:
         for task in self._collector_tasks:
             task.cancel()
         await asyncio.gather(*self._collector_tasks, return_exceptions=True)
-        await self.aggregate_due()
+        await self.aggregate_due(final=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if (await self.sync.stats()).pending == 0:
@@ -339,3 +327,91 @@ class Gateway:
             self.mirror.close()
         await self._db(self.store.close)
         self._db_thread.shutdown(wait=True)
+
+
+class _PointPeriods:
+    """Seals and revises the periods of one meter's counters (on the database thread)."""
+
+    def __init__(self, gw: Gateway, meter: MeterConfig) -> None:
+        agg = gw.config.aggregation
+        self.gw, self.store, self.tz, self.interval = gw, gw.store, gw._tz, agg.period
+        self.meter_config = meter
+        self.meter = meter.meter()
+        self.gap_limit_ns = int((agg.gap_limit_s or 3 * meter.connection.poll_interval_s) * NS)
+
+    def record(
+        self, point: PointSpec, start: int, end: int, following: Reading | None
+    ) -> ActivityRecord:
+        m, name = self.meter.id, point.name
+        return aggregate(
+            PeriodInput(
+                uscc=self.gw.config.enterprise.uscc,
+                gateway_id=self.gw.config.gateway_id,
+                meter=self.meter,
+                point=point,
+                interval=self.interval,
+                start_ns=start,
+                end_ns=end,
+                previous=self.store.last_good_before(m, name, start),
+                readings=self.store.readings(m, name, start, end),
+                following=following,
+                gap_limit_ns=self.gap_limit_ns,
+                tz=self.tz,
+                factors=self.gw.factors,
+            )
+        )
+
+    def seal(
+        self, point: PointSpec, sealed_end: int | None, horizon: int, final: bool
+    ) -> list[ActivityRecord]:
+        """Records of the periods after `sealed_end` that are complete by `horizon`."""
+        start = sealed_end
+        if start is None:
+            first = self.store.first_reading_ns(self.meter.id, point.name)
+            if first is None:
+                return []
+            start = self.interval.start(first, self.tz)
+        out = []
+        while (end := self.interval.end(start, self.tz)) <= horizon:
+            following = self.store.first_good_from(self.meter.id, point.name, end)
+            if following is None and end + self.gap_limit_ns > horizon and not final:
+                break  # the value at `end` is not known yet
+            out.append(self.record(point, start, end, following))
+            start = end
+        return out
+
+    def revise(self, point: PointSpec, late_ns: int, sealed_end: int) -> list[ActivityRecord]:
+        """New revisions of sealed periods that readings stored since the last pass (the
+        earliest at `late_ns`) changed; records of periods before the first one sealed."""
+        m, name = self.meter.id, point.name
+        if late_ns >= sealed_end + self.gap_limit_ns:
+            return []  # too late in time to reach a sealed period's end value
+        before = self.store.last_good_before(m, name, late_ns)
+        if before is not None and before.ts_ns >= sealed_end:
+            return []  # the sealed periods' readings and end values are unchanged
+        lo = self.interval.start(before.ts_ns if before else late_ns, self.tz)
+        evicted = self.store.evicted_before(m, name)
+        opening = self.store.last_good_before(m, name, lo)
+        if evicted and (lo < evicted or opening is None or opening.ts_ns < evicted):
+            # the periods these readings change lost readings to eviction: recomputing them
+            # would be wrong, and revising only the later ones would break the sums
+            log.warning(
+                "meter %s point %s: readings arrived for periods whose readings were evicted"
+                " (from %s); not revised",
+                m,
+                name,
+                ns_to_datetime(lo, self.tz).isoformat(),
+            )
+            return []
+        latest = self.store.latest_records(m, name, lo, sealed_end)
+        out = []
+        start = lo
+        while start < sealed_end:
+            end = self.interval.end(start, self.tz)
+            new = self.record(point, start, end, self.store.first_good_from(m, name, end))
+            old = latest.get(start)
+            revised = new if old is None else revise(new, old)
+            if revised is not None:
+                out.append(revised)
+            start = end
+        return out

@@ -28,14 +28,16 @@ from gateway.models import (
 )
 from gateway.periods import datetime_to_ns
 
-SCHEMA_VERSION = 4  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name, 3 by
-#                     series, 4 records know their outbox batch
+SCHEMA_VERSION = 5  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name, 3 by
+#                     series, 4 records know their outbox batch, 5 interpolated boundaries,
+#                     revisions and allocation in the records, named reading cursors
 
 # one statement each (executescript would COMMIT in the middle of our transaction)
 SCHEMA_STATEMENTS = (
     """
-CREATE TABLE IF NOT EXISTS mirror_cursor (  -- how far the InfluxDB mirror got (gateway.mirror)
-    id               INTEGER PRIMARY KEY CHECK (id = 0),
+CREATE TABLE IF NOT EXISTS cursors (  -- how far a reader of new readings got: the InfluxDB
+                                     -- mirror, the aggregator's check for late readings
+    name             TEXT PRIMARY KEY,
     last_reading_id  INTEGER NOT NULL
 )
 """,
@@ -47,6 +49,7 @@ CREATE TABLE IF NOT EXISTS series (
     quantity     TEXT    NOT NULL,
     kind         TEXT    NOT NULL,
     unit         TEXT    NOT NULL,
+    evicted_before INTEGER NOT NULL DEFAULT 0,  -- readings before this may have been deleted
     UNIQUE (meter_id, point)
 )
 """,
@@ -275,17 +278,49 @@ class Store:
         ).fetchall()
         return [(int(row[0]), _reading_from_row(row[1:])) for row in rows]
 
-    def mirror_cursor(self) -> int:
-        row = self.conn.execute("SELECT last_reading_id FROM mirror_cursor WHERE id = 0").fetchone()
+    def cursor(self, name: str) -> int | None:
+        """Id of the last reading the reader `name` has dealt with; None before its first."""
+        row = self.conn.execute(
+            "SELECT last_reading_id FROM cursors WHERE name = ?", (name,)
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def set_cursor(self, name: str, reading_id: int) -> None:
+        """Move a reader's cursor (inside the caller's transaction, with what it wrote)."""
+        self.conn.execute(
+            "INSERT INTO cursors (name, last_reading_id) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET last_reading_id = excluded.last_reading_id",
+            (name, reading_id),
+        )
+
+    def last_reading_id(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0])
+
+    def earliest_new(self, after_id: int, up_to_id: int) -> dict[tuple[str, str], int]:
+        """(meter, point) -> earliest timestamp among readings stored in (after_id, up_to_id]."""
+        rows = self.conn.execute(
+            "SELECT s.meter_id, s.point, MIN(r.ts_ns) FROM readings r"
+            " JOIN series s ON s.id = r.series WHERE r.id > ? AND r.id <= ? GROUP BY r.series",
+            (after_id, up_to_id),
+        )
+        return {(str(m), str(p)): int(ts) for m, p, ts in rows}
+
+    def evicted_before(self, meter_id: str, point: str) -> int:
+        """Readings of the point before this time may have been evicted (0: none were)."""
+        row = self.conn.execute(
+            "SELECT evicted_before FROM series WHERE id = ?",
+            (self._series.get((meter_id, point), -1),),
+        ).fetchone()
         return int(row[0]) if row else 0
 
-    def set_mirror_cursor(self, reading_id: int) -> None:
-        with transaction(self.conn):
-            self.conn.execute(
-                "INSERT INTO mirror_cursor (id, last_reading_id) VALUES (0, ?)"
-                " ON CONFLICT (id) DO UPDATE SET last_reading_id = excluded.last_reading_id",
-                (reading_id,),
-            )
+    def first_good_from(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
+        """The first good reading at or after ts_ns."""
+        row = self.conn.execute(
+            f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns>=? AND r.quality='good'"
+            " ORDER BY r.ts_ns, r.id LIMIT 1",
+            (self._series.get((meter_id, point), -1), ts_ns),
+        ).fetchone()
+        return _reading_from_row(row) if row else None
 
     def last_good_before(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
         row = self.conn.execute(
@@ -335,6 +370,20 @@ class Store:
                 for r, batch_id in zip(records, batch_ids, strict=True)
             ],
         )
+
+    def latest_records(
+        self, meter_id: str, point: str, from_ns: int, to_ns: int
+    ) -> dict[int, ActivityRecord]:
+        """period start (ns) -> latest revision, for periods of one point starting in
+        [from_ns, to_ns)."""
+        rows = self.conn.execute(
+            "SELECT period_start_ns, record_json FROM activity_records a WHERE meter_id=?"
+            " AND point=? AND period_start_ns>=? AND period_start_ns<? AND revision = (SELECT"
+            " MAX(revision) FROM activity_records b WHERE b.meter_id=a.meter_id AND"
+            " b.point=a.point AND b.period_start_ns=a.period_start_ns)",
+            (meter_id, point, from_ns, to_ns),
+        )
+        return {int(ts): ActivityRecord.model_validate_json(text) for ts, text in rows}
 
     def activity_records(self, start_ns: int, end_ns: int) -> list[ActivityRecord]:
         """Every revision of the records of periods starting in [start_ns, end_ns)."""
@@ -396,6 +445,12 @@ class Store:
                         "DELETE FROM readings WHERE series=? AND ts_ns<?", (series, limit)
                     )
                     deleted += cur.rowcount
+                    if cur.rowcount:
+                        self.conn.execute(
+                            "UPDATE series SET evicted_before = MAX(evicted_before, ?)"
+                            " WHERE id = ?",
+                            (limit, series),
+                        )
         return deleted
 
     def enforce_limits(

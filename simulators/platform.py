@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -41,7 +42,9 @@ CREATE TABLE IF NOT EXISTS records (
     period_end   TEXT NOT NULL,
     value        TEXT NOT NULL,
     unit         TEXT NOT NULL,
-    record_json  TEXT NOT NULL
+    revision     INTEGER NOT NULL,
+    record_json  TEXT NOT NULL,
+    UNIQUE (uscc, gateway_id, meter_id, point, period_start, revision)
 );
 CREATE TABLE IF NOT EXISTS rejections (
     id          INTEGER PRIMARY KEY,
@@ -116,8 +119,15 @@ class PlatformStore:
                         " send a new revision instead",
                     )
                 continue
+            if r["revision"] > 0 and not self._supersedes_latest(r):
+                return Ack(
+                    bid,
+                    AckStatus.REJECTED,
+                    f"record {r['record_id']} (revision {r['revision']}) does not supersede the"
+                    f" latest revision held for its period (it names {r['supersedes']})",
+                )
             self.conn.execute(
-                "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     r["record_id"],
                     bid,
@@ -129,20 +139,42 @@ class PlatformStore:
                     r["period_end"],
                     r["quantity"],
                     r["unit"],
+                    r["revision"],
                     text,
                 ),
             )
         return Ack(bid, AckStatus.ACCEPTED)
 
+    def _supersedes_latest(self, r: dict[str, Any]) -> bool:
+        """A revision must name the latest one held for its period: revisions arrive in
+        order (the gateway sends them in order) and none is skipped."""
+        row = self.conn.execute(
+            "SELECT record_id, revision FROM records WHERE uscc=? AND gateway_id=? AND"
+            " meter_id=? AND point=? AND period_start=? ORDER BY revision DESC LIMIT 1",
+            (r["uscc"], r["gateway_id"], r["meter_id"], r["point"], r["period_start"]),
+        ).fetchone()
+        return row is not None and row[0] == r["supersedes"] and row[1] == r["revision"] - 1
+
     def totals(self) -> dict[tuple[str, str], Decimal]:
-        """(meter_id, point) -> sum of stored record quantities."""
+        """(meter_id, point) -> sum of the latest revision of each period's record."""
         out: dict[tuple[str, str], Decimal] = {}
-        for meter, point, value in self.conn.execute("SELECT meter_id, point, value FROM records"):
-            out[(meter, point)] = out.get((meter, point), Decimal(0)) + Decimal(value)
+        for r in self.records():
+            key = (str(r["meter_id"]), str(r["point"]))
+            out[key] = out.get(key, Decimal(0)) + Decimal(str(r["quantity"]))
         return out
 
-    def records(self) -> list[dict[str, object]]:
-        rows = self.conn.execute("SELECT record_json FROM records ORDER BY period_start, meter_id")
+    def records(self, revisions: bool = False) -> list[dict[str, Any]]:
+        """The latest revision of every period's record (every revision with `revisions`)."""
+        latest = (
+            ""
+            if revisions
+            else " WHERE revision = (SELECT MAX(revision) FROM records b WHERE"
+            " b.uscc=a.uscc AND b.gateway_id=a.gateway_id AND b.meter_id=a.meter_id AND"
+            " b.point=a.point AND b.period_start=a.period_start)"
+        )
+        rows = self.conn.execute(
+            f"SELECT record_json FROM records a{latest} ORDER BY period_start, meter_id, revision"
+        )
         return [json.loads(r[0]) for r in rows]
 
     def counts(self) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.mirror import Mirror, MirrorConfig
+from gateway.mirror import MIRROR_CURSOR, Mirror, MirrorConfig
 from gateway.models import PointKind, Quality, Quantity, Reading
 from gateway.store import Store
 from tests.conftest import VictoriaMetrics
@@ -80,7 +80,7 @@ async def test_mirror_resumes_from_its_cursor_and_survives_a_dead_server(
     second = Mirror(config(victoria_metrics, batch=100), store)  # a restarted gateway
     with pytest.raises(Exception, match="Connection refused"):  # urllib3 NewConnectionError
         await second.send_once()
-    assert store.mirror_cursor() == 5  # nothing lost, nothing skipped
+    assert store.cursor(MIRROR_CURSOR) == 5  # nothing lost, nothing skipped
     victoria_metrics.start()
     assert await second.send_once() == 3
     second.close()

@@ -47,6 +47,20 @@ async def test_report_of_a_demo_run(tmp_path: Path, mosquitto: Mosquitto):
     page = (tmp_path / "r.html").read_text()
     assert "<svg" in page
     assert "kWh per line and day" in page
+    # the same energy rolled up per hour (exact: the records' boundaries telescope)
+    result = CliRunner().invoke(app, [*args[:7], "--by", "hour", "--csv", str(tmp_path / "h.csv")])
+    assert result.exit_code == 0, result.output
+    hourly = list(csv.DictReader(io.StringIO((tmp_path / "h.csv").read_text())))
+    assert len(hourly) < len(rows)
+    assert {r["period_start"][13:] for r in hourly} == {":00:00+08:00"}
+    rolled = sum(Decimal(r["quantity"]) for r in hourly if r["point"] == "active_energy_import")
+    assert rolled == energy
+    result = CliRunner().invoke(app, [*args[:7], "--by", "7s", "--csv", str(tmp_path / "x.csv")])
+    assert result.exit_code == 2
+    assert "--by: '7s' is not an interval" in result.output
+    result = CliRunner().invoke(app, [*args[:7], "--by", "6s", "--csv", str(tmp_path / "x.csv")])
+    assert result.exit_code == 2
+    assert "4s records do not add up to whole 6s periods" in result.output
 
 
 def test_report_arguments_are_checked(tmp_path: Path):

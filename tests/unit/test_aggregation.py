@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from collectors.modbus import ModbusPoint
 from gateway.aggregation import PeriodInput, aggregate
+from gateway.factors import FactorSet
 from gateway.models import (
     ActivityFlag,
     CalibrationRecord,
@@ -23,7 +24,7 @@ from gateway.models import (
     Quantity,
     Reading,
 )
-from gateway.periods import NS, datetime_to_ns, ns_to_datetime, period_start_ns
+from gateway.periods import NS, Interval, datetime_to_ns, ns_to_datetime, period_start_ns
 
 SH = ZoneInfo("Asia/Shanghai")
 T0 = datetime_to_ns(datetime(2026, 11, 25, 10, 0, tzinfo=SH))
@@ -62,59 +63,92 @@ def reading(t_s: float, value: str | None, reason: str | None = None) -> Reading
     )
 
 
-def run(readings: list[Reading], start_s: float, end_s: float, meter: Meter = METER):
+def run(
+    readings: list[Reading],
+    start_s: float,
+    end_s: float,
+    meter: Meter = METER,
+    gap_s: float = 3,
+    point: ModbusPoint = POINT,
+    factors: FactorSet | None = None,
+):
     start, end = T0 + int(start_s * NS), T0 + int(end_s * NS)
     before = [r for r in readings if r.ts_ns < start and r.value is not None]
     inside = [r for r in readings if start <= r.ts_ns < end]
+    after = [r for r in readings if r.ts_ns >= end and r.value is not None]
     return aggregate(
         PeriodInput(
             uscc="91350100M000100Y43",
             gateway_id="gw",
             meter=meter,
-            point=POINT,
+            point=point,
+            interval=Interval.parse("1s"),
             start_ns=start,
             end_ns=end,
             previous=before[-1] if before else None,
             readings=inside,
-            gap_limit_ns=3 * NS,
+            following=after[0] if after else None,
+            gap_limit_ns=int(gap_s * NS),
             tz=SH,
+            factors=factors,
         )
     )
 
 
-def test_delta_is_exact_and_bracketed_by_readings():
+def test_boundaries_are_interpolated_and_gaps_land_where_measurement_resumed():
     rs = [
         reading(t, v) for t, v in [(-0.5, "100.00"), (1, "100.10"), (2, "100.25"), (9.5, "101.01")]
     ]
-    # gap between 2 and 9.5 exceeds the 3 s limit
+    # 0.10 kWh from -0.5 s to 1 s: a third of it before 0 s, rounded to the register's 0.01;
+    # the gap from 2 s to 9.5 s exceeds the 3 s limit: its 0.76 kWh is not spread, it lands
+    # at 9.5 s, and the period has no reading after its end: held at the last one
     rec = run(rs, 0, 10)
-    assert rec.quantity == Decimal("1.01")
-    assert rec.start.value == Decimal("100.00")
+    assert rec.quantity == Decimal("0.07") + Decimal("0.15") + Decimal("0.76")
+    assert rec.start.value == Decimal("100.03")
+    assert rec.start.interpolated
+    assert rec.start.distance_ns == NS // 2
     assert rec.end.value == Decimal("101.01")
-    assert ActivityFlag.GAP in rec.flags
+    assert not rec.end.interpolated
+    assert rec.end.distance_ns == NS // 2
+    assert {ActivityFlag.GAP, ActivityFlag.INTERPOLATED} <= set(rec.flags)
+    assert rec.coverage == 0.2  # -0.5..2 s measured, 0..2 s of it inside
     assert rec.calibration_certificate == "C-1"
     assert ActivityFlag.CALIBRATION_EXPIRED not in rec.flags
 
 
+def test_a_reading_on_the_boundary_needs_no_interpolation():
+    rs = [reading(t, v) for t, v in [(0, "5.00"), (1, "5.50"), (2, "6.00")]]
+    rec = run(rs, 0, 2)
+    assert rec.quantity == Decimal("1.00")
+    assert rec.start.value == Decimal("5.00")
+    assert not rec.start.interpolated
+    assert rec.end.value == Decimal("6.00")
+    assert rec.end.distance_ns == 0
+    assert ActivityFlag.INTERPOLATED not in rec.flags
+    assert ActivityFlag.GAP not in rec.flags
+    assert rec.coverage == 1
+
+
 def test_rollover_at_register_maximum():
     top = Decimal(2**32) * Decimal("0.01")  # 42949672.96 kWh
-    rs = [reading(-0.5, str(top - Decimal("0.05"))), reading(1, "0.03")]
+    rs = [reading(-0.5, str(top - Decimal("0.05"))), reading(1, "0.03"), reading(2, "0.04")]
     rec = run(rs, 0, 2)
-    assert rec.quantity == Decimal("0.08")
+    assert rec.quantity == Decimal("0.08") - Decimal("0.03") + Decimal("0.01")
+    assert rec.start.value == top - Decimal("0.02")  # a third of the way across the wrap
     assert ActivityFlag.ROLLOVER in rec.flags
 
 
 def test_counter_going_backwards_is_flagged_not_counted():
-    rs = [reading(-0.5, "500.00"), reading(0.5, "10.00"), reading(1.5, "10.50")]
+    rs = [reading(-0.5, "500.00"), reading(0.5, "10.00"), reading(1.5, "10.50"), reading(2, "11")]
     rec = run(rs, 0, 2)
-    assert rec.quantity == Decimal("0.50")
+    assert rec.quantity == Decimal("1.00")
     assert ActivityFlag.COUNTER_BACKWARDS in rec.flags
 
 
 def test_bad_readings_are_flagged_and_skipped():
-    rs = [reading(-0.5, "1.00"), reading(0.5, None, "timeout"), reading(1.5, "1.20")]
+    rs = [reading(0, "1.00"), reading(0.5, None, "timeout"), reading(1.5, "1.20"), reading(2, "2")]
     rec = run(rs, 0, 2)
-    assert rec.quantity == Decimal("0.20")
+    assert rec.quantity == Decimal("1.00")
     assert rec.bad_reading_count == 1
     assert ActivityFlag.BAD_READINGS in rec.flags
 
@@ -136,6 +170,8 @@ def test_no_readings_means_zero_with_gap_and_no_coverage():
     rec = run([], 0, 10)
     assert rec.quantity == 0
     assert rec.coverage == 0
+    assert rec.start.value is None
+    assert rec.start.distance_ns is None
     assert ActivityFlag.GAP in rec.flags
 
 
@@ -156,18 +192,38 @@ def test_record_id_is_stable_and_readings_root_tracks_content():
 
 
 @given(
-    steps=st.lists(st.integers(0, 5000), min_size=1, max_size=60),
-    cuts=st.lists(st.integers(1, 59), max_size=8),
+    steps=st.lists(
+        st.tuples(st.integers(1, 4000), st.integers(0, 30_000)), min_size=1, max_size=60
+    ),
+    cuts=st.lists(st.integers(1, 400), max_size=12),
+    gap_s=st.sampled_from([0.5, 3.0, 10.0]),
 )
-def test_sum_over_periods_equals_counter_advance(steps, cuts):
-    """Nothing lost, nothing counted twice, however periods cut the readings."""
-    value, rs = 0, [reading(0.25, "0.00")]
-    for i, step in enumerate(steps, start=1):
-        value += step
-        rs.append(reading(i + 0.25, str(Decimal(value) / 100)))
-    bounds = sorted({0, *[c for c in cuts if c < len(steps)], len(steps) + 1})
-    total = sum(run(rs, a, b).quantity for a, b in itertools.pairwise(bounds))
-    assert total == Decimal(value) / 100
+def test_sum_over_periods_equals_counter_advance_and_no_period_gains_energy(steps, cuts, gap_s):
+    """Nothing lost, nothing counted twice, however periods cut the readings, whatever the
+    gaps: interpolated boundaries telescope, and a period never gets more than the steps
+    that cross it nor less than zero. The 16-bit register (modulus 655.36 kWh) rolls over."""
+    point = POINT.model_copy(update={"data_type": "uint16"})
+    modulus = point.counter_modulus()
+    t_ms, true, rs = 250, 0, [reading(0.25, "0.00")]
+    for dt_ms, step in steps:  # steps below half the modulus: rollovers are recognisable
+        t_ms += dt_ms
+        true += step
+        rs.append(reading(t_ms / 1000, str(Decimal(true % 65536) / 100)))
+    bounds = sorted({0, *[c for c in cuts if c < t_ms / 1000], int(t_ms / 1000) + 1})
+    records = [run(rs, a, b, gap_s=gap_s, point=point) for a, b in itertools.pairwise(bounds)]
+    assert sum(r.quantity for r in records) == Decimal(true) / 100
+    for (a, b), rec in zip(itertools.pairwise(bounds), records, strict=True):
+        assert rec.quantity >= 0
+        crossing = [
+            (x, y)
+            for x, y in itertools.pairwise(rs)
+            if x.ts_ns < T0 + b * NS and y.ts_ns > T0 + a * NS
+        ]
+        assert rec.quantity <= sum(
+            ((y.value - x.value + modulus) % modulus for x, y in crossing), 0
+        )
+    for left, right in itertools.pairwise(records):  # shared boundaries agree
+        assert left.end == right.start
 
 
 def at(t_s: float) -> datetime:

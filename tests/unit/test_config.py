@@ -110,7 +110,7 @@ CASES = [
         "enterprise.uscc: check character is '4', GB 32100 requires '3'",
     ),
     (["gateway_id"], "gw 1", "gateway_id: String should match pattern"),
-    (["aggregation", "interval_s"], 7, "aggregation.interval_s: must divide a day"),
+    (["aggregation", "interval"], "7s", "aggregation.interval: '7s' is not an interval"),
     (
         ["aggregation", "timezone"],
         "Mars/Olympus",

@@ -66,3 +66,29 @@ def test_ack_round_trip_and_malformed_acks():
         Ack.from_json(b'{"schema": "tanji.ack/1", "batch_id": "x", "status": "maybe"}')
     with pytest.raises(ContractError):
         Ack.from_json(b'{"schema": "tanji.ack/1", "batch_id": "x", "status": "rejected"}')
+
+
+def test_platform_keeps_revisions_and_counts_the_latest(tmp_path: Path):
+    from gateway.aggregation import revise
+
+    store = PlatformStore(tmp_path / "p.db")
+    topic = f"tanji/v1/{USCC}/gw/activity"
+    original = records()
+    assert store.receive(topic, json.dumps(build_batch(USCC, "gw", original)).encode()).status is (
+        AckStatus.ACCEPTED
+    )
+    # a backfilled reading at 1.5 s changes both periods
+    late = [reading(-0.5, "1.00"), reading(1, "1.50"), reading(1.5, "2.00"), reading(3, "2.25")]
+    revised = [
+        revise(run(late, a, b), old) for (a, b), old in zip([(0, 2), (2, 4)], original, strict=True)
+    ]
+    assert all(r is not None and r.revision == 1 for r in revised)
+    skipping = revised[0].model_copy(update={"supersedes": "0" * 32})
+    ack = store.receive(topic, json.dumps(build_batch(USCC, "gw", [skipping])).encode())
+    assert ack.status is AckStatus.REJECTED
+    assert "does not supersede the latest revision" in ack.reason
+    ack = store.receive(topic, json.dumps(build_batch(USCC, "gw", revised)).encode())
+    assert ack.status is AckStatus.ACCEPTED
+    assert len(store.records(revisions=True)) == 4
+    assert [r["revision"] for r in store.records()] == [1, 1]
+    assert store.totals()[("M1", "active_energy_import")] == sum(r.quantity for r in revised)

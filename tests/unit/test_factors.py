@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.contract import build_batch, parse_batch
-from gateway import aggregation
 from gateway.config import ConfigError, parse_site_config
 from gateway.factors import FactorsConfig, FactorSet, coal_coefficients, grid_factors
 from gateway.models import Carrier
-from gateway.periods import NS
-from tests.unit.test_aggregation import METER, POINT, SH, T0, reading, run
+from tests.unit.test_aggregation import reading, run
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "site.example.toml"
 
@@ -73,21 +71,7 @@ def test_records_carry_their_conversions_through_the_contract():
     factors = FactorSet(FactorsConfig(electricity_emission_factor="cn-national-grid-average-2023"))
     readings = [reading(0, "100.00"), reading(60, "250.00")]
     assert run(readings, 0, 120).tce is None  # no factors given
-    record = aggregation.aggregate(
-        aggregation.PeriodInput(
-            uscc="91350100M000100Y43",
-            gateway_id="gw",
-            meter=METER,
-            point=POINT,
-            start_ns=T0,
-            end_ns=T0 + 120 * NS,
-            previous=None,
-            readings=readings,
-            gap_limit_ns=3 * NS,
-            tz=SH,
-            factors=factors,
-        )
-    )
+    record = run(readings, 0, 120, factors=factors)
     assert record.tce == Decimal("150.00") * Decimal("0.1229") / 1000
     assert record.co2e_t == Decimal("0.150") * Decimal("0.5306")
     batch = build_batch("91350100M000100Y43", "gw", [record])

@@ -26,7 +26,7 @@ def test_old_schema_is_refused_and_left_untouched(tmp_path: Path):
     conn.execute("INSERT INTO readings (quantity) VALUES ('active_energy_import')")
     conn.commit()
     conn.close()
-    with pytest.raises(StoreError, match=r"schema version 0, this tanji needs 4"):
+    with pytest.raises(StoreError, match=r"schema version 0, this tanji needs 5"):
         Store(path)
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 1

@@ -21,8 +21,11 @@ from typing import Any
 
 import tomli_w
 
+from gateway.allocation import allocate
 from gateway.config import SiteConfig, parse_site_config
+from gateway.models import ActivityRecord
 from gateway.periods import datetime_to_ns
+from gateway.report import per_unit
 from gateway.runtime import Gateway
 from simulators.broker import EmbeddedBroker
 from simulators.modbus_fleet import MeterFleet
@@ -58,6 +61,12 @@ def free_port_range(count: int, host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no {count} consecutive free ports on {host}")
 
 
+# production counters of the tanji-sim map (docs/simulators.md) and what they count
+KWH = ("electricity", "kWh")
+DEMO_COUNTER_ADDRESS = {"units_a": 41, "units_b": 43}
+DEMO_PRODUCTS = {0: {"units_a": "cell-a", "units_b": "cell-b"}, 1: {"units_a": "module-x"}}
+
+
 def demo_meter_id(index: int) -> str:
     """Site meter id of the fleet's meter `index`."""
     return f"M{index + 1}"
@@ -72,6 +81,14 @@ def demo_site(
     for i in range(meters):
         expired = i == 2  # one meter shows what an expired calibration looks like
         cal_date = today - timedelta(days=500 if expired else 120)
+        # M1 and M2 feed one line each, with the line's production counters (two products on
+        # line 1); M3 serves both lines, half each
+        where: dict[str, Any] = (
+            {"lines": {"line-1": Decimal("0.5"), "line-2": Decimal("0.5")}}
+            if i == 2
+            else {"line": f"line-{i % 2 + 1}"}
+        )
+        products = DEMO_PRODUCTS.get(i, {})
         site_meters.append(
             {
                 "id": demo_meter_id(i),
@@ -79,7 +96,7 @@ def demo_site(
                 "model": "tanji simulated meter (not a real product)",
                 "carrier": "electricity",
                 "accuracy_class": "1",
-                "line": f"line-{i % 2 + 1}",
+                **where,
                 "protocol": "modbus_tcp",
                 "calibration": {
                     "certificate_no": f"DEMO-CAL-{i + 1:04d}",
@@ -94,6 +111,24 @@ def demo_site(
                     "timeout_s": 1.0,
                 },
                 "profile": "tanji-sim",  # default points: active_energy_import, active_power
+                **(
+                    {
+                        "points": [
+                            {
+                                "name": register,
+                                "quantity": "production_count",
+                                "kind": "counter",
+                                "unit": "unit",
+                                "address": DEMO_COUNTER_ADDRESS[register],
+                                "data_type": "uint32",
+                                "product": product,
+                            }
+                            for register, product in products.items()
+                        ]
+                    }
+                    if products
+                    else {}
+                ),
             }
         )
     return {
@@ -133,6 +168,7 @@ class DemoSummary:
     difference_kwh: str
     resolution_kwh: str
     totals_match: bool
+    products: dict[str, dict[str, str]]  # line/product -> units, kWh, kWh per unit
     workdir: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -232,6 +268,7 @@ async def run_demo(
         # boundary; each interpolated boundary is within one register step of the truth
         tolerance = 2 * ENERGY_RESOLUTION_KWH * meters
         _, platform_records = platform.store.counts()
+        allocation = allocate(ActivityRecord.model_validate(r) for r in platform.store.records())
         return DemoSummary(
             meters=meters,
             duration_s=round(time.monotonic() - started, 1),
@@ -247,5 +284,13 @@ async def run_demo(
             difference_kwh=str(diff),
             resolution_kwh=str(ENERGY_RESOLUTION_KWH),
             totals_match=abs(diff) <= tolerance,
+            products={
+                f"{p.line}/{p.product}": {
+                    "units": str(p.output),
+                    "kwh": str(p.energy.get(KWH, Decimal(0))),
+                    "kwh_per_unit": per_unit(p.per_unit(KWH)),
+                }
+                for p in allocation.products
+            },
             workdir=str(workdir),
         )

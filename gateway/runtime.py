@@ -127,7 +127,7 @@ class Gateway:
             status.poll = collector.stats
             try:
                 async for readings in collector.stream():
-                    self._pending.extend(readings)
+                    self.submit(readings)
                     self._note(status, readings)
             except asyncio.CancelledError:
                 raise
@@ -135,6 +135,12 @@ class Gateway:
                 status.restarts += 1
                 log.exception("collector of meter %s failed; restarting in 5 s", meter.id)
                 await asyncio.sleep(5)
+
+    def submit(self, readings: list[Reading]) -> None:
+        """Take readings for the store (committed within `commit_interval_s`): a collector's
+        poll cycle, or older readings a device delivers late (a backfill after an outage),
+        which then revise the sealed periods they belong to."""
+        self._pending.extend(readings)
 
     @staticmethod
     def _note(status: MeterStatus, readings: list[Reading]) -> None:

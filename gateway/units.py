@@ -20,7 +20,7 @@ import pint
 @functools.cache
 def registry() -> pint.UnitRegistry[Decimal]:
     ureg: pint.UnitRegistry[Decimal] = pint.UnitRegistry(non_int_type=Decimal)
-    ureg.define("kgce = 29307 * kJ = kgce")
+    ureg.define("kilogram_coal_equivalent = 29307 * kJ = kgce")
     ureg.define("tce = 1000 * kgce")
     ureg.define("Nm3 = [normal_volume]")
     ureg.define("var = [reactive_power] = VAR")  # reactive power: not interchangeable with W

@@ -178,6 +178,12 @@ class SimMeter:
             return float(self.status_word())
         return 0.0  # export energies, volumes the simulated meter does not measure
 
+    def units(self, name: str, t: float) -> float:
+        """A production counter of the meter's line (tanji-sim `units_a`, `units_b`)."""
+        at = self.faults.frozen_at if self.faults.frozen_at is not None else t
+        rate = self.rated_kw / (200 if name.endswith("_b") else 100)
+        return 1000 + rate * (at - self.t0)
+
     def status_word(self) -> int:
         f = self.faults
         word = int(f.active) | (f.frozen_at is not None) << 1
@@ -185,7 +191,12 @@ class SimMeter:
 
     def words(self, point: ModbusPoint, t: float) -> list[int]:
         """The registers `point` reads at t, encoded as the profile says."""
-        v = (self.value(point.quantity, t) - float(point.offset)) / float(point.scale)
+        true = (
+            self.units(point.name, t)
+            if point.quantity is Quantity.PRODUCTION_COUNT
+            else self.value(point.quantity, t)
+        )
+        v = (true - float(point.offset)) / float(point.scale)
         if point.data_type.startswith("float"):
             return encode(v, point.data_type, point.word_order)
         bits = UNSIGNED_BITS.get(point.data_type)

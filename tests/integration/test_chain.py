@@ -57,3 +57,101 @@ def test_tanji_demo_command_prints_json_summary(tmp_path: Path):
     assert summary["batches_acked"] >= 1
     assert summary["totals_match"] is True
     assert (tmp_path / "site.toml").exists()
+
+
+async def test_energy_per_product_through_the_chain(tmp_path: Path, mosquitto: Mosquitto):
+    """Production counters read over Modbus reach the platform as records of their product;
+    a line's energy (its meters' fractions) is split between its products by output."""
+    from gateway.allocation import allocate
+    from gateway.models import ActivityRecord
+    from simulators.platform import PlatformStore
+
+    summary = await run_demo(
+        tmp_path, meters=3, interval_s=2, duration_s=9, broker_port=mosquitto.port
+    )
+    assert summary.totals_match, summary
+    assert set(summary.products) == {"line-1/cell-a", "line-1/cell-b", "line-2/module-x"}
+    a, b = (Decimal(summary.products[f"line-1/cell-{x}"]["units"]) for x in "ab")
+    assert a > 0
+    assert abs(a - 2 * b) <= 2  # the simulator makes A twice as fast as B, counters floor
+    records = [
+        ActivityRecord.model_validate(r) for r in PlatformStore(tmp_path / "platform.db").records()
+    ]
+    counted = {r.product for r in records if r.product}
+    assert counted == {"cell-a", "cell-b", "module-x"}
+    energy = {
+        m: sum(r.quantity for r in records if r.meter_id == m and r.point == "active_energy_import")
+        for m in ("M1", "M2", "M3")
+    }
+    kwh = ("electricity", "kWh")
+    result = allocate(records)
+    lines = {x.line: x for x in result.lines}
+    assert lines["line-1"].energy[kwh] == energy["M1"] + energy["M3"] / 2
+    assert lines["line-2"].energy[kwh] == energy["M2"] + energy["M3"] / 2
+    on_line_1 = sum(p.energy.get(kwh, 0) for p in result.products if p.line == "line-1")
+    assert on_line_1 + lines["line-1"].idle.get(kwh, 0) == lines["line-1"].energy[kwh]
+
+
+async def test_a_backfilled_reading_reaches_the_platform_as_a_revision(
+    tmp_path: Path, mosquitto: Mosquitto
+):
+    """A reading delivered late (inside a period already sealed and acknowledged) makes a new
+    revision of that period's record, which the platform takes as superseding the first;
+    the totals still equal the simulator's counter."""
+    from gateway.models import PointKind, Quality, Quantity, Reading
+    from gateway.periods import datetime_to_ns
+
+    injected: list[Reading] = []
+
+    def backfill(parts) -> None:
+        sealed = [
+            r
+            for r in parts.platform.store.records()
+            if r["meter_id"] == "M1" and r["point"] == "active_energy_import"
+        ]
+        if injected or not sealed:
+            return
+        from datetime import datetime
+
+        t_ns = datetime_to_ns(datetime.fromisoformat(sealed[0]["period_start"])) + 500_000_000
+        (meter,) = [m for m in parts.fleet.meters if m.index == 0]
+        value = meter.counter_kwh_at(t_ns / 1e9)
+        raw = int(value * 100).to_bytes(4, "big")
+        injected.append(
+            Reading.trusted(
+                "M1",
+                "active_energy_import",
+                Quantity.ACTIVE_ENERGY_IMPORT,
+                PointKind.COUNTER,
+                "kWh",
+                t_ns,
+                raw,
+                value,
+                Quality.good(),
+            )
+        )
+        parts.gateway.submit(injected)
+
+    summary = await run_demo(
+        tmp_path,
+        meters=1,
+        interval_s=2,
+        duration_s=12,
+        on_tick=backfill,
+        broker_port=mosquitto.port,
+    )
+    assert injected
+    assert summary.totals_match, summary
+    assert summary.batches_pending == 0
+    from simulators.platform import PlatformStore
+
+    platform = PlatformStore(tmp_path / "platform.db")
+    every = platform.records(revisions=True)
+    revised = [r for r in every if r["revision"] == 1]
+    assert len(revised) == 1  # the period holding the late reading (its neighbours unchanged)
+    first = next(r for r in every if r["record_id"] == revised[0]["supersedes"])
+    assert first["revision"] == 0
+    assert revised[0]["reading_count"] == first["reading_count"] + 1
+    latest = platform.records()
+    assert len(latest) == len(every) - 1
+    assert revised[0] in latest

@@ -99,16 +99,16 @@ async def test_block_reads_send_the_planned_requests_only(transport):
         readings = await collector.poll_once()  # type: ignore[attr-defined]
         sent = fleet.meters[0].requests - before
     plan = collector.requests  # type: ignore[attr-defined]
-    # 25 points in 4 requests: coil 0, discrete inputs 0-1, registers 0-8 and 10-40 (9 is
+    # 27 points in 4 requests: coil 0, discrete inputs 0-1, registers 0-8 and 10-44 (9 is
     # unmapped)
     assert [r.describe() for r in plan] == [
         "FC1 0..0 (1 bits, 1 point)",
         "FC2 0..1 (2 bits, 2 points)",
         "FC3 0..8 (9 registers, 6 points)",
-        "FC3 10..40 (31 registers, 16 points)",
+        "FC3 10..44 (35 registers, 18 points)",
     ]
     assert sent == 4
-    assert len(readings) == 25
+    assert len(readings) == 27
 
 
 async def test_an_unmapped_register_splits_the_request_and_nothing_is_lost():
@@ -121,5 +121,5 @@ async def test_an_unmapped_register_splits_the_request_and_nothing_is_lost():
     assert collector.stats.exceptions == {"modbus-exception-illegal-address": 1}  # type: ignore[attr-defined]
     assert [r.describe() for r in collector.requests][2:] == [  # type: ignore[attr-defined]
         "FC3 0..8 (9 registers, 6 points)",
-        "FC3 10..40 (31 registers, 16 points)",
+        "FC3 10..44 (35 registers, 18 points)",
     ]

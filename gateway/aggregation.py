@@ -272,7 +272,7 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
         coverage=covered_ns / (e_ns - s_ns),
         flags=tuple(sorted(flags)),
         calibration_certificate=calibration.certificate_no if calibration else None,
-        readings_root=root_of(chain),
+        readings_root=root_of(chain, without_numbers=True),  # a Reading's JSON has none
         tce=conversions.tce if conversions else None,
         co2e_t=conversions.co2e_t if conversions else None,
         factors=conversions.factors if conversions else (),

@@ -198,6 +198,7 @@ class Reading(Frozen):
         raw: bytes,
         value: Decimal | None,
         quality: Quality,
+        source_ts_ns: int | None = None,
     ) -> Reading:
         """A Reading from values that are already of the field types (a collector's decoded
         value, its validated point configuration, the clock), without validating them again.
@@ -219,13 +220,14 @@ class Reading(Frozen):
                 "kind": kind,
                 "unit": unit,
                 "ts_ns": ts_ns,
-                "source_ts_ns": None,
+                "source_ts_ns": source_ts_ns,
                 "raw": raw,
                 "value": value,
                 "quality": quality,
             },
         )
-        _set(r, "__pydantic_fields_set__", _TRUSTED_FIELDS)  # shared: frozen models never add
+        # shared sets: frozen models never add to them
+        _set(r, "__pydantic_fields_set__", _TRUSTED_FIELDS if source_ts_ns is None else _ALL)
         _set(r, "__pydantic_extra__", None)
         _set(r, "__pydantic_private__", None)
         return r
@@ -233,7 +235,8 @@ class Reading(Frozen):
 
 _new = object.__new__
 _set = object.__setattr__
-_TRUSTED_FIELDS = set(Reading.model_fields) - {"source_ts_ns"}
+_ALL = set(Reading.model_fields)
+_TRUSTED_FIELDS = _ALL - {"source_ts_ns"}
 
 
 # --- meters and their metrology ----------------------------------------------------------------

@@ -108,19 +108,26 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+_GOOD = Quality.good()
+
+
 def _reading_from_row(row: tuple[Any, ...]) -> Reading:
+    """A stored reading (validated when it was written; the enums and the decimal are parsed
+    again, so a damaged row still fails loudly)."""
     meter_id, point, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason = row
-    return Reading(
-        meter_id=str(meter_id),
-        point=str(point),
-        quantity=Quantity(quantity),
-        kind=PointKind(kind),
-        unit=str(unit),
-        ts_ns=int(ts_ns),
-        source_ts_ns=int(source_ts_ns) if source_ts_ns is not None else None,
-        raw=bytes(raw),
-        value=Decimal(str(value)) if value is not None else None,
-        quality=Quality(status=QualityStatus(quality), reason=reason),
+    return Reading.trusted(
+        str(meter_id),
+        str(point),
+        Quantity(quantity),
+        PointKind(kind),
+        str(unit),
+        int(ts_ns),
+        bytes(raw),
+        Decimal(str(value)) if value is not None else None,
+        _GOOD
+        if quality == "good" and reason is None
+        else Quality(status=QualityStatus(quality), reason=reason),
+        int(source_ts_ns) if source_ts_ns is not None else None,
     )
 
 

@@ -297,22 +297,30 @@ def check_devices(devices: Sequence[tuple[str, DeviceSpec]]) -> list[str]:
     for members in by_link.values():
         first_id, first = members[0]
         link_fields = _link_fields(first)
-        units: dict[int, str] = {}
+        units: dict[int, list[str]] = {}
+        differing: list[str] = []
+        other: dict[str, object] = {}
         for meter_id, d in members:
-            unit = d.connection.unit_id
-            if unit in units:
-                problems.append(
-                    f"meters {units[unit]!r} and {meter_id!r} are the same unit id {unit} on"
-                    f" {_where(d)}"
-                )
-            units.setdefault(unit, meter_id)
+            units.setdefault(d.connection.unit_id, []).append(meter_id)
             if _link_fields(d) != link_fields:
-                problems.append(
-                    f"meter {meter_id!r} shares {_where(d)} with {first_id!r} but sets it up"
-                    f" differently ({_link_fields(d)} vs {link_fields}); a shared line has one"
-                    " setting"
-                )
+                differing.append(meter_id)
+                other = other or _link_fields(d)
+        where = _where(first)
+        for unit, ids in units.items():
+            if len(ids) > 1:
+                problems.append(f"meters {_some(ids)} all use unit id {unit} on {where}")
+        if differing:
+            problems.append(
+                f"meter(s) {_some(differing)} share {where} with {first_id!r} but set it up"
+                f" differently ({other} vs {link_fields}); a shared line has one setting"
+            )
     return problems
+
+
+def _some(ids: Sequence[str], shown: int = 3) -> str:
+    """'a', 'b', 'c' and 7 more: a problem stays one readable line however many meters."""
+    names = ", ".join(repr(i) for i in ids[:shown])
+    return names + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 def _link_fields(d: AnyModbusDevice) -> dict[str, object]:

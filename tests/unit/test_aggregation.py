@@ -191,41 +191,6 @@ def test_record_id_is_stable_and_readings_root_tracks_content():
     assert run(tampered, 0, 2).readings_root != a.readings_root
 
 
-@given(
-    steps=st.lists(
-        st.tuples(st.integers(1, 4000), st.integers(0, 30_000)), min_size=1, max_size=60
-    ),
-    cuts=st.lists(st.integers(1, 400), max_size=12),
-    gap_s=st.sampled_from([0.5, 3.0, 10.0]),
-)
-def test_sum_over_periods_equals_counter_advance_and_no_period_gains_energy(steps, cuts, gap_s):
-    """Nothing lost, nothing counted twice, however periods cut the readings, whatever the
-    gaps: interpolated boundaries telescope, and a period never gets more than the steps
-    that cross it nor less than zero. The 16-bit register (modulus 655.36 kWh) rolls over."""
-    point = POINT.model_copy(update={"data_type": "uint16"})
-    modulus = point.counter_modulus()
-    t_ms, true, rs = 250, 0, [reading(0.25, "0.00")]
-    for dt_ms, step in steps:  # steps below half the modulus: rollovers are recognisable
-        t_ms += dt_ms
-        true += step
-        rs.append(reading(t_ms / 1000, str(Decimal(true % 65536) / 100)))
-    bounds = sorted({0, *[c for c in cuts if c < t_ms / 1000], int(t_ms / 1000) + 1})
-    records = [run(rs, a, b, gap_s=gap_s, point=point) for a, b in itertools.pairwise(bounds)]
-    assert sum(r.quantity for r in records) == Decimal(true) / 100
-    for (a, b), rec in zip(itertools.pairwise(bounds), records, strict=True):
-        assert rec.quantity >= 0
-        crossing = [
-            (x, y)
-            for x, y in itertools.pairwise(rs)
-            if x.ts_ns < T0 + b * NS and y.ts_ns > T0 + a * NS
-        ]
-        assert rec.quantity <= sum(
-            ((y.value - x.value + modulus) % modulus for x, y in crossing), 0
-        )
-    for left, right in itertools.pairwise(records):  # shared boundaries agree
-        assert left.end == right.start
-
-
 def at(t_s: float) -> datetime:
     return ns_to_datetime(T0 + int(t_s * NS), SH)
 
@@ -260,56 +225,64 @@ def test_steps_beyond_rated_power_are_flagged_and_not_counted():
     assert ActivityFlag.IMPLAUSIBLE_STEP in record.flags
 
 
+MOD = 65536  # a 16-bit register of 0.01 kWh rolls over at 655.36 kWh
+
+
 @given(
-    before=st.lists(st.integers(0, 500), min_size=1, max_size=20),
-    after=st.lists(st.integers(0, 500), min_size=1, max_size=20),
-    tail=st.integers(0, 500),
-    initial=st.integers(0, 10_000),
-    cuts=st.lists(st.integers(1, 40), max_size=6),
+    steps=st.lists(
+        st.tuples(st.integers(1, 4000), st.integers(0, 30_000)), min_size=1, max_size=60
+    ),
+    exchange=st.none() | st.tuples(st.integers(0, 59), st.integers(0, MOD), st.integers(0, MOD)),
+    cuts=st.lists(st.integers(1, 250), max_size=12),
+    gap_s=st.sampled_from([0.5, 3.0, 10.0]),
 )
-def test_sum_over_periods_across_a_replacement_equals_both_meters_advance(
-    before, after, tail, initial, cuts
+def test_sum_over_periods_equals_counter_advance_and_no_period_gains_energy(
+    steps, exchange, cuts, gap_s
 ):
-    """Old meter's advance up to its final reading plus the new one's from its initial."""
-    value, rs, t = 50_000, [reading(0.25, "500.00")], 0
-    for step in before:
-        t += 1
-        value += step
-        rs.append(reading(t + 0.25, str(Decimal(value) / 100)))
-    old_final = value + tail  # advanced further before the exchange, unread
-    exchange = t + 0.5
-    new = initial
-    for step in after:
-        t += 1
-        new += step
-        rs.append(reading(t + 0.25, str(Decimal(new) / 100)))
-    meter = METER.model_copy(
-        update={
-            "replacements": (
+    """For any readings of a counter that rolls over, with gaps and a meter exchange, however
+    periods cut them: the periods sum exactly to the energy the meters measured (nothing lost
+    or counted twice: interpolated boundaries telescope), no period gets less than zero or more
+    than the steps crossing it (interpolation never creates energy), and neighbours agree on
+    their shared boundary. Steps stay below half the register's range, so every rollover is
+    recognisable; an exchange happens at a reading, with `tail` advanced unread on the old
+    meter and the new one starting from `initial`."""
+    point = POINT.model_copy(update={"data_type": "uint16"})
+    where = exchange[0] % len(steps) if exchange else None
+    t_ms, register, energy = 250, 0, [0]  # energy: what the meters measured, cumulative
+    rs = [reading(0.25, "0.00")]
+    replacements = []
+    for i, (dt_ms, step) in enumerate(steps):
+        t_ms += dt_ms
+        if i == where:
+            assert exchange is not None
+            tail = min(exchange[1], MOD - 1 - register)  # the old meter does not wrap unread
+            initial = exchange[2] % MOD
+            step = min(step, MOD - 1 - initial)  # nor the new one before its first reading
+            replacements.append(
                 MeterReplacement(
-                    at=at(exchange),
-                    old_final=Decimal(old_final) / 100,
+                    at=at(t_ms / 1000),
+                    old_final=Decimal(register + tail) / 100,
                     new_initial=Decimal(initial) / 100,
-                ),
+                )
             )
-        }
-    )
-    bounds = sorted({0, *[c for c in cuts if c < t], t + 1})
-    total = sum(run(rs, a, b, meter).quantity for a, b in itertools.pairwise(bounds))
-    assert total == Decimal(old_final - 50_000 + new - initial) / 100
-
-
-def test_readings_at_the_exchange_belong_to_the_new_meter_and_exchanges_chain():
-    two = METER.model_copy(
-        update={
-            "replacements": (
-                MeterReplacement(at=at(60), old_final=Decimal("3.00"), new_initial=Decimal("1.00")),
-                MeterReplacement(at=at(30), old_final=Decimal("100.50"), new_initial=Decimal("0")),
-            )
-        }
-    )
-    # 100.00 -> (old 100.50 | new 0 .. 3.00 | newer 1.00) -> 1.20 read exactly at 60 s
-    record = run([reading(10, "100.00"), reading(60, "1.20")], 0, 120, two)
-    assert record.quantity == Decimal("0.50") + Decimal("3.00") + Decimal("0.20")
-    assert ActivityFlag.METER_REPLACED in record.flags
-    assert ActivityFlag.COUNTER_BACKWARDS not in record.flags
+            energy.append(energy[-1] + tail + step)
+            register = initial + step
+        else:
+            energy.append(energy[-1] + step)
+            register = (register + step) % MOD
+        rs.append(reading(t_ms / 1000, str(Decimal(register) / 100)))
+    meter = METER.model_copy(update={"replacements": tuple(replacements)})
+    bounds = sorted({0, *[c for c in cuts if c < t_ms / 1000], int(t_ms / 1000) + 1})
+    records = [
+        run(rs, a, b, meter, gap_s=gap_s, point=point) for a, b in itertools.pairwise(bounds)
+    ]
+    assert sum(r.quantity for r in records) == Decimal(energy[-1]) / 100
+    for (a, b), rec in zip(itertools.pairwise(bounds), records, strict=True):
+        crossing = [
+            energy[i + 1] - energy[i]
+            for i, (x, y) in enumerate(itertools.pairwise(rs))
+            if x.ts_ns < T0 + b * NS and y.ts_ns > T0 + a * NS
+        ]
+        assert 0 <= rec.quantity <= Decimal(sum(crossing)) / 100
+    for left, right in itertools.pairwise(records):
+        assert left.end == right.start

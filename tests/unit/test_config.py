@@ -225,3 +225,23 @@ def test_a_replacement_must_name_a_point_of_its_meter():
         "meter 'L1-MAIN': replacement at 2026-11-20T10:00:00+08:00 names point 'energy', which"
         " the meter does not have (active_energy_import, active_power)"
     ]
+
+
+def test_meters_sharing_a_unit_id_make_one_readable_problem():
+    data = example()
+    meter = data["meters"][0]
+    data["meters"] = [{**meter, "id": f"M{i}"} for i in range(50)]
+    found = problems(data)
+    assert found == ["meters 'M0', 'M1', 'M2' and 47 more all use unit id 1 on 127.0.0.1:5020"], (
+        found
+    )
+
+
+def test_a_shared_line_has_one_setting():
+    data = example()
+    meter = data["meters"][0]
+    slow = {**meter["connection"], "unit_id": 2, "backoff_max_s": 99.0}
+    data["meters"] = [meter, {**meter, "id": "M2", "connection": slow}]
+    (found,) = problems(data)
+    assert found.startswith("meter(s) 'M2' share 127.0.0.1:5020 with 'L1-MAIN' but set it up")
+    assert "'backoff_max_s': 99.0" in found

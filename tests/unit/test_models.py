@@ -22,8 +22,10 @@ FIELDS = {
 }
 
 
-def test_trusted_equals_validated_and_serialises_the_same():
-    fast, checked = Reading.trusted(**FIELDS), Reading(**FIELDS)
+@pytest.mark.parametrize("source_ts_ns", [None, 1_764_000_000_000_000_000])
+def test_trusted_equals_validated_and_serialises_the_same(source_ts_ns):
+    extra = {} if source_ts_ns is None else {"source_ts_ns": source_ts_ns}
+    fast, checked = Reading.trusted(**FIELDS, **extra), Reading(**FIELDS, **extra)
     assert fast == checked
     assert hash(fast) == hash(checked)
     assert fast.model_dump() == checked.model_dump()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 from gateway.evidence import content_id, root_of
@@ -37,6 +37,8 @@ from gateway.models import (
     Reading,
 )
 from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
+
+EXACT = Context(prec=200)  # digits enough that no sum or difference of readings rounds
 
 # quantities that are energy or resources consumed: only these get tce and CO2 (exported
 # electricity, reactive energy and production counts do not add to a footprint)
@@ -63,7 +65,7 @@ class PeriodInput:
     end_ns: int
     previous: Reading | None  # last good reading before start_ns
     readings: Sequence[Reading]  # all readings with start_ns <= ts < end_ns, oldest first
-    following: Reading | None  # first good reading at or after end_ns
+    following: Sequence[Reading]  # the good readings at the first timestamp >= end_ns
     gap_limit_ns: int
     tz: ZoneInfo
     factors: FactorSet | None = None  # tce and CO2e, when the site uses them
@@ -122,8 +124,7 @@ class Step:
             return self.d
         if self.gap or t <= a_ts:
             return Decimal(0)
-        with localcontext() as ctx:
-            ctx.prec = 60
+        with localcontext(EXACT):
             exact = self.d * (t - a_ts) / (b_ts - a_ts)
             exponent = self.d.as_tuple().exponent
             assert isinstance(exponent, int)  # d is finite
@@ -212,9 +213,14 @@ def boundary(
 
 
 def aggregate(p: PeriodInput) -> ActivityRecord:
+    with localcontext(EXACT):  # register values (float64 ones have ~27 digits) add exactly
+        return _aggregate(p)
+
+
+def _aggregate(p: PeriodInput) -> ActivityRecord:
     good = [r for r in p.readings if r.quality.status is QualityStatus.GOOD and r.value is not None]
     bad_count = sum(1 for r in p.readings if r.quality.status is QualityStatus.BAD)
-    chain = [x for x in (p.previous, *good, p.following) if x is not None]
+    chain = [x for x in (p.previous, *good, *p.following) if x is not None]
     stepped = steps(chain, p.meter, p.point, p.gap_limit_ns)
     s_ns, e_ns = p.start_ns, p.end_ns
 

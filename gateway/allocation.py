@@ -15,12 +15,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 from gateway.aggregation import CONSUMED
 from gateway.models import ActivityRecord, Quantity
 
 Energy = dict[tuple[str, str], Decimal]  # (carrier, unit) -> quantity
+EXACT = Context(prec=200)  # far more digits than any register and fraction multiply to
 
 
 def _add(into: Energy, key: tuple[str, str], value: Decimal) -> None:
@@ -62,18 +63,24 @@ def split(energy: Decimal, outputs: dict[str, Decimal]) -> dict[str, Decimal]:
     """`energy` in proportion to `outputs` (all > 0), summing exactly to `energy`."""
     exponent = energy.as_tuple().exponent
     quantum = Decimal((0, (1,), (exponent if isinstance(exponent, int) else 0) - 3))
-    total = sum(outputs.values(), Decimal(0))
-    names = sorted(outputs)
-    shares = {
-        p: (energy * outputs[p] / total).quantize(quantum, ROUND_HALF_EVEN) for p in names[:-1]
-    }
-    shares[names[-1]] = energy - sum(shares.values(), Decimal(0))
+    with localcontext(EXACT):
+        total = sum(outputs.values(), Decimal(0))
+        names = sorted(outputs)
+        shares = {
+            p: (energy * outputs[p] / total).quantize(quantum, ROUND_HALF_EVEN) for p in names[:-1]
+        }
+        shares[names[-1]] = energy - sum(shares.values(), Decimal(0))
     return shares
 
 
 def allocate(latest: Iterable[ActivityRecord]) -> Allocation:
     """Energy per line and product from the latest revision of each record (see
     gateway.report.latest_revisions); records of all meters must share one interval."""
+    with localcontext(EXACT):  # products of fractions and sums stay exact
+        return _allocate(latest)
+
+
+def _allocate(latest: Iterable[ActivityRecord]) -> Allocation:
     energy: dict[tuple[datetime, str], Energy] = defaultdict(dict)
     output: dict[tuple[datetime, str], dict[str, Decimal]] = defaultdict(dict)
     for r in latest:

@@ -30,7 +30,7 @@ from gateway.models import (
     MeterReplacement,
     PointSpec,
 )
-from gateway.periods import Interval
+from gateway.periods import Interval, fixed_offset_problem
 from gateway.uscc import uscc_problem
 
 
@@ -162,9 +162,12 @@ class AggregationConfig(Frozen):
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         try:
-            ZoneInfo(v)
+            zone = ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {v!r}") from None
+        problem = fixed_offset_problem(zone)
+        if problem:
+            raise ValueError(problem)
         return v
 
 

@@ -3,8 +3,8 @@
 Pure functions. An `Interval` is a fixed length that divides a day (15 min, hour, day, or a
 number of seconds) or a calendar month; its periods start at local midnight in the site's zone
 (Asia/Shanghai by default), so a 15-minute, daily or monthly period starts where a Chinese
-operator expects it. Days and months are calendar periods, correct in zones with daylight
-saving too.
+operator expects it. The zone must keep one UTC offset (`fixed_offset_problem`): where clocks
+change, local periods would repeat or skip an hour and a day would not be 24 hours.
 """
 
 from __future__ import annotations
@@ -36,6 +36,19 @@ def period_start_ns(ts_ns: int, interval_s: int, tz: ZoneInfo) -> int:
     offset_ns = int(offset.total_seconds()) * NS if offset else 0
     local = ts_ns + offset_ns
     return local - local % (interval_s * NS) - offset_ns
+
+
+def fixed_offset_problem(tz: ZoneInfo, around: datetime | None = None) -> str | None:
+    """Why periods cannot be aligned in `tz` (its UTC offset changes within two years of
+    `around`, default now), or None."""
+    centre = around or datetime.now(UTC)
+    offsets = {(centre + timedelta(days=d)).astimezone(tz).utcoffset() for d in range(-730, 731, 7)}
+    if len(offsets) > 1:
+        return (
+            f"{tz.key} changes its UTC offset (daylight saving), so local periods would repeat"
+            " or skip an hour; use a zone with one offset, e.g. Asia/Shanghai or Etc/GMT-8"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,6 @@ class Interval:
 
     def divides(self, other: Interval) -> bool:
         """Whether every period of `other` is a whole number of this interval's periods."""
-        if other.seconds is None:
-            return self.seconds is not None and DAY_S % self.seconds == 0
-        return self.seconds is not None and other.seconds % self.seconds == 0
+        if self.seconds is None:
+            return other.seconds is None
+        return (other.seconds or DAY_S) % self.seconds == 0

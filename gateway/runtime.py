@@ -28,7 +28,7 @@ from gateway.config import MeterConfig, SiteConfig
 from gateway.factors import FactorSet
 from gateway.mirror import Mirror
 from gateway.models import ActivityRecord, PointKind, PointSpec, Reading
-from gateway.periods import NS, ns_to_datetime
+from gateway.periods import NS, Interval, datetime_to_ns, ns_to_datetime
 from gateway.store import EvictionResult, Store, transaction
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class Gateway:
         self.disk = EvictionResult(0, 0, over_cap=False)
         self.records_created = 0
         self.records_revised = 0
+        self.readings_set_aside = 0  # late readings for evicted periods (kept, not used)
+        self.aggregation_failures = 0
         self._pending: list[Reading] = []
         self._aggregating = asyncio.Lock()
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
@@ -175,6 +177,8 @@ class Gateway:
             "store_over_cap": self.disk.over_cap,
             "records_created": self.records_created,
             "records_revised": self.records_revised,
+            "readings_set_aside": self.readings_set_aside,
+            "aggregation_failures": self.aggregation_failures,
             "meters": {
                 meter_id: {
                     "readings": st.readings,
@@ -261,7 +265,11 @@ class Gateway:
         period = self.config.aggregation.period.seconds or 900
         while True:
             await asyncio.sleep(min(5.0, max(0.5, period / 4)))
-            await self.aggregate_due()
+            try:
+                await self.aggregate_due()
+            except Exception:  # e.g. the disk is full: the readings are safe, try again
+                self.aggregation_failures += 1
+                log.exception("aggregation pass failed; trying again in the next pass")
 
     async def aggregate_due(self, final: bool = False) -> list[ActivityRecord]:
         """Seal every period that ended more than `grace_s` ago into records and the outbox,
@@ -277,11 +285,12 @@ class Gateway:
             await self.flush()
             now = self._clock()
             horizon = now - int(self.config.aggregation.grace_s * NS)
-            cursor, up_to, earliest = await self._db(self._new_readings)
+            new = await self._db(self._new_readings)
+            cursor, up_to, _ = new
             records: list[ActivityRecord] = []
             for meter in self.config.meters:
                 records += await self._db(
-                    functools.partial(self._meter_records, meter, earliest, horizon, final)
+                    functools.partial(self._meter_records, meter, new, horizon, final)
                 )
             if records or up_to != cursor:
                 await self._db(lambda: self._enqueue(records, up_to, now))
@@ -302,10 +311,11 @@ class Gateway:
     def _meter_records(
         self,
         meter: MeterConfig,
-        earliest: dict[tuple[str, str], int],
+        new: tuple[int | None, int, dict[tuple[str, str], int]],
         horizon: int,
         final: bool,
     ) -> list[ActivityRecord]:
+        cursor, up_to, earliest = new
         periods = _PointPeriods(self, meter)
         records: list[ActivityRecord] = []
         for point in meter.points:
@@ -313,8 +323,8 @@ class Gateway:
                 continue
             sealed_end = self.store.last_period_end_ns(meter.id, point.name)
             late = earliest.get((meter.id, point.name))
-            if sealed_end is not None and late is not None:
-                records += periods.revise(point, late, sealed_end)
+            if sealed_end is not None and late is not None and cursor is not None:
+                records += periods.revise(point, late, sealed_end, cursor, up_to)
             records += periods.seal(point, sealed_end, horizon, final)
         return records
 
@@ -372,7 +382,7 @@ class _PointPeriods:
         self.gap_limit_ns = int((agg.gap_limit_s or 3 * meter.connection.poll_interval_s) * NS)
 
     def record(
-        self, point: PointSpec, start: int, end: int, following: Reading | None
+        self, point: PointSpec, start: int, end: int, interval: Interval | None = None
     ) -> ActivityRecord:
         m, name = self.meter.id, point.name
         return aggregate(
@@ -381,12 +391,12 @@ class _PointPeriods:
                 gateway_id=self.gw.config.gateway_id,
                 meter=self.meter,
                 point=point,
-                interval=self.interval,
+                interval=interval or self.interval,
                 start_ns=start,
                 end_ns=end,
                 previous=self.store.last_good_before(m, name, start),
                 readings=self.store.readings(m, name, start, end),
-                following=following,
+                following=self.store.following(m, name, end),
                 gap_limit_ns=self.gap_limit_ns,
                 tz=self.tz,
                 factors=self.gw.factors,
@@ -396,7 +406,9 @@ class _PointPeriods:
     def seal(
         self, point: PointSpec, sealed_end: int | None, horizon: int, final: bool
     ) -> list[ActivityRecord]:
-        """Records of the periods after `sealed_end` that are complete by `horizon`."""
+        """Records of the periods after `sealed_end` that are complete by `horizon`. After a
+        change of `[aggregation] interval` the first one runs from the last sealed end to the
+        next boundary of the new interval."""
         start = sealed_end
         if start is None:
             first = self.store.first_reading_ns(self.meter.id, point.name)
@@ -404,46 +416,62 @@ class _PointPeriods:
                 return []
             start = self.interval.start(first, self.tz)
         out = []
-        while (end := self.interval.end(start, self.tz)) <= horizon:
-            following = self.store.first_good_from(self.meter.id, point.name, end)
-            if following is None and end + self.gap_limit_ns > horizon and not final:
+        while (end := self.interval.end(self.interval.start(start, self.tz), self.tz)) <= horizon:
+            known = self.store.following(self.meter.id, point.name, end)
+            if not known and end + self.gap_limit_ns > horizon and not final:
                 break  # the value at `end` is not known yet
-            out.append(self.record(point, start, end, following))
+            out.append(self.record(point, start, end))
             start = end
         return out
 
-    def revise(self, point: PointSpec, late_ns: int, sealed_end: int) -> list[ActivityRecord]:
-        """New revisions of sealed periods that readings stored since the last pass (the
-        earliest at `late_ns`) changed; records of periods before the first one sealed."""
+    def revise(
+        self, point: PointSpec, late_ns: int, sealed_end: int, after_id: int, up_to_id: int
+    ) -> list[ActivityRecord]:
+        """New revisions of the sealed periods that the readings stored in (after_id,
+        up_to_id] (the earliest at `late_ns`) changed, recomputed over each period's own span;
+        new records for periods before the first one sealed."""
         m, name = self.meter.id, point.name
         if late_ns >= sealed_end + self.gap_limit_ns:
             return []  # too late in time to reach a sealed period's end value
         before = self.store.last_good_before(m, name, late_ns)
         if before is not None and before.ts_ns >= sealed_end:
             return []  # the sealed periods' readings and end values are unchanged
-        lo = self.interval.start(before.ts_ns if before else late_ns, self.tz)
+        anchor = before.ts_ns if before is not None else late_ns
+        sealed = self.store.sealed_after(m, name, anchor)
+        first = datetime_to_ns(sealed[0].period_start) if sealed else sealed_end
+        spans: list[tuple[int, int, ActivityRecord | None]] = []
+        start = self.interval.start(anchor, self.tz)
+        while start < first:  # periods older than any record (readings older than all)
+            end = min(self.interval.end(start, self.tz), first)
+            spans.append((start, end, None))
+            start = end
+        spans += [(datetime_to_ns(r.period_start), datetime_to_ns(r.period_end), r) for r in sealed]
+        if not spans:
+            return []
         evicted = self.store.evicted_before(m, name)
-        opening = self.store.last_good_before(m, name, lo)
-        if evicted and (lo < evicted or opening is None or opening.ts_ns < evicted):
-            # the periods these readings change lost readings to eviction: recomputing them
-            # would be wrong, and revising only the later ones would break the sums
-            log.warning(
-                "meter %s point %s: readings arrived for periods whose readings were evicted"
-                " (from %s); not revised",
+        opening = self.store.last_good_before(m, name, spans[0][0])
+        if evicted and (spans[0][0] < evicted or opening is None or opening.ts_ns < evicted):
+            # those periods lost readings to eviction: recomputing them would be wrong, and
+            # revising only the later ones would break the sums; the late readings are kept
+            # as evidence but set aside, so later periods do not use them either
+            old_following = self.store.following(m, name, sealed_end, up_to_id=after_id)
+            until = old_following[0].ts_ns if old_following else sealed_end + self.gap_limit_ns
+            n = self.store.set_aside(m, name, after_id, up_to_id, until, "late-for-evicted-period")
+            self.gw.readings_set_aside += n
+            log.error(
+                "meter %s point %s: %d reading(s) arrived for periods whose readings were"
+                " evicted (from %s); kept in the store, not aggregated",
                 m,
                 name,
-                ns_to_datetime(lo, self.tz).isoformat(),
+                n,
+                ns_to_datetime(spans[0][0], self.tz).isoformat(),
             )
             return []
-        latest = self.store.latest_records(m, name, lo, sealed_end)
         out = []
-        start = lo
-        while start < sealed_end:
-            end = self.interval.end(start, self.tz)
-            new = self.record(point, start, end, self.store.first_good_from(m, name, end))
-            old = latest.get(start)
+        for start, end, old in spans:
+            interval = Interval.parse(old.interval) if old is not None else self.interval
+            new = self.record(point, start, end, interval)
             revised = new if old is None else revise(new, old)
             if revised is not None:
                 out.append(revised)
-            start = end
         return out

@@ -42,6 +42,13 @@ CREATE TABLE IF NOT EXISTS cursors (  -- how far a reader of new readings got: t
 )
 """,
     """
+CREATE TABLE IF NOT EXISTS set_aside (  -- readings kept as evidence but not aggregated
+    reading_id   INTEGER PRIMARY KEY,
+    reason       TEXT    NOT NULL,
+    at_ns        INTEGER NOT NULL
+)
+""",
+    """
 CREATE TABLE IF NOT EXISTS series (
     id           INTEGER PRIMARY KEY,  -- one point of one meter
     meter_id     TEXT    NOT NULL,
@@ -136,6 +143,7 @@ _READING_COLUMNS = (
     " r.ts_ns, r.source_ts_ns, r.raw, r.value, r.quality, r.reason"
 )
 _SELECT_READINGS = f"SELECT {_READING_COLUMNS} FROM readings r JOIN series s ON s.id = r.series"
+_USABLE = "r.id NOT IN (SELECT reading_id FROM set_aside)"  # what aggregation may use
 
 
 def _row(r: Reading, series: dict[tuple[str, str], int]) -> tuple[Any, ...]:
@@ -270,7 +278,7 @@ class Store:
     def readings(self, meter_id: str, point: str, start_ns: int, end_ns: int) -> list[Reading]:
         """Readings of one point with start_ns <= ts < end_ns, oldest first."""
         rows = self.conn.execute(
-            f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns>=? AND r.ts_ns<?"
+            f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns>=? AND r.ts_ns<? AND {_USABLE}"
             " ORDER BY r.ts_ns, r.id",
             (self._series.get((meter_id, point), -1), start_ns, end_ns),
         ).fetchall()
@@ -307,7 +315,8 @@ class Store:
         """(meter, point) -> earliest timestamp among readings stored in (after_id, up_to_id]."""
         rows = self.conn.execute(
             "SELECT s.meter_id, s.point, MIN(r.ts_ns) FROM readings r"
-            " JOIN series s ON s.id = r.series WHERE r.id > ? AND r.id <= ? GROUP BY r.series",
+            f" JOIN series s ON s.id = r.series WHERE r.id > ? AND r.id <= ? AND {_USABLE}"
+            " GROUP BY r.series",
             (after_id, up_to_id),
         )
         return {(str(m), str(p)): int(ts) for m, p, ts in rows}
@@ -320,19 +329,26 @@ class Store:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def first_good_from(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
-        """The first good reading at or after ts_ns."""
-        row = self.conn.execute(
-            f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns>=? AND r.quality='good'"
-            " ORDER BY r.ts_ns, r.id LIMIT 1",
-            (self._series.get((meter_id, point), -1), ts_ns),
-        ).fetchone()
-        return _reading_from_row(row) if row else None
+    def following(
+        self, meter_id: str, point: str, ts_ns: int, up_to_id: int | None = None
+    ) -> list[Reading]:
+        """The good readings at the first timestamp at or after ts_ns (usually one; two
+        readings of the same instant both belong to the period before it); with `up_to_id`,
+        among the readings stored up to that row only."""
+        series = self._series.get((meter_id, point), -1)
+        stored = "" if up_to_id is None else f" AND r.id <= {int(up_to_id)}"
+        rows = self.conn.execute(
+            f"{_SELECT_READINGS} WHERE r.series=? AND r.quality='good' AND {_USABLE}{stored}"
+            " AND r.ts_ns = (SELECT MIN(r.ts_ns) FROM readings r WHERE r.series=? AND"
+            f" r.ts_ns>=? AND r.quality='good' AND {_USABLE}{stored}) ORDER BY r.id",
+            (series, series, ts_ns),
+        ).fetchall()
+        return [_reading_from_row(r) for r in rows]
 
     def last_good_before(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
         row = self.conn.execute(
             f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns<? AND r.quality='good'"
-            " ORDER BY r.ts_ns DESC, r.id DESC LIMIT 1",
+            f" AND {_USABLE} ORDER BY r.ts_ns DESC, r.id DESC LIMIT 1",
             (self._series.get((meter_id, point), -1), ts_ns),
         ).fetchone()
         return _reading_from_row(row) if row else None
@@ -343,6 +359,25 @@ class Store:
             (self._series.get((meter_id, point), -1),),
         ).fetchone()
         return int(row[0]) if row and row[0] is not None else None
+
+    def set_aside(
+        self, meter_id: str, point: str, after_id: int, up_to_id: int, before_ns: int, reason: str
+    ) -> int:
+        """Exclude from aggregation the point's readings stored in (after_id, up_to_id] with
+        timestamps before `before_ns` (they stay stored as evidence); returns how many."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO set_aside (reading_id, reason, at_ns) SELECT id, ?, ? FROM"
+            " readings WHERE series=? AND id>? AND id<=? AND ts_ns<?",
+            (
+                reason,
+                before_ns,
+                self._series.get((meter_id, point), -1),
+                after_id,
+                up_to_id,
+                before_ns,
+            ),
+        )
+        return cur.rowcount
 
     # --- activity records --------------------------------------------------------------------
 
@@ -378,19 +413,17 @@ class Store:
             ],
         )
 
-    def latest_records(
-        self, meter_id: str, point: str, from_ns: int, to_ns: int
-    ) -> dict[int, ActivityRecord]:
-        """period start (ns) -> latest revision, for periods of one point starting in
-        [from_ns, to_ns)."""
+    def sealed_after(self, meter_id: str, point: str, ts_ns: int) -> list[ActivityRecord]:
+        """The latest revision of each sealed period of one point that ends after ts_ns,
+        oldest first."""
         rows = self.conn.execute(
-            "SELECT period_start_ns, record_json FROM activity_records a WHERE meter_id=?"
-            " AND point=? AND period_start_ns>=? AND period_start_ns<? AND revision = (SELECT"
-            " MAX(revision) FROM activity_records b WHERE b.meter_id=a.meter_id AND"
-            " b.point=a.point AND b.period_start_ns=a.period_start_ns)",
-            (meter_id, point, from_ns, to_ns),
+            "SELECT record_json FROM activity_records a WHERE meter_id=? AND point=? AND"
+            " period_end_ns>? AND revision = (SELECT MAX(revision) FROM activity_records b"
+            " WHERE b.meter_id=a.meter_id AND b.point=a.point AND"
+            " b.period_start_ns=a.period_start_ns) ORDER BY period_start_ns",
+            (meter_id, point, ts_ns),
         )
-        return {int(ts): ActivityRecord.model_validate_json(text) for ts, text in rows}
+        return [ActivityRecord.model_validate_json(text) for (text,) in rows]
 
     def activity_records(self, start_ns: int, end_ns: int) -> list[ActivityRecord]:
         """Every revision of the records of periods starting in [start_ns, end_ns)."""

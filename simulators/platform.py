@@ -119,12 +119,13 @@ class PlatformStore:
                         " send a new revision instead",
                     )
                 continue
-            if r["revision"] > 0 and not self._supersedes_latest(r):
+            conflict = self._revision_conflict(r)
+            if conflict is not None:
                 return Ack(
                     bid,
                     AckStatus.REJECTED,
-                    f"record {r['record_id']} (revision {r['revision']}) does not supersede the"
-                    f" latest revision held for its period (it names {r['supersedes']})",
+                    f"record {r['record_id']} (revision {r['revision']}) conflicts with the"
+                    f" revisions held for its period: {conflict}",
                 )
             self.conn.execute(
                 "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -145,15 +146,30 @@ class PlatformStore:
             )
         return Ack(bid, AckStatus.ACCEPTED)
 
-    def _supersedes_latest(self, r: dict[str, Any]) -> bool:
-        """A revision must name the latest one held for its period: revisions arrive in
-        order (the gateway sends them in order) and none is skipped."""
-        row = self.conn.execute(
-            "SELECT record_id, revision FROM records WHERE uscc=? AND gateway_id=? AND"
-            " meter_id=? AND point=? AND period_start=? ORDER BY revision DESC LIMIT 1",
-            (r["uscc"], r["gateway_id"], r["meter_id"], r["point"], r["period_start"]),
-        ).fetchone()
-        return row is not None and row[0] == r["supersedes"] and row[1] == r["revision"] - 1
+    def _revision_conflict(self, r: dict[str, Any]) -> str | None:
+        """Why a record does not fit the revisions held for its period, or None. Revisions may
+        arrive in any order (a re-send after an outage); each must name the one before it
+        (`supersedes`) and be named by the one after it, where those are held."""
+        rows = self.conn.execute(
+            "SELECT revision, record_id, json_extract(record_json, '$.supersedes') FROM"
+            " records WHERE uscc=? AND gateway_id=? AND meter_id=? AND point=? AND"
+            " period_start=? AND revision IN (?, ?)",
+            (
+                r["uscc"],
+                r["gateway_id"],
+                r["meter_id"],
+                r["point"],
+                r["period_start"],
+                r["revision"] - 1,
+                r["revision"] + 1,
+            ),
+        ).fetchall()
+        for revision, record_id, supersedes in rows:
+            if revision == r["revision"] - 1 and record_id != r["supersedes"]:
+                return f"supersedes {r['supersedes']}, but revision {revision} is {record_id}"
+            if revision == r["revision"] + 1 and supersedes != r["record_id"]:
+                return f"revision {revision} supersedes {supersedes}, not this record"
+        return None
 
     def totals(self) -> dict[tuple[str, str], Decimal]:
         """(meter_id, point) -> sum of the latest revision of each period's record."""

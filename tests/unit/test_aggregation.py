@@ -87,7 +87,7 @@ def run(
             end_ns=end,
             previous=before[-1] if before else None,
             readings=inside,
-            following=after[0] if after else None,
+            following=[r for r in after if r.ts_ns == after[0].ts_ns],
             gap_limit_ns=int(gap_s * NS),
             tz=SH,
             factors=factors,
@@ -286,3 +286,20 @@ def test_sum_over_periods_equals_counter_advance_and_no_period_gains_energy(
         assert 0 <= rec.quantity <= Decimal(sum(crossing)) / 100
     for left, right in itertools.pairwise(records):
         assert left.end == right.start
+
+
+def test_two_readings_of_the_same_instant_on_a_boundary_are_both_counted():
+    """Both belong to the period that ends there; the later period starts from the last."""
+    rs = [reading(t, v) for t, v in [(8, "10.00"), (10, "11.00"), (10, "15.00"), (12, "16.00")]]
+    first, second = run(rs, 0, 10), run(rs, 10, 20)
+    assert first.quantity == Decimal("5.00")
+    assert second.quantity == Decimal("1.00")
+    assert first.end == second.start
+
+
+def test_register_values_with_many_digits_add_up_exactly():
+    """float64 registers decode to ~27 significant digits; no sum may round them."""
+    a, b, c = "12345.60000000000036379788071", "12349.34399999999947613105178", "12360.5"
+    rs = [reading(-1, a), reading(1, b), reading(3, c)]
+    parts = [run(rs, -2, 0), run(rs, 0, 2), run(rs, 2, 4)]
+    assert sum(r.quantity for r in parts) == Decimal(c) - Decimal(a)

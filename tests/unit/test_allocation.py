@@ -138,3 +138,23 @@ def test_the_report_page_charts_energy_per_product_unit():
     assert "electricity: kWh per unit of product and day" in page
     assert "<td>L1</td><td>A</td><td>30</td><td>electricity</td><td>75.00000</td>" in page
     assert "<td>2.5</td>" in page  # 75 kWh / 30 units
+
+
+def test_splitting_energy_with_many_digits_stays_exact():
+    kwh = Decimal("3.743999999999687133822590121")  # a float64 register's difference
+    shares = split(kwh, {"A": Decimal(3), "B": Decimal(7)})
+    assert sum(shares.values()) == kwh
+    result = allocate(
+        [
+            energy(
+                "E1",
+                str(kwh),
+                P1,
+                {"L1": "0.333333333333333333333", "L2": "0.666666666666666666667"},
+            ),
+            made("L1", "A", "3", P1),
+            made("L1", "B", "7", P1),
+        ]
+    )
+    lines = {x.line: x.energy[("electricity", "kWh")] for x in result.lines}
+    assert lines["L1"] + lines["L2"] == kwh

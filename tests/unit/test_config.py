@@ -116,6 +116,11 @@ CASES = [
         "Mars/Olympus",
         "aggregation.timezone: unknown time zone 'Mars/Olympus'",
     ),
+    (
+        ["aggregation", "timezone"],
+        "Europe/Berlin",
+        "aggregation.timezone: Europe/Berlin changes its UTC offset (daylight saving)",
+    ),
     (["mqtt", "broker_url"], "http://x:1883", "mqtt.broker_url: scheme must be mqtt://"),
     (["mqtt", "broker_url"], "mqtt://127.0.0.1:99999", "mqtt.broker_url: port must be 1..65535"),
     (

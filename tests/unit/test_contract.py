@@ -83,12 +83,30 @@ def test_platform_keeps_revisions_and_counts_the_latest(tmp_path: Path):
         revise(run(late, a, b), old) for (a, b), old in zip([(0, 2), (2, 4)], original, strict=True)
     ]
     assert all(r is not None and r.revision == 1 for r in revised)
-    skipping = revised[0].model_copy(update={"supersedes": "0" * 32})
-    ack = store.receive(topic, json.dumps(build_batch(USCC, "gw", [skipping])).encode())
+    forked = revised[0].model_copy(update={"supersedes": "0" * 32})
+    ack = store.receive(topic, json.dumps(build_batch(USCC, "gw", [forked])).encode())
     assert ack.status is AckStatus.REJECTED
-    assert "does not supersede the latest revision" in ack.reason
+    assert "conflicts with the revisions held for its period" in ack.reason
     ack = store.receive(topic, json.dumps(build_batch(USCC, "gw", revised)).encode())
     assert ack.status is AckStatus.ACCEPTED
     assert len(store.records(revisions=True)) == 4
     assert [r["revision"] for r in store.records()] == [1, 1]
     assert store.totals()[("M1", "active_energy_import")] == sum(r.quantity for r in revised)
+
+
+def test_revisions_may_arrive_out_of_order(tmp_path: Path):
+    """A re-send after an outage can bring revision 1 before revision 0: both are kept and
+    the latest counts, whichever came first."""
+    from gateway.aggregation import revise
+
+    store = PlatformStore(tmp_path / "p.db")
+    topic = f"tanji/v1/{USCC}/gw/activity"
+    (original,) = records()[:1]
+    late = [reading(-0.5, "1.00"), reading(1, "1.50"), reading(1.5, "2.00"), reading(3, "2.25")]
+    newer = revise(run(late, 0, 2), original)
+    assert newer is not None
+    for batch in ([newer], [original]):
+        ack = store.receive(topic, json.dumps(build_batch(USCC, "gw", batch)).encode())
+        assert ack.status is AckStatus.ACCEPTED, ack.reason
+    assert [r["revision"] for r in store.records()] == [1]
+    assert len(store.records(revisions=True)) == 2

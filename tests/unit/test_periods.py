@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
+from gateway.periods import Interval, datetime_to_ns, fixed_offset_problem
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -40,12 +40,23 @@ def test_months_have_their_calendar_length():
     assert (month.end(feb, SH) - feb) // (86400 * 10**9) == 29  # 2028 is a leap year
 
 
-def test_days_follow_the_calendar_where_clocks_change():
-    ny = ZoneInfo("America/New_York")
-    day = Interval.parse("day")
-    start = day.start(datetime_to_ns(datetime(2026, 11, 1, 12, tzinfo=ny)), ny)
-    assert ns_to_datetime(start, ny).hour == 0
-    assert (day.end(start, ny) - start) // (3600 * 10**9) == 25  # daylight saving ends
+def test_zones_that_change_their_offset_are_refused():
+    assert fixed_offset_problem(SH) is None
+    assert fixed_offset_problem(ZoneInfo("Etc/GMT-8")) is None
+    problem = fixed_offset_problem(ZoneInfo("Europe/Berlin"))
+    assert problem is not None
+    assert "daylight saving" in problem
+
+
+def test_an_interval_divides_the_coarser_ones():
+    def parse(name: str) -> Interval:
+        return Interval.parse(name)
+
+    assert parse("15min").divides(parse("hour"))
+    assert parse("hour").divides(parse("month"))
+    assert parse("month").divides(parse("month"))
+    assert not parse("month").divides(parse("day"))
+    assert not parse("40min").divides(parse("hour"))
 
 
 @pytest.mark.parametrize("text", ["7s", "week", "0s", "25h", "15 min"])

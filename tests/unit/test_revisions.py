@@ -5,6 +5,7 @@ stay. Real Gateway aggregation on a real SQLite file; nothing is sent (the sync 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -70,8 +71,8 @@ def seal(gw: Gateway, clock: Clock, now_ns: int):
     return asyncio.run(gw.aggregate_due())
 
 
-def latest(gw: Gateway) -> dict[int, object]:
-    return gw.store.latest_records("L1-MAIN", "active_energy_import", 0, 2**62)
+def latest(gw: Gateway) -> list:
+    return gw.store.sealed_after("L1-MAIN", "active_energy_import", 0)
 
 
 def test_a_period_is_sealed_only_once_its_end_value_is_known(gateway):
@@ -132,7 +133,7 @@ def test_late_readings_revise_sealed_periods_and_keep_the_old_revisions(gateway)
     pending = gw.store.conn.execute("SELECT SUM(record_count) FROM outbox").fetchone()[0]
     assert pending == 4
     assert seal(gw, clock, T0 + 40 * MIN + 2 * NS) == []
-    assert {r.revision for r in latest(gw).values()} == {1}
+    assert {r.revision for r in latest(gw)} == {1}
     assert gw.records_revised == 2
 
 
@@ -169,3 +170,59 @@ def test_late_readings_survive_a_restart_of_the_gateway(tmp_path: Path):
     (revised,) = seal(gw, clock, T0 + 20 * MIN + NS)
     assert revised.revision == 1
     asyncio.run(gw.close())
+
+
+def gateway_on(path: Path, interval: str, clock: Clock) -> Gateway:
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["store"]["path"] = str(path)
+    data["aggregation"] = {"interval": interval, "grace_s": 5}
+    data["meters"][0]["connection"]["poll_interval_s"] = POLL_S
+    return Gateway(parse_site_config(data), clock=clock)
+
+
+def test_changing_the_interval_keeps_periods_contiguous_and_revisions_on_their_own_spans(
+    tmp_path: Path,
+):
+    clock = Clock()
+    gw = gateway_on(tmp_path / "g.db", "15min", clock)
+    gw.store.append_readings(readings(T0, T0 + 20 * MIN))
+    assert [r.interval for r in seal(gw, clock, T0 + 20 * MIN)] == ["15min"]
+    asyncio.run(gw.close())
+
+    gw = gateway_on(tmp_path / "g.db", "hour", clock)
+    gw.store.append_readings(readings(T0 + 20 * MIN, T0 + 2 * 60 * MIN + 20 * MIN))
+    sealed = seal(gw, clock, T0 + 2 * 60 * MIN + 20 * MIN)
+    spans = [(r.period_start.minute, (r.period_end - r.period_start).seconds // 60) for r in sealed]
+    assert spans == [(15, 45), (0, 60)]  # up to the hour's boundary, then whole hours
+    # a late reading inside the old 15-minute period revises it over its own span
+    t = T0 + 5 * MIN + 8 * NS
+    gw.store.append_readings([energy(t, counter(t))])
+    (revised,) = seal(gw, clock, T0 + 2 * 60 * MIN + 21 * MIN)
+    assert (revised.interval, revised.revision) == ("15min", 1)
+    assert revised.period_start.minute == 0
+    records = gw.store.sealed_after("L1-MAIN", "active_energy_import", 0)
+    for left, right in itertools.pairwise(records):
+        assert left.period_end == right.period_start  # no overlap, no hole
+    asyncio.run(gw.close())
+
+
+def test_late_readings_for_evicted_periods_are_kept_but_not_used(gateway):
+    """Readings of a sealed, acknowledged period were evicted (the disk cap); a reading for
+    that period arriving now cannot revise it, and must not shift the next period's start
+    either: it is set aside, and the records still add up."""
+    gw, clock = gateway
+    end = T0 + 15 * MIN
+    rs = readings(T0, T0 + 31 * MIN)
+    late = [r for r in rs if r.ts_ns == end + 3 * NS]
+    gw.store.append_readings([r for r in rs if r.ts_ns <= end + 20 * NS and r not in late])
+    (first,) = seal(gw, clock, end + 20 * NS)
+    gw.store.conn.execute("UPDATE outbox SET state='acked'")  # the platform has it
+    assert gw.store.evict(2**62, gw.store.evictable_before(end)) > 0
+    gw.store.append_readings(late + [r for r in rs if r.ts_ns > end + 20 * NS])
+    (second,) = seal(gw, clock, T0 + 30 * MIN + 20 * NS)
+    assert second.revision == 0  # the sealed period is not revised
+    assert second.start == first.end  # and the next one starts where it ended
+    assert gw.readings_set_aside == 1
+    assert gw.store.readings("L1-MAIN", "active_energy_import", end, end + 10 * NS) == []
+    stored = gw.store.conn.execute("SELECT COUNT(*) FROM readings WHERE ts_ns = ?", (end + 3 * NS,))
+    assert stored.fetchone()[0] == 1  # kept as evidence

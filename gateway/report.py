@@ -121,28 +121,23 @@ def rollup(records: Sequence[ActivityRecord], by: Interval, tz: ZoneInfo) -> lis
     return sorted(out.values(), key=lambda x: (x.start, x.meter_id, x.point))
 
 
-def rollup_csv(rows: Sequence[Rollup]) -> str:
+ROLLUP_FIELDS = "line meter_id point carrier period_start period_end quantity unit coverage"
+ROLLUP_FIELDS += " flags records revised_records"
+
+
+def _csv(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def rollup_csv(rows: Sequence[Rollup]) -> str:
+    return _csv(
+        ROLLUP_FIELDS.split(),
         (
-            "line",
-            "meter_id",
-            "point",
-            "carrier",
-            "period_start",
-            "period_end",
-            "quantity",
-            "unit",
-            "coverage",
-            "flags",
-            "records",
-            "revised_records",
-        )
-    )
-    for x in rows:
-        writer.writerow(
-            [
+            (
                 x.line,
                 x.meter_id,
                 x.point,
@@ -155,9 +150,10 @@ def rollup_csv(rows: Sequence[Rollup]) -> str:
                 " ".join(sorted(x.flags)),
                 x.records,
                 x.revised,
-            ]
-        )
-    return buf.getvalue()
+            )
+            for x in rows
+        ),
+    )
 
 
 CSV_FIELDS = (
@@ -189,11 +185,9 @@ CSV_FIELDS = (
 
 def to_csv(records: Sequence[ActivityRecord]) -> str:
     """Every record (latest revisions), exact decimals as printed, RFC 3339 local times."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
-    for r in latest_revisions(records):
-        writer.writerow(
+    return _csv(
+        CSV_FIELDS,
+        (
             [
                 r.record_id,
                 r.revision,
@@ -219,8 +213,9 @@ def to_csv(records: Sequence[ActivityRecord]) -> str:
                 "" if r.co2e_t is None else str(r.co2e_t),
                 " ".join(r.factors),
             ]
-        )
-    return buf.getvalue()
+            for r in latest_revisions(records)
+        ),
+    )
 
 
 def _bar_chart(title: str, days: list[date], series: dict[str, dict[date, Decimal]]) -> str:

@@ -168,8 +168,9 @@ def status(
 ) -> None:
     """Show how the running gateway's meters are polled (from its status file).
 
-    Exit 1 when the gateway is not running (no fresh status) or a meter needs attention
-    (its last reading was bad, or points were disabled).
+    Exit 1 when the gateway is not running (no fresh status) or something needs attention:
+    a meter (its last reading was bad, or points were disabled), the store (at its disk cap),
+    aggregation (failed passes, late readings set aside for evicted periods).
 
     Example: tanji status --config /etc/tanji/site.toml
     """
@@ -187,6 +188,8 @@ def status(
         ]
         if snapshot.get("store_over_cap"):
             attention.append("store")
+        if snapshot.get("aggregation_failures") or snapshot.get("readings_set_aside"):
+            attention.append("aggregation")
         table = _status_table(snapshot, age_s)
     except FileNotFoundError:
         err.print(f"no status at {path}: the gateway has not run with this configuration")
@@ -343,6 +346,19 @@ def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
         f"store {snapshot.get('store_used_mb', 0)} MB used"
         + (" — AT ITS DISK CAP: new readings refused" if snapshot.get("store_over_cap") else "")
         + f" · {snapshot.get('readings_refused', 0)} readings refused"
+        + f" · records {snapshot.get('records_created', 0)}"
+        + f" ({snapshot.get('records_revised', 0)} revisions)"
+        + (
+            f" · {snapshot['readings_set_aside']} late readings SET ASIDE (their periods were"
+            " evicted)"
+            if snapshot.get("readings_set_aside")
+            else ""
+        )
+        + (
+            f" · {snapshot['aggregation_failures']} FAILED aggregation passes (see the log)"
+            if snapshot.get("aggregation_failures")
+            else ""
+        )
     )
     table.add_column("meter")
     table.add_column("problem", overflow="fold")

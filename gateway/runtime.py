@@ -377,7 +377,6 @@ class _PointPeriods:
     def __init__(self, gw: Gateway, meter: MeterConfig) -> None:
         agg = gw.config.aggregation
         self.gw, self.store, self.tz, self.interval = gw, gw.store, gw._tz, agg.period
-        self.meter_config = meter
         self.meter = meter.meter()
         self.gap_limit_ns = int((agg.gap_limit_s or 3 * meter.connection.poll_interval_s) * NS)
 

@@ -58,3 +58,34 @@ def test_status_without_a_running_gateway_is_a_finding(tmp_path: Path):
     result = CliRunner().invoke(app, ["status", "-c", str(site)])
     assert result.exit_code == 1
     assert "not a tanji status file" in result.output
+
+
+def test_status_flags_failed_aggregation_and_late_readings_set_aside(tmp_path: Path):
+    import time
+
+    example = Path(__file__).parents[2] / "deploy" / "site.example.toml"
+    site = tmp_path / "site.toml"
+    site.write_text(example.read_text())
+    from collectors import CollectorStats
+
+    poll = CollectorStats().snapshot()
+    meter = {"readings": 10, "bad": 0, "last_reason": None, "last_ts_ns": None, "restarts": 0}
+    snapshot = {
+        "schema": "tanji.gateway-status/1",
+        "gateway_id": "gw",
+        "written_ns": str(time.time_ns()),
+        "records_created": 4,
+        "records_revised": 1,
+        "readings_set_aside": 2,
+        "aggregation_failures": 0,
+        "meters": {"L1-MAIN": {**meter, "poll": poll}},
+    }
+    (tmp_path / "tanji.db.status.json").write_text(json.dumps(snapshot))
+    result = CliRunner().invoke(app, ["status", "-c", str(site)])
+    assert result.exit_code == 1, result.output
+    assert "2 late readings SET ASIDE" in result.output
+    assert "(1 revisions)" in result.output
+    snapshot["readings_set_aside"] = 0
+    (tmp_path / "tanji.db.status.json").write_text(json.dumps(snapshot))
+    result = CliRunner().invoke(app, ["status", "-c", str(site)])
+    assert result.exit_code == 0, result.output

@@ -26,10 +26,12 @@ from zoneinfo import ZoneInfo
 
 from gateway.evidence import content_id, root_of
 from gateway.factors import FactorSet
+from gateway.metrology import Entry, entries_of, status_over
 from gateway.models import (
     ActivityFlag,
     ActivityRecord,
     BoundaryValue,
+    CalibrationStatus,
     Meter,
     PointSpec,
     QualityStatus,
@@ -69,6 +71,7 @@ class PeriodInput:
     gap_limit_ns: int
     tz: ZoneInfo
     factors: FactorSet | None = None  # tce and CO2e, when the site uses them
+    calibrations: Sequence[Entry] | None = None  # the registry's; default: the meter's own
 
 
 def record_id(uscc: str, gateway_id: str, meter_id: str, point: str, start: str, rev: int) -> str:
@@ -244,9 +247,12 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
 
     period_start = ns_to_datetime(s_ns, p.tz)
     period_end = ns_to_datetime(e_ns, p.tz)
-    calibration = p.meter.calibration_at(period_start.date())
-    if calibration is None or not calibration.valid_at(period_end.date()):
-        flags.add(ActivityFlag.CALIBRATION_EXPIRED)
+    entries = p.calibrations if p.calibrations is not None else entries_of(p.meter.calibrations)
+    calibration_status, deciding = status_over(entries, period_start, period_end)
+    valid = calibration_status is CalibrationStatus.VALID
+    calibration = deciding.record if valid and deciding is not None else None
+    if calibration is None:
+        flags.add(ActivityFlag.CALIBRATION_EXPIRED)  # no valid calibration over the period
 
     conversions = (
         p.factors.apply(p.meter.carrier, total, p.point.unit)
@@ -278,6 +284,7 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
         coverage=covered_ns / (e_ns - s_ns),
         flags=tuple(sorted(flags)),
         calibration_certificate=calibration.certificate_no if calibration else None,
+        calibration_status=calibration_status,
         readings_root=root_of(chain, without_numbers=True),  # a Reading's JSON has none
         tce=conversions.tce if conversions else None,
         co2e_t=conversions.co2e_t if conversions else None,

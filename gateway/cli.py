@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Coroutine
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import urlsplit
@@ -29,11 +30,13 @@ from rich.table import Table
 
 from collectors import collector_types
 from gateway.config import ConfigError, SiteConfig, load_site_config
-from gateway.store import StoreError
+from gateway.store import Store, StoreError
 
 if TYPE_CHECKING:
     from gateway.allocation import Allocation
+    from gateway.calibration import Registry
     from gateway.demo import DemoParts, DemoSummary
+    from gateway.models import CalibrationRecord, CalibrationStatus
 
 app = typer.Typer(
     help="tanji: edge metering gateway for product carbon-label certification.",
@@ -43,6 +46,11 @@ app = typer.Typer(
 )
 sim_app = typer.Typer(help="Run simulators of meters and of the platform.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
+calibration_app = typer.Typer(
+    help="The calibration registry: certificates of every meter, append-only.",
+    no_args_is_help=True,
+)
+app.add_typer(calibration_app, name="calibration")
 discover_app = typer.Typer(
     help="Find devices and the meter profiles that fit them.", no_args_is_help=True
 )
@@ -231,13 +239,12 @@ def report(
 
     Example: tanji report -c site.toml --from 2026-11-01 --to 2026-12-01 --by day --csv nov.csv
     """
-    from datetime import date, datetime, timedelta
+    from datetime import timedelta
     from zoneinfo import ZoneInfo
 
     from gateway import report as rpt
     from gateway.allocation import allocate
     from gateway.periods import Interval, datetime_to_ns
-    from gateway.store import Store
 
     site = _load_site(config)
     tz = ZoneInfo(site.aggregation.timezone)
@@ -470,6 +477,241 @@ def demo(
         out.print(table)
     if not summary.totals_match:
         raise typer.Exit(EXIT_FINDING)
+
+
+# --- calibration ---------------------------------------------------------------------------
+
+
+def _registry(site: SiteConfig) -> Registry:
+    """The site's registry (in its store), with site.toml's certificates registered."""
+    from gateway.calibration import Registry
+
+    try:
+        store = Store(site.store.path)
+        registry = Registry(store.conn)
+        registry.sync_site(
+            ((m.id, m.calibration) for m in site.meters if m.calibration), time.time_ns()
+        )
+    except (StoreError, sqlite3.Error) as exc:
+        err.print(f"tanji: {site.store.path}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    return registry
+
+
+def _calibration_rows(
+    site: SiteConfig, registry: Registry, day: date
+) -> list[tuple[str, CalibrationStatus, CalibrationRecord | None]]:
+    from gateway.metrology import status_on
+
+    rows = []
+    for m in site.meters:
+        status, entry = status_on(registry.entries(m.id), day)
+        rows.append((m.id, status, entry.record if entry else None))
+    return rows
+
+
+def _calibration_table(
+    title: str, rows: list[tuple[str, CalibrationStatus, CalibrationRecord | None]], day: date
+) -> Table:
+    table = Table(title=title)
+    for col in ("meter", "status", "certificate", "kind", "lab", "due", "days left"):
+        table.add_column(col, justify="right" if col == "days left" else "left")
+    for meter_id, status, record in rows:
+        colour = "green" if status == "valid" else "red"
+        table.add_row(
+            meter_id,
+            f"[{colour}]{status}[/]",
+            record.certificate_no if record else "",
+            record.kind if record else "",
+            record.lab if record else "",
+            str(record.due_date) if record else "",
+            str((record.due_date - day).days) if record else "",
+        )
+    return table
+
+
+def _calibration_json(
+    rows: list[tuple[str, CalibrationStatus, CalibrationRecord | None]], day: date
+) -> str:
+    return json.dumps(
+        [
+            {
+                "meter_id": meter_id,
+                "status": str(status),
+                "certificate": record.model_dump(mode="json") if record else None,
+                "days_left": (record.due_date - day).days if record else None,
+            }
+            for meter_id, status, record in rows
+        ],
+        indent=2,
+    )
+
+
+def _day(text: str | None, site: SiteConfig) -> date:
+    from zoneinfo import ZoneInfo
+
+    if text is None:
+        return datetime.now(ZoneInfo(site.aggregation.timezone)).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        err.print(f"--at: {exc} (use YYYY-MM-DD)", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+@calibration_app.command("list")
+def calibration_list(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    at: Annotated[str | None, typer.Option("--at", help="day, YYYY-MM-DD (default: today)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Each meter's calibration status on a day and the certificate that decides it.
+
+    Exit 1 when a meter has no valid calibration that day.
+
+    Example: tanji calibration list -c site.toml --at 2026-12-01
+    """
+    site = _load_site(config)
+    day = _day(at, site)
+    rows = _calibration_rows(site, _registry(site), day)
+    if as_json:
+        print(_calibration_json(rows, day))
+    else:
+        out.print(_calibration_table(f"calibration status on {day}", rows, day))
+    if any(status != "valid" for _, status, _ in rows):
+        raise typer.Exit(EXIT_FINDING)
+
+
+@calibration_app.command("due")
+def calibration_due(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    days: Annotated[int, typer.Option("--days", min=0, help="look this many days ahead")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Meters whose calibration is due within --days, or not valid already.
+
+    Exit 1 when there is any (for cron jobs and monitoring scripts), 0 when none.
+
+    Example: tanji calibration due -c site.toml --days 30
+    """
+    site = _load_site(config)
+    today = _day(None, site)
+    rows = [
+        (m, status, record)
+        for m, status, record in _calibration_rows(site, _registry(site), today)
+        if status != "valid" or (record and (record.due_date - today).days <= days)
+    ]
+    if as_json:
+        print(_calibration_json(rows, today))
+    elif rows:
+        out.print(_calibration_table(f"due within {days} days or not valid", rows, today))
+    else:
+        err.print(f"no calibration due within {days} days")
+    if rows:
+        raise typer.Exit(EXIT_FINDING)
+
+
+@calibration_app.command("import")
+def calibration_import(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    file: Annotated[Path, typer.Argument(help="certificates: .toml or .csv")],
+    supersede: Annotated[
+        str | None,
+        typer.Option("--supersede", help="certificate number the (single) imported one replaces"),
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="why, with --supersede")] = None,
+) -> None:
+    """Register certificates from a file (paper certificates typed into TOML or CSV).
+
+    TOML: [[certificates]] tables; CSV: a header row. Fields: meter_id, certificate_no, kind
+    (calibration|verification), lab, accreditation_no, calibration_date, due_date, result
+    (pass|fail|correction), errors_found, expanded_uncertainty, coverage_factor,
+    reference_standard, reference_standard_certificate, reference_standard_lab, dcc_sha256.
+    The file's name and SHA-256 are recorded with each certificate.
+
+    Example: tanji calibration import -c site.toml certificates-2026.csv
+    """
+    from gateway.calibration import CalibrationError, file_source, read_certificates
+
+    site = _load_site(config)
+    try:
+        content = file.read_bytes()
+    except OSError as exc:
+        err.print(f"cannot read {file}: {exc.strerror}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    try:
+        certificates = read_certificates(file, content, (m.id for m in site.meters))
+    except ConfigError as exc:
+        _print_config_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if (supersede is None) != (reason is None) or (supersede and len(certificates) != 1):
+        err.print("--supersede takes --reason and a file with exactly one certificate")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    registry = _registry(site)
+    source, now = file_source(file, content), time.time_ns()
+    added = 0
+    try:
+        if supersede is not None and reason is not None:
+            meter_id, record = certificates[0]
+            registry.supersede(meter_id, supersede, record, reason, source, now)
+            added = 1
+        else:
+            for meter_id, record in certificates:
+                added += registry.add(meter_id, record, source, now)
+    except CalibrationError as exc:
+        err.print(f"{file}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    err.print(f"{added} certificate(s) registered, {len(certificates) - added} already were")
+
+
+@calibration_app.command("revoke")
+def calibration_revoke(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    meter: Annotated[str, typer.Argument(help="meter id")],
+    certificate: Annotated[str, typer.Argument(help="certificate number")],
+    reason: Annotated[str, typer.Option("--reason", help="why it is withdrawn (kept)")],
+) -> None:
+    """Withdraw a registered certificate (it stays in the history, marked revoked).
+
+    Example: tanji calibration revoke -c site.toml L1-MAIN JL-2026-0012 --reason "wrong meter"
+    """
+    from gateway.calibration import CalibrationError
+
+    site = _load_site(config)
+    if meter not in {m.id for m in site.meters}:
+        err.print(f"no meter {meter!r} in {config}")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        _registry(site).revoke(meter, certificate, reason, "command line", time.time_ns())
+    except CalibrationError as exc:
+        err.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+@calibration_app.command("history")
+def calibration_history(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    meter: Annotated[str | None, typer.Argument(help="meter id (default: all)")] = None,
+) -> None:
+    """Everything the registry ever recorded, oldest first.
+
+    Example: tanji calibration history -c site.toml L1-MAIN
+    """
+    site = _load_site(config)
+    table = Table(title="calibration registry")
+    for col in ("#", "when (UTC)", "meter", "action", "certificate", "detail", "source"):
+        table.add_column(col)
+    for row in _registry(site).log(meter):
+        detail = (
+            f"{row.record.calibration_date} .. {row.record.due_date}, {row.record.result}"
+            if row.record
+            else str(row.reason)
+        )
+        when = datetime.fromtimestamp(row.at_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(
+            str(row.seq), when, row.meter_id, row.action, row.certificate_no, detail, row.source
+        )
+    out.print(table)
 
 
 @sim_app.command("modbus")

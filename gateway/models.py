@@ -10,7 +10,7 @@ import enum
 import re
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -242,23 +242,56 @@ _TRUSTED_FIELDS = _ALL - {"source_ts_ns"}
 # --- meters and their metrology ----------------------------------------------------------------
 
 
+class CalibrationStatus(enum.StrEnum):
+    """A meter's calibration at a time (rules in gateway/metrology.py)."""
+
+    VALID = "valid"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    NONE = "none"
+    REVOKED = "revoked"
+    FAILED = "failed"
+
+
 class CalibrationRecord(Frozen):
-    """A calibration or verification certificate of one meter."""
+    """A calibration (校准) or legal verification (检定) certificate of one meter."""
 
     certificate_no: str = Field(min_length=1)
+    kind: Literal["calibration", "verification"] = "calibration"
     lab: str = Field(min_length=1, description="calibrating laboratory or verification body")
     accreditation_no: str | None = Field(
         default=None, description="e.g. a CNAS L number of the calibrating lab"
     )
     calibration_date: date
     due_date: date
-    result: str = "pass"
+    result: Literal["pass", "fail", "correction"] = "pass"
+    errors_found: str | None = Field(
+        default=None, description="errors and corrections as the certificate states them"
+    )
     expanded_uncertainty: str | None = Field(
         default=None, description="expanded uncertainty U as stated, e.g. '0.2 %'"
     )
     coverage_factor: float | None = Field(default=None, gt=0)
+    reference_standard: str | None = Field(
+        default=None, description="the standard the meter was compared with"
+    )
     reference_standard_certificate: str | None = None
-    dcc_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    reference_standard_lab: str | None = Field(
+        default=None, description="who calibrated the reference standard (the next link)"
+    )
+    dcc_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the certificate document (e.g. a PTB DCC XML file)",
+    )
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> CalibrationRecord:
+        if self.due_date < self.calibration_date:
+            raise ValueError(
+                f"due_date {self.due_date} is before calibration_date {self.calibration_date}"
+            )
+        return self
 
     def valid_at(self, day: date) -> bool:
         return self.calibration_date <= day <= self.due_date
@@ -465,6 +498,9 @@ class ActivityRecord(Frozen):
     coverage: float = Field(ge=0, le=1)
     flags: tuple[ActivityFlag, ...] = ()
     calibration_certificate: str | None
+    calibration_status: CalibrationStatus = Field(
+        description="the worst status of the meter's calibration on any day of the period"
+    )
     readings_root: str
     revision: int = Field(default=0, ge=0)
     supersedes: str | None = Field(

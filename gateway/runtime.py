@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import cloud_sync
 from collectors import CollectorStats, Shared, create_collector
 from gateway.aggregation import PeriodInput, aggregate, revise
+from gateway.calibration import Registry
 from gateway.config import MeterConfig, SiteConfig
 from gateway.factors import FactorSet
 from gateway.mirror import Mirror
@@ -68,6 +69,11 @@ class Gateway:
             (m.id, p.name, p.quantity, p.kind, p.unit) for m in config.meters for p in m.points
         )
         cloud_sync.create_schema(self.store.conn)
+        self.calibrations = Registry(self.store.conn)
+        for note in self.calibrations.sync_site(
+            ((m.id, m.calibration) for m in config.meters if m.calibration), clock()
+        ):
+            log.info("calibration registry: %s", note)
         self.sync = cloud_sync.CloudSync(
             config.store.path,
             cloud_sync.Topics(config.mqtt.topic_prefix, config.enterprise.uscc, config.gateway_id),
@@ -378,6 +384,7 @@ class _PointPeriods:
         agg = gw.config.aggregation
         self.gw, self.store, self.tz, self.interval = gw, gw.store, gw._tz, agg.period
         self.meter = meter.meter()
+        self.calibrations = gw.calibrations.entries(meter.id)
         self.gap_limit_ns = int((agg.gap_limit_s or 3 * meter.connection.poll_interval_s) * NS)
 
     def record(
@@ -399,6 +406,7 @@ class _PointPeriods:
                 gap_limit_ns=self.gap_limit_ns,
                 tz=self.tz,
                 factors=self.gw.factors,
+                calibrations=self.calibrations,
             )
         )
 

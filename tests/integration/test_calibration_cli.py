@@ -1,0 +1,97 @@
+"""`tanji calibration list|due|import|revoke|history` as an operator uses them, on a real
+store file: exit codes usable by scripts, every problem named."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from typer.testing import CliRunner
+
+from gateway.cli import app
+
+EXAMPLE = Path(__file__).parents[2] / "deploy" / "site.example.toml"
+
+
+def site(tmp_path: Path, due: date) -> str:
+    text = EXAMPLE.read_text().replace("due_date = 2027-02-28", f"due_date = {due}")
+    text = text.replace(
+        "calibration_date = 2026-03-01", f"calibration_date = {due - timedelta(days=365)}"
+    )
+    (tmp_path / "site.toml").write_text(text)
+    return str(tmp_path / "site.toml")
+
+
+def site_today() -> date:
+    """The site's day (the example site is in Asia/Shanghai), not the test machine's."""
+    return datetime.now(ZoneInfo("Asia/Shanghai")).date()
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_list_and_due_tell_scripts_what_needs_doing(tmp_path: Path):
+    today = site_today()
+    config = site(tmp_path, today + timedelta(days=20))
+    listed = cli("calibration", "list", "-c", config, "--json")
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.stdout)
+    assert row["status"] == "valid"
+    assert row["certificate"]["certificate_no"] == "EXAMPLE-2026-0001"
+    assert cli("calibration", "due", "-c", config, "--days", "10").exit_code == 0
+    due = cli("calibration", "due", "-c", config, "--days", "30", "--json")
+    assert due.exit_code == 1
+    assert [r["days_left"] for r in json.loads(due.stdout)] == [20]
+    assert "L1-MAIN" in cli("calibration", "due", "-c", config).stdout  # the table, for people
+    at = str(today + timedelta(days=21))
+    later = cli("calibration", "list", "-c", config, "--at", at, "--json")
+    assert later.exit_code == 1
+    assert json.loads(later.stdout)[0]["status"] == "expired"
+    bad = cli("calibration", "list", "-c", config, "--at", "2026-02-30")
+    assert bad.exit_code == 2
+    assert "use YYYY-MM-DD" in bad.output
+
+
+def test_import_revoke_and_history(tmp_path: Path):
+    today = site_today()
+    config = site(tmp_path, today - timedelta(days=1))  # the site's certificate has expired
+    assert cli("calibration", "list", "-c", config).exit_code == 1
+    new = tmp_path / "new.csv"
+    new.write_text(
+        "meter_id,certificate_no,kind,lab,accreditation_no,calibration_date,due_date\n"
+        f"L1-MAIN,JL-2026-7,verification,Lab,CNAS L0000,{today},{today + timedelta(days=365)}\n"
+    )
+    imported = cli("calibration", "import", "-c", config, str(new))
+    assert imported.exit_code == 0, imported.output
+    assert "1 certificate(s) registered" in imported.output
+    again = cli("calibration", "import", "-c", config, str(new))
+    assert "0 certificate(s) registered, 1 already were" in again.output
+    assert cli("calibration", "list", "-c", config).exit_code == 0
+    revoked = cli(
+        "calibration", "revoke", "-c", config, "L1-MAIN", "JL-2026-7", "--reason", "wrong meter"
+    )
+    assert revoked.exit_code == 0, revoked.output
+    listed = cli("calibration", "list", "-c", config, "--json")
+    assert json.loads(listed.stdout)[0]["status"] == "revoked"
+    history = cli("calibration", "history", "-c", config, "L1-MAIN")
+    assert history.exit_code == 0
+    assert "wrong" in history.stdout
+    assert "revoke" in history.stdout
+    unknown = cli("calibration", "revoke", "-c", config, "L1-MAIN", "NOPE", "--reason", "x")
+    assert unknown.exit_code == 2
+    assert "no standing certificate 'NOPE'" in unknown.output
+
+
+def test_bad_certificate_files_are_refused_with_reasons(tmp_path: Path):
+    config = site(tmp_path, site_today() + timedelta(days=100))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[certificates]]\nmeter_id = "X"\ncertificate_no = "1"\n')
+    result = cli("calibration", "import", "-c", config, str(bad))
+    assert result.exit_code == 2
+    assert "certificates[0].lab: is required" in result.output
+    missing = cli("calibration", "import", "-c", config, str(tmp_path / "none.csv"))
+    assert missing.exit_code == 2
+    assert "cannot read" in missing.output

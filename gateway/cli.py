@@ -614,14 +614,20 @@ def calibration_due(
 @calibration_app.command("import")
 def calibration_import(
     config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
-    file: Annotated[Path, typer.Argument(help="certificates: .toml or .csv")],
+    file: Annotated[Path, typer.Argument(help="certificates: .toml, .csv, or a DCC .xml")],
+    due: Annotated[
+        str | None,
+        typer.Option("--due", help="due date of a DCC's calibration, YYYY-MM-DD (DCCs have none)"),
+    ] = None,
     supersede: Annotated[
         str | None,
         typer.Option("--supersede", help="certificate number the (single) imported one replaces"),
     ] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="why, with --supersede")] = None,
 ) -> None:
-    """Register certificates from a file (paper certificates typed into TOML or CSV).
+    """Register certificates from a file: a PTB Digital Calibration Certificate (DCC 3.3.0
+    XML, checked against its schema, matched to a meter by serial number; give --due), or
+    paper certificates typed into TOML or CSV.
 
     TOML: [[certificates]] tables; CSV: a header row. Fields: meter_id, certificate_no, kind
     (calibration|verification), lab, accreditation_no, calibration_date, due_date, result
@@ -629,7 +635,8 @@ def calibration_import(
     reference_standard, reference_standard_certificate, reference_standard_lab, dcc_sha256.
     The file's name and SHA-256 are recorded with each certificate.
 
-    Example: tanji calibration import -c site.toml certificates-2026.csv
+    Examples: tanji calibration import -c site.toml certificates-2026.csv
+              tanji calibration import -c site.toml 2026-0815.dcc.xml --due 2027-08-14
     """
     from gateway.calibration import CalibrationError, file_source, read_certificates
 
@@ -639,11 +646,14 @@ def calibration_import(
     except OSError as exc:
         err.print(f"cannot read {file}: {exc.strerror}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    try:
-        certificates = read_certificates(file, content, (m.id for m in site.meters))
-    except ConfigError as exc:
-        _print_config_error(exc)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if file.suffix.lower() == ".xml":
+        certificates = [_read_dcc(file, content, site, due)]
+    else:
+        try:
+            certificates = read_certificates(file, content, (m.id for m in site.meters))
+        except ConfigError as exc:
+            _print_config_error(exc)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
     if (supersede is None) != (reason is None) or (supersede and len(certificates) != 1):
         err.print("--supersede takes --reason and a file with exactly one certificate")
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -662,6 +672,25 @@ def calibration_import(
         err.print(f"{file}: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     err.print(f"{added} certificate(s) registered, {len(certificates) - added} already were")
+
+
+def _read_dcc(
+    file: Path, content: bytes, site: SiteConfig, due: str | None
+) -> tuple[str, CalibrationRecord]:
+    from gateway.dcc import DccError, read_dcc
+
+    if due is None:
+        err.print(
+            f"{file}: a DCC states no due date (the owner sets the recalibration interval);"
+            " give it with --due YYYY-MM-DD"
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        return read_dcc(content, date.fromisoformat(due), {m.serial: m.id for m in site.meters})
+    except ValueError as exc:  # DccError, or a bad --due
+        where = "--due" if not isinstance(exc, DccError) else str(file)
+        err.print(f"{where}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 @calibration_app.command("revoke")

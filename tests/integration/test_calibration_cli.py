@@ -95,3 +95,29 @@ def test_bad_certificate_files_are_refused_with_reasons(tmp_path: Path):
     missing = cli("calibration", "import", "-c", config, str(tmp_path / "none.csv"))
     assert missing.exit_code == 2
     assert "cannot read" in missing.output
+
+
+def test_a_dcc_is_imported_for_the_meter_with_its_serial_number(tmp_path: Path):
+    config = site(tmp_path, site_today() + timedelta(days=100))
+    text = (
+        Path(config)
+        .read_text()
+        .replace('serial = "SIM-00001"', 'serial = "string-manufacturer-item"')
+    )
+    Path(config).write_text(text)
+    dcc = Path(__file__).parents[1] / "data" / "dcc" / "dcclib_valid.xml"
+    no_due = cli("calibration", "import", "-c", config, str(dcc))
+    assert no_due.exit_code == 2
+    assert "give it with --due" in no_due.output
+    bad_due = cli("calibration", "import", "-c", config, str(dcc), "--due", "next year")
+    assert bad_due.exit_code == 2
+    assert "--due" in bad_due.output
+    done = cli("calibration", "import", "-c", config, str(dcc), "--due", "1958-08-13")
+    assert done.exit_code == 0, done.output
+    assert "1 certificate(s) registered" in done.output
+    history = cli("calibration", "history", "-c", config, "L1-MAIN")
+    assert "1234" in history.stdout
+    invalid = Path(__file__).parents[1] / "data" / "dcc" / "nmlph_02-2025-FORC-0042_INVALID.xml"
+    refused = cli("calibration", "import", "-c", config, str(invalid), "--due", "2027-01-01")
+    assert refused.exit_code == 2
+    assert "not valid against the DCC 3.3.0 schema" in refused.output

@@ -39,6 +39,7 @@ from gateway.models import (
     Reading,
 )
 from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
+from gateway.uncertainty import boundary_u, record_uncertainty, relative_systematic
 
 EXACT = Context(prec=200)  # digits enough that no sum or difference of readings rounds
 
@@ -220,6 +221,11 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
         return _aggregate(p)
 
 
+def _straddling(stepped: Sequence[Step], t: int) -> Decimal:
+    """The step across time t (0 when a reading is at t or none straddles it)."""
+    return next((s.d for s in stepped if s.a.ts_ns < t < s.b.ts_ns), Decimal(0))
+
+
 def _aggregate(p: PeriodInput) -> ActivityRecord:
     good = [r for r in p.readings if r.quality.status is QualityStatus.GOOD and r.value is not None]
     bad_count = sum(1 for r in p.readings if r.quality.status is QualityStatus.BAD)
@@ -254,6 +260,14 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
     if calibration is None:
         flags.add(ActivityFlag.CALIBRATION_EXPIRED)  # no valid calibration over the period
 
+    relative, basis = relative_systematic(p.meter.carrier, p.meter.accuracy_class, calibration)
+    uncertainty = record_uncertainty(
+        total,
+        relative,
+        basis,
+        boundary_u(start.value, start.interpolated, _straddling(stepped, s_ns)),
+        boundary_u(end.value, end.interpolated, _straddling(stepped, e_ns)),
+    )
     conversions = (
         p.factors.apply(p.meter.carrier, total, p.point.unit)
         if p.factors is not None and p.point.quantity in CONSUMED
@@ -285,6 +299,7 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
         flags=tuple(sorted(flags)),
         calibration_certificate=calibration.certificate_no if calibration else None,
         calibration_status=calibration_status,
+        uncertainty=uncertainty,
         readings_root=root_of(chain, without_numbers=True),  # a Reading's JSON has none
         tce=conversions.tce if conversions else None,
         co2e_t=conversions.co2e_t if conversions else None,

@@ -285,9 +285,11 @@ def report(
     allocation = allocate(rpt.latest_revisions(records))
     title = f"{site.enterprise.name} — activity data {first} to {last} (exclusive)"
     table = Table(title=title)
-    for col in ("line", "meter", "point", "quantity", "unit", "periods", "coverage", "flags"):
+    columns = ("line", "meter", "point", "quantity", "U (k=2)", "unit", "periods", "coverage")
+    for col in (*columns, "flags"):
         table.add_column(
-            col, justify="right" if col in ("quantity", "periods", "coverage") else "left"
+            col,
+            justify="right" if col in ("quantity", "U (k=2)", "periods", "coverage") else "left",
         )
     for t in rows:
         table.add_row(
@@ -295,6 +297,7 @@ def report(
             t.meter_id,
             t.point,
             str(t.quantity),
+            t.expanded,
             t.unit,
             str(t.records),
             f"{t.coverage:.1%}",

@@ -21,6 +21,7 @@ from typing import Any
 
 import tomli_w
 
+from gateway import uncertainty
 from gateway.allocation import allocate
 from gateway.config import SiteConfig, parse_site_config
 from gateway.models import ActivityRecord
@@ -168,6 +169,8 @@ class DemoSummary:
     difference_kwh: str
     resolution_kwh: str
     totals_match: bool
+    platform_kwh_expanded_uncertainty: str  # U (k = 2) of platform_kwh_total, GUM
+    calibration: dict[str, str]  # meter -> its calibration status in the last period
     products: dict[str, dict[str, str]]  # line/product -> units, kWh, kWh per unit
     workdir: str
 
@@ -268,7 +271,18 @@ async def run_demo(
         # boundary; each interpolated boundary is within one register step of the truth
         tolerance = 2 * ENERGY_RESOLUTION_KWH * meters
         _, platform_records = platform.store.counts()
-        allocation = allocate(ActivityRecord.model_validate(r) for r in platform.store.records())
+        received = [ActivityRecord.model_validate(r) for r in platform.store.records()]
+        allocation = allocate(received)
+        energy = [r for r in received if r.point == "active_energy_import"]
+        per_meter = [
+            uncertainty.of_point([r for r in energy if r.meter_id == m])
+            for m in sorted({r.meter_id for r in energy})
+        ]
+        u_total = (
+            uncertainty.of_independent(u for u in per_meter if u is not None)
+            if None not in per_meter
+            else None
+        )
         return DemoSummary(
             meters=meters,
             duration_s=round(time.monotonic() - started, 1),
@@ -284,6 +298,8 @@ async def run_demo(
             difference_kwh=str(diff),
             resolution_kwh=str(ENERGY_RESOLUTION_KWH),
             totals_match=abs(diff) <= tolerance,
+            platform_kwh_expanded_uncertainty="" if u_total is None else f"{2 * u_total:.2g}",
+            calibration={r.meter_id: str(r.calibration_status) for r in energy},
             products={
                 f"{p.line}/{p.product}": {
                     "units": str(p.output),

@@ -463,6 +463,19 @@ class BoundaryValue(Frozen):
     )
 
 
+class Uncertainty(Frozen):
+    """Standard uncertainties of a record's quantity, in its unit (gateway/uncertainty.py):
+    the meter's systematic part (adds linearly over the same meter's periods) and the parts
+    at its start and end boundaries (shared with the neighbouring periods); U = k u_c."""
+
+    u_systematic: Decimal = Field(ge=0)
+    u_start: Decimal = Field(ge=0)
+    u_end: Decimal = Field(ge=0)
+    expanded: Decimal = Field(ge=0, description="U, the expanded uncertainty")
+    k: Decimal = Field(gt=0, description="coverage factor")
+    basis: str = Field(description="what the systematic part rests on")
+
+
 class ActivityRecord(Frozen):
     """Energy (or output) of one meter over one aligned period, traceable to its readings.
 
@@ -500,6 +513,9 @@ class ActivityRecord(Frozen):
     calibration_certificate: str | None
     calibration_status: CalibrationStatus = Field(
         description="the worst status of the meter's calibration on any day of the period"
+    )
+    uncertainty: Uncertainty | None = Field(
+        default=None, description="None when neither a certificate nor the class gives one"
     )
     readings_root: str
     revision: int = Field(default=0, ge=0)

@@ -19,6 +19,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from gateway import uncertainty
 from gateway.allocation import Allocation
 from gateway.models import ActivityFlag, ActivityRecord
 from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
@@ -38,10 +39,16 @@ class Total:
     coverage_sum: float = 0.0
     flags: dict[str, int] = field(default_factory=dict)
     by_day: dict[date, Decimal] = field(default_factory=dict)
+    u_c: Decimal | None = None  # combined standard uncertainty of `quantity`
 
     @property
     def coverage(self) -> float:
         return self.coverage_sum / self.records if self.records else 0.0
+
+    @property
+    def expanded(self) -> str:
+        """U with k = 2, two significant digits (GUM 7.2.6), or '' when unknown."""
+        return "" if self.u_c is None else f"{2 * self.u_c:.2g}"
 
 
 def latest_revisions(records: Iterable[ActivityRecord]) -> list[ActivityRecord]:
@@ -56,7 +63,9 @@ def latest_revisions(records: Iterable[ActivityRecord]) -> list[ActivityRecord]:
 
 def totals(records: Sequence[ActivityRecord]) -> list[Total]:
     out: dict[tuple[str, str, str], Total] = {}
+    members: dict[tuple[str, str, str], list[ActivityRecord]] = {}
     for r in latest_revisions(records):
+        members.setdefault((r.line or "(no line)", r.meter_id, r.point), []).append(r)
         line = r.line or "(no line)"
         t = out.setdefault(
             (line, r.meter_id, r.point),
@@ -69,6 +78,8 @@ def totals(records: Sequence[ActivityRecord]) -> list[Total]:
             t.flags[flag.value] = t.flags.get(flag.value, 0) + 1
         day = r.period_start.date()
         t.by_day[day] = t.by_day.get(day, Decimal(0)) + r.quantity
+    for key, t in out.items():
+        t.u_c = uncertainty.of_point(members[key])
     return sorted(out.values(), key=lambda t: (t.line, t.meter_id, t.point))
 
 
@@ -328,6 +339,7 @@ def to_html(title: str, rows: Sequence[Total], allocation: Allocation | None = N
             "point",
             "carrier",
             "quantity",
+            "U (k=2)",
             "unit",
             "periods",
             "coverage",
@@ -344,6 +356,7 @@ def to_html(title: str, rows: Sequence[Total], allocation: Allocation | None = N
                 t.point,
                 t.carrier,
                 t.quantity,
+                t.expanded,
                 t.unit,
                 t.records,
                 f"{t.coverage:.1%}",

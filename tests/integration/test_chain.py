@@ -70,6 +70,8 @@ async def test_energy_per_product_through_the_chain(tmp_path: Path, mosquitto: M
         tmp_path, meters=3, interval_s=2, duration_s=9, broker_port=mosquitto.port
     )
     assert summary.totals_match, summary
+    assert summary.calibration == {"M1": "valid", "M2": "valid", "M3": "expired"}
+    assert Decimal(summary.platform_kwh_expanded_uncertainty) > 0
     assert set(summary.products) == {"line-1/cell-a", "line-1/cell-b", "line-2/module-x"}
     a, b = (Decimal(summary.products[f"line-1/cell-{x}"]["units"]) for x in "ab")
     assert a > 0

@@ -52,6 +52,7 @@ BEGIN SELECT RAISE(ABORT, 'the calibration registry is append-only'); END
 """,
 )
 SITE = "site.toml"
+STANDARD = "std:"  # holder ids of reference standards (their certificates extend the chain)
 
 
 class CalibrationError(ValueError):
@@ -116,6 +117,16 @@ class Registry:
                 old = added.pop(row.certificate_no)
                 out[out.index(old)] = Entry(old.seq, old.record, row.reason)
         return tuple(out)
+
+    def find(self, certificate_no: str) -> tuple[str, tuple[Entry, ...]] | None:
+        """Who holds a certificate (a meter, or a reference standard `std:…`), with all of
+        that holder's entries; None when it was never registered."""
+        row = self.conn.execute(
+            "SELECT meter_id FROM calibration_log WHERE action = 'add' AND certificate_no = ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (certificate_no,),
+        ).fetchone()
+        return (str(row[0]), self.entries(str(row[0]))) if row else None
 
     def standing(self, meter_id: str, certificate_no: str) -> Entry | None:
         """The certificate as registered and not revoked, if it is."""
@@ -261,12 +272,13 @@ def read_certificates(
             raise ConfigError(source, problems_from(exc)) from None
         found = [(f"certificates[{i}].", c) for i, c in enumerate(certificates)]
     for place, cert in found:
-        if cert.meter_id not in known:
+        if cert.meter_id not in known and not cert.meter_id.startswith(STANDARD):
             problems.append(
                 ConfigProblem(
                     f"{place}meter_id",
                     f"no meter {cert.meter_id!r} in the site configuration"
-                    f" ({', '.join(sorted(known))})",
+                    f" ({', '.join(sorted(known))}); a reference standard's certificate goes"
+                    f" under {STANDARD}<its id>",
                 )
             )
     if problems:

@@ -487,6 +487,10 @@ def demo(
 
 def _registry(site: SiteConfig) -> Registry:
     """The site's registry (in its store), with site.toml's certificates registered."""
+    return _store_and_registry(site)[1]
+
+
+def _store_and_registry(site: SiteConfig) -> tuple[Store, Registry]:
     from gateway.calibration import Registry
 
     try:
@@ -498,7 +502,7 @@ def _registry(site: SiteConfig) -> Registry:
     except (StoreError, sqlite3.Error) as exc:
         err.print(f"tanji: {site.store.path}: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_FINDING) from None
-    return registry
+    return store, registry
 
 
 def _calibration_rows(
@@ -744,6 +748,75 @@ def calibration_history(
             str(row.seq), when, row.meter_id, row.action, row.certificate_no, detail, row.source
         )
     out.print(table)
+
+
+@app.command()
+def trace(
+    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    meter: Annotated[str, typer.Argument(help="meter id")],
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="time, ISO 8601 (e.g. 2026-11-25T10:00:00+08:00; default: now)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="export the chain as JSON")] = False,
+) -> None:
+    """The traceability chain valid at a time: reading -> meter -> certificate -> laboratory
+    -> reference standard -> its certificate -> ... -> national standard, each link marked
+    verified, expired or missing.
+
+    Exit 1 when the chain is broken (a link not verified, or it does not reach a national
+    measurement standard).
+
+    Example: tanji trace -c site.toml L1-MAIN --at 2026-11-25T10:00:00+08:00
+    """
+    from zoneinfo import ZoneInfo
+
+    from gateway.metrology import complete
+    from gateway.metrology import trace as chain_of
+    from gateway.periods import datetime_to_ns
+
+    site = _load_site(config)
+    found = [m for m in site.meters if m.id == meter]
+    if not found:
+        err.print(f"no meter {meter!r} in {config} ({', '.join(m.id for m in site.meters)})")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    tz = ZoneInfo(site.aggregation.timezone)
+    try:
+        when = datetime.fromisoformat(at).astimezone(tz) if at else datetime.now(tz)
+    except ValueError as exc:
+        err.print(f"--at: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    store, registry = _store_and_registry(site)
+    m = found[0]
+    counters = [p for p in m.points if p.kind == "counter"] or list(m.points)
+    reading = store.last_at(m.id, counters[0].name, datetime_to_ns(when))
+    links = chain_of(m.meter(), reading, when, registry.entries, registry.find)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "meter_id": m.id,
+                    "at": when.isoformat(),
+                    "complete": complete(links),
+                    "links": [
+                        {"kind": x.kind, "state": str(x.state), "label": x.label, **x.details}
+                        for x in links
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        table = Table(title=f"traceability of {m.id} at {when.isoformat()}")
+        for col in ("", "link", "state", "what"):
+            table.add_column(col)
+        marks = {"verified": "[green]✓[/]", "expired": "[red]✗[/]", "missing": "[yellow]?[/]"}
+        for i, x in enumerate(links):
+            table.add_row(str(i + 1), x.kind, f"{marks[x.state]} {x.state}", x.label)
+        out.print(table)
+    if not complete(links):
+        err.print("the chain is broken: see the links not verified")
+        raise typer.Exit(EXIT_FINDING)
 
 
 @sim_app.command("modbus")

@@ -24,7 +24,7 @@ import tomli_w
 from gateway import uncertainty
 from gateway.allocation import allocate
 from gateway.config import SiteConfig, parse_site_config
-from gateway.models import ActivityRecord
+from gateway.models import ActivityRecord, CalibrationRecord
 from gateway.periods import datetime_to_ns
 from gateway.report import per_unit
 from gateway.runtime import Gateway
@@ -62,6 +62,21 @@ def free_port_range(count: int, host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no {count} consecutive free ports on {host}")
 
 
+# the reference standard the demo meters were verified against: its own certificate goes into
+# the registry under `std:`, so `tanji trace` reaches a (simulated) national standard
+DEMO_STANDARD_ID = "std:demo-energy-standard"
+DEMO_STANDARD = CalibrationRecord(
+    certificate_no="DEMO-STD-0001",
+    lab="demo national metrology institute (simulated)",
+    accreditation_no="national metrology institute (simulated)",
+    calibration_date=date.today() - timedelta(days=200),
+    due_date=date.today() + timedelta(days=530),
+    expanded_uncertainty="0.02 %",
+    coverage_factor=2.0,
+    reference_standard="national primary standard of electric energy (simulated)",
+    reference_standard_is_national=True,
+)
+
 # production counters of the tanji-sim map (docs/simulators.md) and what they count
 KWH = ("electricity", "kWh")
 DEMO_COUNTER_ADDRESS = {"units_a": 41, "units_b": 43}
@@ -80,8 +95,8 @@ def demo_site(
     today = date.today()
     site_meters = []
     for i in range(meters):
-        expired = i == 2  # one meter shows what an expired calibration looks like
-        cal_date = today - timedelta(days=500 if expired else 120)
+        # M1 calibrated 120 days ago, M2's certificate falls due in 20 days, M3's expired
+        cal_date = today - timedelta(days={1: 345, 2: 500}.get(i, 120))
         # M1 and M2 feed one line each, with the line's production counters (two products on
         # line 1); M3 serves both lines, half each
         where: dict[str, Any] = (
@@ -101,9 +116,14 @@ def demo_site(
                 "protocol": "modbus_tcp",
                 "calibration": {
                     "certificate_no": f"DEMO-CAL-{i + 1:04d}",
+                    "kind": "verification",
                     "lab": "demo calibration lab (simulated, not a real certificate)",
+                    "accreditation_no": "CNAS L0000 (simulated)",
                     "calibration_date": cal_date,
                     "due_date": cal_date + timedelta(days=365),
+                    "reference_standard": "three-phase electric energy standard (simulated)",
+                    "reference_standard_certificate": DEMO_STANDARD.certificate_no,
+                    "reference_standard_lab": DEMO_STANDARD.lab,
                 },
                 "connection": {
                     "host": "127.0.0.1",
@@ -241,6 +261,7 @@ async def run_demo(
     async with broker, MeterFleet(meters, base_port) as fleet:
         platform = PlatformReceiver(workdir / "platform.db", "127.0.0.1", broker_port)
         gateway = Gateway(config)
+        gateway.calibrations.add(DEMO_STANDARD_ID, DEMO_STANDARD, "demo", time.time_ns())
         parts = DemoParts(fleet, gateway, platform, config)
         async with asyncio.TaskGroup() as tg:
             platform_task = tg.create_task(platform.run())

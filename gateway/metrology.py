@@ -16,11 +16,12 @@ period `expired`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from gateway.models import CalibrationRecord, CalibrationStatus
+from gateway.models import CalibrationRecord, CalibrationStatus, Meter, Reading
 
 # worst first: a period takes the first of these that any of its days has
 SEVERITY = (
@@ -80,3 +81,139 @@ def status_over(
 def entries_of(records: Sequence[CalibrationRecord]) -> tuple[Entry, ...]:
     """Registry-like entries for certificates given directly (site.toml, tests)."""
     return tuple(Entry(i, r) for i, r in enumerate(records))
+
+
+# --- traceability chain ------------------------------------------------------------------
+
+
+class LinkState(enum.StrEnum):
+    VERIFIED = "verified"  # present, and valid at the time
+    EXPIRED = "expired"  # present, but not valid at the time (expired, revoked, failed, …)
+    MISSING = "missing"  # the records do not say
+
+
+@dataclass(frozen=True)
+class Link:
+    kind: str  # reading, meter, certificate, laboratory, reference standard, …
+    state: LinkState
+    label: str
+    details: dict[str, str]
+
+
+def complete(links: Sequence[Link]) -> bool:
+    """Every link verified, ending at a national measurement standard."""
+    return (
+        bool(links)
+        and links[-1].kind == "national standard"
+        and all(link.state is LinkState.VERIFIED for link in links)
+    )
+
+
+def trace(
+    meter: Meter,
+    reading: Reading | None,
+    at: datetime,
+    certificates_of: Callable[[str], Sequence[Entry]],
+    find_certificate: Callable[[str], tuple[str, Sequence[Entry]] | None],
+) -> list[Link]:
+    """The chain from a reading to the national standard, as far as the records go:
+    reading -> meter -> its certificate valid at `at` -> laboratory -> reference standard ->
+    the reference standard's certificate (when registered, e.g. under the standard's own
+    id) -> its laboratory -> … `find_certificate(number)` returns (holder id, its entries)."""
+    links = []
+    if reading is None:
+        links.append(
+            Link("reading", LinkState.MISSING, "no reading stored at or before this time", {})
+        )
+    else:
+        links.append(
+            Link(
+                "reading",
+                LinkState.VERIFIED if reading.value is not None else LinkState.EXPIRED,
+                f"{reading.point} = {reading.value} {reading.unit} ({reading.quality.status})",
+                {"ts_ns": str(reading.ts_ns), "raw": reading.raw.hex()},
+            )
+        )
+    links.append(
+        Link(
+            "meter",
+            LinkState.VERIFIED,
+            f"{meter.id}: {meter.model}, serial {meter.serial}",
+            {"serial": meter.serial, "model": meter.model, "accuracy_class": meter.accuracy_class},
+        )
+    )
+    holder, entries, seen = meter.id, certificates_of(meter.id), set()
+    while True:
+        status, entry = status_on(entries, at.date())
+        if entry is None:
+            links.append(Link("certificate", LinkState.MISSING, f"{holder}: {status}", {}))
+            break
+        c = entry.record
+        state = LinkState.VERIFIED if status is CalibrationStatus.VALID else LinkState.EXPIRED
+        links.append(
+            Link(
+                "certificate",
+                state,
+                f"{c.certificate_no} ({c.kind}, {c.calibration_date} .. {c.due_date}): {status}",
+                {
+                    "holder": holder,
+                    "result": c.result,
+                    "expanded_uncertainty": c.expanded_uncertainty or "",
+                    "dcc_sha256": c.dcc_sha256 or "",
+                    **({"revoked": entry.revoked} if entry.revoked else {}),
+                },
+            )
+        )
+        lab_state = LinkState.VERIFIED if c.accreditation_no else LinkState.MISSING
+        links.append(
+            Link(
+                "laboratory",
+                lab_state,
+                f"{c.lab}, accreditation {c.accreditation_no or 'not stated'}",
+                {"lab": c.lab, "accreditation_no": c.accreditation_no or ""},
+            )
+        )
+        if c.reference_standard_is_national:
+            links.append(
+                Link(
+                    "national standard",
+                    LinkState.VERIFIED,
+                    f"{c.reference_standard or '(unnamed)'} (the chain ends at a national"
+                    " measurement standard)",
+                    {"reference_standard": c.reference_standard or ""},
+                )
+            )
+            break
+        if not c.reference_standard and not c.reference_standard_certificate:
+            links.append(Link("reference standard", LinkState.MISSING, "not stated", {}))
+            break
+        links.append(
+            Link(
+                "reference standard",
+                LinkState.VERIFIED if c.reference_standard_certificate else LinkState.MISSING,
+                f"{c.reference_standard or '(unnamed)'}, certificate"
+                f" {c.reference_standard_certificate or 'not stated'}"
+                + (f" by {c.reference_standard_lab}" if c.reference_standard_lab else ""),
+                {
+                    "reference_standard": c.reference_standard or "",
+                    "certificate": c.reference_standard_certificate or "",
+                    "lab": c.reference_standard_lab or "",
+                },
+            )
+        )
+        number = c.reference_standard_certificate
+        found = find_certificate(number) if number and number not in seen else None
+        if found is None:
+            if number:
+                links.append(
+                    Link(
+                        "certificate",
+                        LinkState.MISSING,
+                        f"{number}: not in the registry (the chain ends here)",
+                        {},
+                    )
+                )
+            break
+        seen.add(number)
+        holder, entries = found
+    return links

@@ -279,6 +279,10 @@ class CalibrationRecord(Frozen):
     reference_standard_lab: str | None = Field(
         default=None, description="who calibrated the reference standard (the next link)"
     )
+    reference_standard_is_national: bool = Field(
+        default=False,
+        description="the reference standard is a national measurement standard: the chain ends",
+    )
     dcc_sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",

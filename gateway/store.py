@@ -345,6 +345,15 @@ class Store:
         ).fetchall()
         return [_reading_from_row(r) for r in rows]
 
+    def last_at(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
+        """The point's last reading (any quality) at or before ts_ns."""
+        row = self.conn.execute(
+            f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns<=? ORDER BY r.ts_ns DESC, r.id DESC"
+            " LIMIT 1",
+            (self._series.get((meter_id, point), -1), ts_ns),
+        ).fetchone()
+        return _reading_from_row(row) if row else None
+
     def last_good_before(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
         row = self.conn.execute(
             f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns<? AND r.quality='good'"

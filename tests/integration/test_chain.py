@@ -93,6 +93,31 @@ async def test_energy_per_product_through_the_chain(tmp_path: Path, mosquitto: M
     on_line_1 = sum(p.energy.get(kwh, 0) for p in result.products if p.line == "line-1")
     assert on_line_1 + lines["line-1"].idle.get(kwh, 0) == lines["line-1"].energy[kwh]
 
+    # the traceability chain: complete for a calibrated meter, broken where it expired
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    site = str(tmp_path / "site.toml")
+    good = CliRunner().invoke(app, ["trace", "-c", site, "M1", "--json"])
+    assert good.exit_code == 0, good.output
+    chain = json.loads(good.stdout)
+    assert chain["complete"] is True
+    assert [x["kind"] for x in chain["links"]] == [
+        "reading",
+        "meter",
+        "certificate",
+        "laboratory",
+        "reference standard",
+        "certificate",
+        "laboratory",
+        "national standard",
+    ]
+    broken = CliRunner().invoke(app, ["trace", "-c", site, "M3", "--json"])
+    assert broken.exit_code == 1
+    links = json.loads(broken.stdout)["links"]
+    assert (links[2]["kind"], links[2]["state"]) == ("certificate", "expired")
+
 
 async def test_a_backfilled_reading_reaches_the_platform_as_a_revision(
     tmp_path: Path, mosquitto: Mosquitto

@@ -34,6 +34,7 @@ from gateway.store import Store, StoreError
 
 if TYPE_CHECKING:
     from gateway.allocation import Allocation
+    from gateway.balance import BalanceConfig, BalanceResult
     from gateway.calibration import Registry
     from gateway.demo import DemoParts, DemoSummary
     from gateway.models import CalibrationRecord, CalibrationStatus
@@ -244,6 +245,7 @@ def report(
 
     from gateway import report as rpt
     from gateway.allocation import allocate
+    from gateway.balance import check as check_balance
     from gateway.periods import Interval, datetime_to_ns
 
     site = _load_site(config)
@@ -306,6 +308,8 @@ def report(
     out.print(table)
     if allocation.products:
         out.print(_products_table(allocation))
+    for b in site.balances:
+        out.print(_balance_table(b, check_balance(b, rpt.latest_revisions(records))))
     if not rows:
         err.print("no activity records in this span")
     if any(rpt.flagged(t) for t in rows):
@@ -323,6 +327,32 @@ def report(
     except OSError as exc:
         err.print(f"cannot write the report: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _balance_table(balance: BalanceConfig, results: list[BalanceResult]) -> Table:
+    from gateway.balance import summary
+
+    counts = summary(results)
+    table = Table(
+        title=f"energy balance: {balance.main} vs {' + '.join(balance.subs)}"
+        f" (tolerance {balance.tolerance_percent} %)",
+        caption=", ".join(f"{n} {state}" for state, n in counts.items()),
+    )
+    for col in ("period", "main", "sub-meters", "difference", "%", "U (k=2)", "state"):
+        table.add_column(col, justify="left" if col in ("period", "state") else "right")
+    shown = [r for r in results if r.state != "ok"][:50]  # the periods to look at
+    for r in shown:
+        colour = "red" if r.state == "imbalance" else "yellow"
+        table.add_row(
+            r.period_start.isoformat(),
+            str(r.main_quantity if r.main_quantity is not None else ""),
+            str(r.subs_quantity if r.subs_quantity is not None else ""),
+            str(r.difference if r.difference is not None else ""),
+            f"{r.percent:.2f}" if r.percent is not None else "",
+            f"{r.expanded_uncertainty:.2g}" if r.expanded_uncertainty is not None else "",
+            f"[{colour}]{r.state}[/] {r.why}",
+        )
+    return table
 
 
 def _products_table(allocation: Allocation) -> Table:
@@ -428,7 +458,10 @@ def demo(
         float | None, typer.Option(help="stop after this many seconds and print a summary")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
-    meters: Annotated[int, typer.Option(min=1, max=200, help="simulated meters")] = 3,
+    meters: Annotated[
+        int,
+        typer.Option(min=1, max=200, help="simulated meters (from 4, the last is a main meter)"),
+    ] = 4,
     interval: Annotated[
         int, typer.Option(min=2, max=900, help="aggregation period in seconds")
     ] = 10,

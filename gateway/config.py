@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from collectors import collector_types
+from gateway.balance import BalanceConfig
 from gateway.factors import FactorError, FactorsConfig, FactorSet
 from gateway.mirror import MirrorConfig
 from gateway.models import (
@@ -228,6 +229,9 @@ class SiteConfig(Frozen):
     mqtt: MqttConfig = MqttConfig()
     mirror: MirrorConfig | None = None
     factors: FactorsConfig = FactorsConfig()
+    balances: tuple[BalanceConfig, ...] = Field(
+        default=(), description="main meters and their sub-meters, checked per period"
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:
@@ -270,6 +274,17 @@ class SiteConfig(Frozen):
                     f"meter {m.id!r}: point {counting[0]!r} counts a product, so the meter"
                     " must belong to exactly one line (`line = ...`)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _balances_name_meters(self) -> SiteConfig:
+        points = {m.id: {p.name for p in m.points} for m in self.meters}
+        for i, b in enumerate(self.balances):
+            for meter_id in (b.main, *b.subs):
+                if meter_id not in points:
+                    raise ValueError(f"balances[{i}]: no meter {meter_id!r}")
+                if b.point not in points[meter_id]:
+                    raise ValueError(f"balances[{i}]: meter {meter_id!r} has no point {b.point!r}")
         return self
 
     @model_validator(mode="after")

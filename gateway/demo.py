@@ -21,7 +21,7 @@ from typing import Any
 
 import tomli_w
 
-from gateway import uncertainty
+from gateway import balance, uncertainty
 from gateway.allocation import allocate
 from gateway.config import SiteConfig, parse_site_config
 from gateway.models import ActivityRecord, CalibrationRecord
@@ -79,6 +79,8 @@ DEMO_STANDARD = CalibrationRecord(
 
 # production counters of the tanji-sim map (docs/simulators.md) and what they count
 KWH = ("electricity", "kWh")
+MAIN_FROM = 4  # with this many meters or more, the last is a main meter in front of the rest
+MAIN_LOSSES = 0.01  # the simulated feeder's losses between the main meter and the others
 DEMO_COUNTER_ADDRESS = {"units_a": 41, "units_b": 43}
 DEMO_PRODUCTS = {0: {"units_a": "cell-a", "units_b": "cell-b"}, 1: {"units_a": "module-x"}}
 
@@ -94,13 +96,17 @@ def demo_site(
     """The demo's site configuration, as a site.toml would hold it."""
     today = date.today()
     site_meters = []
+    main = meters - 1 if meters >= MAIN_FROM else None
     for i in range(meters):
         # M1 calibrated 120 days ago, M2's certificate falls due in 20 days, M3's expired
         cal_date = today - timedelta(days={1: 345, 2: 500}.get(i, 120))
         # M1 and M2 feed one line each, with the line's production counters (two products on
-        # line 1); M3 serves both lines, half each
+        # line 1); M3 serves both lines, half each; the main meter (from 4 meters on, the
+        # last) serves no line: it is there for the energy balance
         where: dict[str, Any] = (
-            {"lines": {"line-1": Decimal("0.5"), "line-2": Decimal("0.5")}}
+            {}
+            if i == main
+            else {"lines": {"line-1": Decimal("0.5"), "line-2": Decimal("0.5")}}
             if i == 2
             else {"line": f"line-{i % 2 + 1}"}
         )
@@ -111,7 +117,7 @@ def demo_site(
                 "serial": f"SIM-{i + 1:05d}",
                 "model": "tanji simulated meter (not a real product)",
                 "carrier": "electricity",
-                "accuracy_class": "1",
+                "accuracy_class": "0.5S" if i == main else "1",
                 **where,
                 "protocol": "modbus_tcp",
                 "calibration": {
@@ -159,6 +165,11 @@ def demo_site(
         "store": {"path": str(workdir / "gateway.db"), "commit_interval_s": 1.0},
         "aggregation": {"interval": f"{interval_s}s", "grace_s": 2.0},
         "mqtt": {"broker_url": f"mqtt://127.0.0.1:{broker_port}", "ack_timeout_s": 10.0},
+        "balances": (
+            [{"main": demo_meter_id(main), "subs": [demo_meter_id(i) for i in range(main)]}]
+            if main is not None
+            else []
+        ),
     }
 
 
@@ -191,6 +202,7 @@ class DemoSummary:
     totals_match: bool
     platform_kwh_expanded_uncertainty: str  # U (k = 2) of platform_kwh_total, GUM
     calibration: dict[str, str]  # meter -> its calibration status in the last period
+    balance: dict[str, int]  # periods of the main meter vs its sub-meters: ok, imbalance, …
     products: dict[str, dict[str, str]]  # line/product -> units, kWh, kWh per unit
     workdir: str
 
@@ -237,7 +249,7 @@ def _ns(iso: str) -> int:
 
 async def run_demo(
     workdir: Path,
-    meters: int = 3,
+    meters: int = 4,
     interval_s: int = 10,
     duration_s: float | None = None,
     on_tick: Callable[[DemoParts], None] | None = None,
@@ -258,7 +270,10 @@ async def run_demo(
     config = prepare_site(workdir, meters, base_port, broker_port, interval_s)
     started = time.monotonic()
     broker = EmbeddedBroker("127.0.0.1", broker_port) if embedded else contextlib.nullcontext()
-    async with broker, MeterFleet(meters, base_port) as fleet:
+    fleet = MeterFleet(meters, base_port)
+    if meters >= MAIN_FROM:
+        fleet.make_main(meters - 1, range(meters - 1), MAIN_LOSSES)
+    async with broker, fleet:
         platform = PlatformReceiver(workdir / "platform.db", "127.0.0.1", broker_port)
         gateway = Gateway(config)
         gateway.calibrations.add(DEMO_STANDARD_ID, DEMO_STANDARD, "demo", time.time_ns())
@@ -321,6 +336,11 @@ async def run_demo(
             totals_match=abs(diff) <= tolerance,
             platform_kwh_expanded_uncertainty="" if u_total is None else f"{2 * u_total:.2g}",
             calibration={r.meter_id: str(r.calibration_status) for r in energy},
+            balance={
+                state: n
+                for b in config.balances
+                for state, n in balance.summary(balance.check(b, received)).items()
+            },
             products={
                 f"{p.line}/{p.product}": {
                     "units": str(p.output),

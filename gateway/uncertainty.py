@@ -114,6 +114,11 @@ def of_point(records: Sequence[ActivityRecord]) -> Decimal | None:
     return _rss(parts)
 
 
+def combined(u: Uncertainty) -> Decimal:
+    """A record's combined standard uncertainty u_c."""
+    return _rss([u.u_systematic, u.u_start, u.u_end])
+
+
 def of_independent(us: Iterable[Decimal]) -> Decimal:
     """Combined standard uncertainty of a sum of independent meters' figures."""
     return _rss(list(us))

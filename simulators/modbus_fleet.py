@@ -19,7 +19,7 @@ import math
 import random
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -94,6 +94,9 @@ class SimMeter:
     faults: Faults = field(default_factory=Faults)
     requests: int = 0
     rng: random.Random = field(default_factory=random.Random)
+    # a main meter: measures what the meters it feeds measure, plus its losses
+    feeds: tuple[SimMeter, ...] = ()
+    losses: float = 0.0
 
     @classmethod
     def plausible(cls, index: int, unit_id: int, t0: float, profile: Profile) -> SimMeter:
@@ -112,6 +115,8 @@ class SimMeter:
     # --- physics -------------------------------------------------------------------------------
 
     def power_kw(self, t: float) -> float:
+        if self.feeds:
+            return (1 + self.losses) * sum(m.power_kw(t) for m in self.feeds)
         base = 0.55 * self.rated_kw
         day = 0.3 * base * math.sin(2 * math.pi * (t - 6 * 3600) / DAY_S)
         ripple = 0.15 * base * math.sin(2 * math.pi * t / self.ripple_period_s)
@@ -119,6 +124,9 @@ class SimMeter:
 
     def energy_kwh(self, t: float) -> float:
         """Initial energy plus the exact integral of power_kw from t0 to t (no faults)."""
+        if self.feeds:
+            fed = sum(m.energy_kwh(t) - m.initial_kwh for m in self.feeds)
+            return self.initial_kwh + (1 + self.losses) * fed
         base = 0.55 * self.rated_kw
 
         def antiderivative_kws(x: float) -> float:
@@ -321,6 +329,13 @@ class MeterFleet:
         self.lines: list[VirtualSerialLine] = []
         self._scenario_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+
+    def make_main(self, main: int, fed: Sequence[int], losses: float = 0.01) -> None:
+        """Meter `main` becomes a main meter in front of meters `fed`: it measures their
+        energy plus `losses` (a fraction), as a feeder's meter does with its cables' losses."""
+        meter = self.meters[main]
+        meter.feeds = tuple(self.meters[i] for i in fed)
+        meter.losses = losses
 
     @property
     def links(self) -> int:

@@ -52,8 +52,14 @@ def test_tanji_demo_command_prints_json_summary(tmp_path: Path):
         "batches_acked",
         "platform_kwh_total",
         "simulator_kwh_total",
+        "platform_kwh_expanded_uncertainty",
+        "calibration",
+        "balance",
     ):
         assert key in summary
+    assert summary["meters"] == 4  # the default: three meters behind a main meter
+    assert sum(summary["balance"].values()) >= 1
+    assert summary["balance"]["imbalance"] == 0
     assert summary["batches_acked"] >= 1
     assert summary["totals_match"] is True
     assert (tmp_path / "site.toml").exists()

@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     batch_id     TEXT    NOT NULL UNIQUE,
     payload      BLOB    NOT NULL,
     record_count INTEGER NOT NULL,
-    state        TEXT    NOT NULL DEFAULT 'pending',  -- pending | acked | rejected
+    state        TEXT    NOT NULL DEFAULT 'pending',  -- pending | acked | rejected | held
     attempts     INTEGER NOT NULL DEFAULT 0,
     created_ns   INTEGER NOT NULL,
     last_sent_ns INTEGER,
@@ -46,8 +46,11 @@ def enqueue(
     records: Sequence[ActivityRecord],
     batch_size: int,
     now_ns: int,
+    held: bool = False,
 ) -> list[str]:
     """Add records as batches of at most `batch_size`; call inside the caller's transaction.
+    `held` batches are stored but not sent (the site holds back records without a valid
+    calibration) until released.
 
     Returns the batch ids. A batch whose id already exists is not added twice.
     """
@@ -55,9 +58,15 @@ def enqueue(
     for i in range(0, len(records), batch_size):
         batch = build_batch(uscc, gateway_id, records[i : i + batch_size])
         conn.execute(
-            "INSERT OR IGNORE INTO outbox (batch_id, payload, record_count, created_ns)"
-            " VALUES (?,?,?,?)",
-            (batch["batch_id"], json.dumps(batch).encode(), len(batch["records"]), now_ns),
+            "INSERT OR IGNORE INTO outbox (batch_id, payload, record_count, created_ns, state)"
+            " VALUES (?,?,?,?,?)",
+            (
+                batch["batch_id"],
+                json.dumps(batch).encode(),
+                len(batch["records"]),
+                now_ns,
+                "held" if held else "pending",
+            ),
         )
         ids.append(batch["batch_id"])
     return ids
@@ -75,6 +84,7 @@ class OutboxStats:
     pending: int
     acked: int
     rejected: int
+    held: int
     records_acked: int
     oldest_pending_ns: int | None
 
@@ -127,6 +137,7 @@ class Outbox:
             pending=int(rows.get("pending", 0)),
             acked=int(rows.get("acked", 0)),
             rejected=int(rows.get("rejected", 0)),
+            held=int(rows.get("held", 0)),
             records_acked=int(acked_records),
             oldest_pending_ns=int(oldest) if oldest is not None else None,
         )

@@ -179,7 +179,8 @@ def status(
 
     Exit 1 when the gateway is not running (no fresh status) or something needs attention:
     a meter (its last reading was bad, or points were disabled), the store (at its disk cap),
-    aggregation (failed passes, late readings set aside for evicted periods).
+    aggregation (failed passes, late readings set aside for evicted periods), calibration
+    (records held back for want of a valid calibration).
 
     Example: tanji status --config /etc/tanji/site.toml
     """
@@ -199,6 +200,8 @@ def status(
             attention.append("store")
         if snapshot.get("aggregation_failures") or snapshot.get("readings_set_aside"):
             attention.append("aggregation")
+        if snapshot.get("records_held"):
+            attention.append("calibration")
         table = _status_table(snapshot, age_s)
     except FileNotFoundError:
         err.print(f"no status at {path}: the gateway has not run with this configuration")
@@ -392,6 +395,12 @@ def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
             f" · {snapshot['readings_set_aside']} late readings SET ASIDE (their periods were"
             " evicted)"
             if snapshot.get("readings_set_aside")
+            else ""
+        )
+        + (
+            f" · {snapshot['records_held']} records HELD (no valid calibration;"
+            " send_without_valid_calibration = false)"
+            if snapshot.get("records_held")
             else ""
         )
         + (

@@ -147,6 +147,10 @@ class AggregationConfig(Frozen):
         default=None, gt=0, description="pairs of readings further apart count as a gap"
     )
     grace_s: float = Field(default=5.0, ge=0, le=3600)
+    send_without_valid_calibration: bool = Field(
+        default=True,
+        description="false: records of periods without a valid calibration are held, not sent",
+    )
 
     @field_validator("interval")
     @classmethod

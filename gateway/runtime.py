@@ -100,6 +100,7 @@ class Gateway:
         self.records_revised = 0
         self.readings_set_aside = 0  # late readings for evicted periods (kept, not used)
         self.aggregation_failures = 0
+        self.records_held = 0  # without a valid calibration, held back by the site's choice
         self._pending: list[Reading] = []
         self._aggregating = asyncio.Lock()
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
@@ -185,6 +186,7 @@ class Gateway:
             "records_revised": self.records_revised,
             "readings_set_aside": self.readings_set_aside,
             "aggregation_failures": self.aggregation_failures,
+            "records_held": self.records_held,
             "meters": {
                 meter_id: {
                     "readings": st.readings,
@@ -335,21 +337,30 @@ class Gateway:
         return records
 
     def _enqueue(self, records: list[ActivityRecord], up_to: int, now_ns: int) -> None:
+        """Records and their outbox batches in one transaction; where the site says so,
+        records without a valid calibration go into held batches (stored, not sent)."""
         size = self.config.mqtt.batch_size
+        hold = not self.config.aggregation.send_without_valid_calibration
+        held = [r for r in records if hold and r.calibration_status != "valid"]
+        sent = [r for r in records if not (hold and r.calibration_status != "valid")]
         with transaction(self.store.conn):
-            if records:
+            for group, is_held in ((sent, False), (held, True)):
+                if not group:
+                    continue
                 batch_ids = cloud_sync.enqueue(
                     self.store.conn,
                     self.config.enterprise.uscc,
                     self.config.gateway_id,
-                    records,
+                    group,
                     size,
                     now_ns,
+                    held=is_held,
                 )
                 self.store.insert_activity(
-                    records, now_ns, [batch_ids[i // size] for i in range(len(records))]
+                    group, now_ns, [batch_ids[i // size] for i in range(len(group))]
                 )
             self.store.set_cursor(LATE_CURSOR, up_to)
+        self.records_held += len(held)
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop collecting, seal what is complete and wait for the platform to ack it all.

@@ -226,3 +226,31 @@ def test_late_readings_for_evicted_periods_are_kept_but_not_used(gateway):
     assert gw.store.readings("L1-MAIN", "active_energy_import", end, end + 10 * NS) == []
     stored = gw.store.conn.execute("SELECT COUNT(*) FROM readings WHERE ts_ns = ?", (end + 3 * NS,))
     assert stored.fetchone()[0] == 1  # kept as evidence
+
+
+def test_a_site_can_hold_back_records_without_a_valid_calibration(tmp_path: Path):
+    """send_without_valid_calibration = false: such records are stored, in held batches that
+    are never sent (nor evicted), and counted in the status."""
+    from cloud_sync.outbox import Outbox
+
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["store"]["path"] = str(tmp_path / "g.db")
+    data["aggregation"] = {
+        "interval": "15min",
+        "grace_s": 5,
+        "send_without_valid_calibration": False,
+    }
+    data["meters"][0]["connection"]["poll_interval_s"] = POLL_S
+    data["meters"][0]["calibration"]["due_date"] = "2025-01-01"  # T0 is in November 2025
+    data["meters"][0]["calibration"]["calibration_date"] = "2024-01-01"
+    clock = Clock()
+    gw = Gateway(parse_site_config(data), clock=clock)
+    gw.store.append_readings(readings(T0, T0 + 20 * MIN))
+    (record,) = seal(gw, clock, T0 + 20 * MIN)
+    assert record.calibration_status == "expired"
+    outbox = Outbox(gw.store.conn)
+    assert outbox.stats().held == 1
+    assert outbox.stats().pending == 0
+    assert outbox.due(T0 + 21 * MIN, 0) == []
+    assert gw.status_snapshot()["records_held"] == 1
+    asyncio.run(gw.close())

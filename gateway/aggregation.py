@@ -32,6 +32,7 @@ from gateway.models import (
     ActivityRecord,
     BoundaryValue,
     CalibrationStatus,
+    DataQuality,
     Meter,
     PointSpec,
     QualityStatus,
@@ -221,6 +222,11 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
         return _aggregate(p)
 
 
+def _share(part: Decimal, total: Decimal) -> Decimal:
+    """part / total to four decimal places (0 of nothing)."""
+    return (part / total).quantize(Decimal("0.0001")) if total else Decimal(0)
+
+
 def _straddling(stepped: Sequence[Step], t: int) -> Decimal:
     """The step across time t (0 when a reading is at t or none straddles it)."""
     return next((s.d for s in stepped if s.a.ts_ns < t < s.b.ts_ns), Decimal(0))
@@ -236,8 +242,14 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
     flags: set[ActivityFlag] = set()
     total = Decimal(0)
     covered_ns = 0
+    interpolated = landed = Decimal(0)
     for s in stepped:
-        total += s.share(e_ns) - s.share(s_ns)
+        part = s.share(e_ns) - s.share(s_ns)
+        total += part
+        if s.gap:
+            landed += part  # measured, but when within the gap is not known
+        elif s.a.ts_ns < s_ns or s.b.ts_ns > e_ns:
+            interpolated += part  # a share of a step across a boundary
         if s.touches(s_ns, e_ns):
             flags |= s.flags
         if not s.gap:
@@ -300,6 +312,11 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
         calibration_certificate=calibration.certificate_no if calibration else None,
         calibration_status=calibration_status,
         uncertainty=uncertainty,
+        data_quality=DataQuality(
+            measured_share=_share(total - interpolated - landed, total),
+            interpolated_share=_share(interpolated, total),
+            gap_share=_share(landed, total),
+        ),
         readings_root=root_of(chain, without_numbers=True),  # a Reading's JSON has none
         tce=conversions.tce if conversions else None,
         co2e_t=conversions.co2e_t if conversions else None,

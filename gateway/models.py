@@ -480,6 +480,16 @@ class Uncertainty(Frozen):
     basis: str = Field(description="what the systematic part rests on")
 
 
+class DataQuality(Frozen):
+    """Where a record's quantity comes from (docs/metrology.md, "Data quality"): shares of it
+    measured between readings inside the period, interpolated at its boundaries, or
+    attributed from a step across a gap (measured, but not when)."""
+
+    measured_share: Decimal = Field(ge=0, le=1)
+    interpolated_share: Decimal = Field(ge=0, le=1)
+    gap_share: Decimal = Field(ge=0, le=1)
+
+
 class ActivityRecord(Frozen):
     """Energy (or output) of one meter over one aligned period, traceable to its readings.
 
@@ -521,6 +531,7 @@ class ActivityRecord(Frozen):
     uncertainty: Uncertainty | None = Field(
         default=None, description="None when neither a certificate nor the class gives one"
     )
+    data_quality: DataQuality | None = None
     readings_root: str
     revision: int = Field(default=0, ge=0)
     supersedes: str | None = Field(

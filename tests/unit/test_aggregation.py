@@ -112,6 +112,13 @@ def test_boundaries_are_interpolated_and_gaps_land_where_measurement_resumed():
     assert rec.end.distance_ns == NS // 2
     assert {ActivityFlag.GAP, ActivityFlag.INTERPOLATED} <= set(rec.flags)
     assert rec.coverage == 0.2  # -0.5..2 s measured, 0..2 s of it inside
+    dq = rec.data_quality
+    assert dq is not None
+    assert (dq.interpolated_share, dq.measured_share, dq.gap_share) == (
+        Decimal("0.0714"),  # 0.07 of 0.98 kWh
+        Decimal("0.1531"),  # 0.15
+        Decimal("0.7755"),  # 0.76
+    )
     assert rec.calibration_certificate == "C-1"
     assert ActivityFlag.CALIBRATION_EXPIRED not in rec.flags
 

@@ -62,6 +62,7 @@ err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FINDING, EXIT_BAD_INPUT = 0, 1, 2
+SiteOption = Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")]
 
 
 def _logging(verbose: bool) -> None:
@@ -140,7 +141,7 @@ def check_config(
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    config: SiteOption,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the gateway for a site until Ctrl-C.
@@ -172,7 +173,7 @@ def run(
 
 @app.command()
 def status(
-    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    config: SiteOption,
     as_json: Annotated[bool, typer.Option("--json", help="print the raw snapshot")] = False,
 ) -> None:
     """Show how the running gateway's meters are polled (from its status file).
@@ -222,7 +223,7 @@ def status(
 
 @app.command()
 def report(
-    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    config: SiteOption,
     start: Annotated[
         str | None, typer.Option("--from", help="first day, YYYY-MM-DD (default: today)")
     ] = None,
@@ -610,7 +611,7 @@ def _day(text: str | None, site: SiteConfig) -> date:
 
 @calibration_app.command("list")
 def calibration_list(
-    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    config: SiteOption,
     at: Annotated[str | None, typer.Option("--at", help="day, YYYY-MM-DD (default: today)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -633,7 +634,7 @@ def calibration_list(
 
 @calibration_app.command("due")
 def calibration_due(
-    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    config: SiteOption,
     days: Annotated[int, typer.Option("--days", min=0, help="look this many days ahead")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -662,7 +663,7 @@ def calibration_due(
 
 @calibration_app.command("import")
 def calibration_import(
-    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    config: SiteOption,
     file: Annotated[Path, typer.Argument(help="certificates: .toml, .csv, or a DCC .xml")],
     due: Annotated[
         str | None,
@@ -744,7 +745,7 @@ def _read_dcc(
 
 @calibration_app.command("revoke")
 def calibration_revoke(
-    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    config: SiteOption,
     meter: Annotated[str, typer.Argument(help="meter id")],
     certificate: Annotated[str, typer.Argument(help="certificate number")],
     reason: Annotated[str, typer.Option("--reason", help="why it is withdrawn (kept)")],
@@ -768,7 +769,7 @@ def calibration_revoke(
 
 @calibration_app.command("history")
 def calibration_history(
-    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    config: SiteOption,
     meter: Annotated[str | None, typer.Argument(help="meter id (default: all)")] = None,
 ) -> None:
     """Everything the registry ever recorded, oldest first.
@@ -794,7 +795,7 @@ def calibration_history(
 
 @app.command()
 def trace(
-    config: Annotated[Path, typer.Option("--config", "-c", help="site configuration (TOML)")],
+    config: SiteOption,
     meter: Annotated[str, typer.Argument(help="meter id")],
     at: Annotated[
         str | None,

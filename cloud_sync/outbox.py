@@ -86,6 +86,7 @@ class OutboxStats:
     rejected: int
     held: int
     records_acked: int
+    records_held: int
     oldest_pending_ns: int | None
 
 
@@ -129,8 +130,9 @@ class Outbox:
         rows = dict(
             self.conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
         )
-        acked_records, oldest = self.conn.execute(
+        acked_records, held_records, oldest = self.conn.execute(
             "SELECT (SELECT COALESCE(SUM(record_count),0) FROM outbox WHERE state='acked'),"
+            " (SELECT COALESCE(SUM(record_count),0) FROM outbox WHERE state='held'),"
             " (SELECT MIN(created_ns) FROM outbox WHERE state='pending')"
         ).fetchone()
         return OutboxStats(
@@ -139,5 +141,6 @@ class Outbox:
             rejected=int(rows.get("rejected", 0)),
             held=int(rows.get("held", 0)),
             records_acked=int(acked_records),
+            records_held=int(held_records),
             oldest_pending_ns=int(oldest) if oldest is not None else None,
         )

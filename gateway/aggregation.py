@@ -227,6 +227,11 @@ def _share(part: Decimal, total: Decimal) -> Decimal:
     return (part / total).quantize(Decimal("0.0001")) if total else Decimal(0)
 
 
+def _boundary_u(point: PointSpec, b: BoundaryValue, step: Decimal) -> Decimal:
+    resolution = point.resolution(b.value) if b.value is not None else None
+    return boundary_u(b.value, b.interpolated, step, resolution)
+
+
 def _straddling(stepped: Sequence[Step], t: int) -> Decimal:
     """The step across time t (0 when a reading is at t or none straddles it)."""
     return next((s.d for s in stepped if s.a.ts_ns < t < s.b.ts_ns), Decimal(0))
@@ -277,8 +282,8 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
         total,
         relative,
         basis,
-        boundary_u(start.value, start.interpolated, _straddling(stepped, s_ns)),
-        boundary_u(end.value, end.interpolated, _straddling(stepped, e_ns)),
+        _boundary_u(p.point, start, _straddling(stepped, s_ns)),
+        _boundary_u(p.point, end, _straddling(stepped, e_ns)),
     )
     conversions = (
         p.factors.apply(p.meter.carrier, total, p.point.unit)

@@ -164,32 +164,67 @@ class Registry:
             self._revoke(meter_id, certificate_no, f"superseded: {reason}", source, now_ns)
             self._add(meter_id, record, source, now_ns)
 
+    def add_all(
+        self, certificates: Iterable[tuple[str, CalibrationRecord]], source: str, now_ns: int
+    ) -> int:
+        """Register several certificates in one transaction (all or none); returns how many
+        were new."""
+        with transaction(self.conn):
+            return sum(self._add(m, c, source, now_ns) for m, c in certificates)
+
     def sync_site(self, meters: Iterable[tuple[str, CalibrationRecord]], now_ns: int) -> list[str]:
-        """Register the site configuration's certificates; a certificate whose entry in
-        site.toml changed supersedes the one registered from site.toml. Returns what was done
-        (or refused: a certificate imported from a file is not overridden by site.toml)."""
+        """Register the site configuration's certificates, each decided and written in one
+        transaction (a concurrent import cannot slip in between). A certificate whose entry in
+        site.toml changed supersedes the one registered from site.toml; one that was revoked
+        (or superseded) is not registered again while site.toml still says the same; one
+        imported from a file is never overridden. Returns what was done or refused."""
         notes: list[str] = []
         for meter_id, record in meters:
-            current = self.standing(meter_id, record.certificate_no)
-            if current is None or current.record == record:
-                if self.add(meter_id, record, SITE, now_ns):
-                    notes.append(f"{meter_id}: registered {record.certificate_no} from site.toml")
-                continue
-            source = next(r.source for r in self.log(meter_id) if r.seq == current.seq)
-            if source != SITE:
-                notes.append(
-                    f"{meter_id}: {record.certificate_no} in site.toml differs from the one"
-                    f" registered from {source}; the registered one stands (supersede it with"
-                    " `tanji calibration import --supersede`)"
-                )
-                continue
-            self.supersede(
-                meter_id, record.certificate_no, record, "changed in site.toml", SITE, now_ns
-            )
-            notes.append(f"{meter_id}: {record.certificate_no} changed in site.toml, superseded")
+            with transaction(self.conn):
+                note = self._sync_one(meter_id, record, now_ns)
+            if note:
+                notes.append(note)
         return notes
 
+    def _sync_one(self, meter_id: str, record: CalibrationRecord, now_ns: int) -> str | None:
+        number = record.certificate_no
+        current = self.standing(meter_id, number)
+        if current is not None and current.record == record:
+            return None
+        if current is None:
+            if self._was_revoked(meter_id, record):
+                return None  # withdrawn on purpose: site.toml saying it again does not undo that
+            self._add(meter_id, record, SITE, now_ns)
+            return f"{meter_id}: registered {number} from site.toml"
+        if self._was_revoked(meter_id, record):
+            return (
+                f"{meter_id}: {number} in site.toml is a version that was revoked; the"
+                " registered one stands"
+            )
+        source = next(r.source for r in self.log(meter_id) if r.seq == current.seq)
+        if source != SITE:
+            return (
+                f"{meter_id}: {number} in site.toml differs from the one registered from"
+                f" {source}; the registered one stands (supersede it with"
+                " `tanji calibration import --supersede`)"
+            )
+        self._revoke(meter_id, number, "superseded: changed in site.toml", SITE, now_ns)
+        self._add(meter_id, record, SITE, now_ns)
+        return f"{meter_id}: {number} changed in site.toml, superseded"
+
+    def _was_revoked(self, meter_id: str, record: CalibrationRecord) -> Entry | None:
+        return next(
+            (e for e in self.entries(meter_id) if e.revoked is not None and e.record == record),
+            None,
+        )
+
     def _add(self, meter_id: str, record: CalibrationRecord, source: str, now_ns: int) -> bool:
+        revoked = self._was_revoked(meter_id, record)
+        if revoked is not None:
+            raise CalibrationError(
+                f"meter {meter_id!r}: certificate {record.certificate_no!r} was revoked"
+                f" ({revoked.revoked}); it is not registered again"
+            )
         current = self.standing(meter_id, record.certificate_no)
         if current is not None:
             if current.record == record:
@@ -254,7 +289,11 @@ def read_certificates(
     except UnicodeDecodeError as exc:
         raise ConfigError(source, [ConfigProblem("", f"not UTF-8 text ({exc})")]) from None
     if path.suffix.lower() == ".csv":
-        for n, row in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+        try:
+            rows = list(csv.DictReader(io.StringIO(text)))
+        except csv.Error as exc:
+            raise ConfigError(source, [ConfigProblem("", f"not readable as CSV: {exc}")]) from None
+        for n, row in enumerate(rows, start=2):
             cells = {k.strip(): v.strip() for k, v in row.items() if k and v and v.strip()}
             try:
                 found.append((f"row {n}: ", _Certificate.model_validate(cells)))

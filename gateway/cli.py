@@ -716,8 +716,7 @@ def calibration_import(
             registry.supersede(meter_id, supersede, record, reason, source, now)
             added = 1
         else:
-            for meter_id, record in certificates:
-                added += registry.add(meter_id, record, source, now)
+            added = registry.add_all(certificates, source, now)  # all or none
     except CalibrationError as exc:
         err.print(f"{file}: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -754,11 +753,11 @@ def calibration_revoke(
 
     Example: tanji calibration revoke -c site.toml L1-MAIN JL-2026-0012 --reason "wrong meter"
     """
-    from gateway.calibration import CalibrationError
+    from gateway.calibration import STANDARD, CalibrationError
 
     site = _load_site(config)
-    if meter not in {m.id for m in site.meters}:
-        err.print(f"no meter {meter!r} in {config}")
+    if meter not in {m.id for m in site.meters} and not meter.startswith(STANDARD):
+        err.print(f"no meter {meter!r} in {config} (reference standards: {STANDARD}<id>)")
         raise typer.Exit(EXIT_BAD_INPUT)
     try:
         _registry(site).revoke(meter, certificate, reason, "command line", time.time_ns())
@@ -777,6 +776,9 @@ def calibration_history(
     Example: tanji calibration history -c site.toml L1-MAIN
     """
     site = _load_site(config)
+    if meter is not None and meter not in {m.id for m in site.meters} and ":" not in meter:
+        err.print(f"no meter {meter!r} in {config}")
+        raise typer.Exit(EXIT_BAD_INPUT)
     table = Table(title="calibration registry")
     for col in ("#", "when (UTC)", "meter", "action", "certificate", "detail", "source"):
         table.add_column(col)
@@ -825,8 +827,11 @@ def trace(
         raise typer.Exit(EXIT_BAD_INPUT)
     tz = ZoneInfo(site.aggregation.timezone)
     try:
-        when = datetime.fromisoformat(at).astimezone(tz) if at else datetime.now(tz)
-    except ValueError as exc:
+        given = datetime.fromisoformat(at) if at else datetime.now(tz)
+        # a time without an offset is the site's local time, not this machine's
+        when = given.replace(tzinfo=tz) if given.tzinfo is None else given.astimezone(tz)
+        datetime_to_ns(when)
+    except (ValueError, OverflowError) as exc:
         err.print(f"--at: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     store, registry = _store_and_registry(site)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -34,6 +35,10 @@ LOCAL_COPIES = {
     "https://www.ptb.de/dcc/d-sig/xmldsig-core-schema.xsd": SCHEMA_DIR / "xmldsig-core-schema.xsd",
     "https://www.ptb.de/si/v2.2.1/qudt/quantitykind.xsd": SCHEMA_DIR / "quantitykind.xsd",
 }
+
+
+# the XSD's conformity values that are not a pass (stringConformityStatementStatusType)
+FAILING = {"fail", "conditionalfail", "nopass"}
 
 
 class DccError(ValueError):
@@ -64,7 +69,10 @@ def read_dcc(
     version = root.get("schemaVersion")
     if version != SCHEMA_VERSION:
         raise DccError(f"schemaVersion is {version!r}; tanji reads DCC {SCHEMA_VERSION}")
-    errors = list(schema().iter_errors(content.decode("utf-8", errors="replace")))
+    try:
+        errors = list(schema().iter_errors(io.BytesIO(content)))
+    except Exception as exc:  # xmlschema's own resource errors, e.g. an encoding it refuses
+        raise DccError(f"cannot be checked against the DCC schema: {exc}") from None
     if errors:
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -100,11 +108,14 @@ def read_dcc(
                 else f"the identifications match several meters ({', '.join(meters)})"
             )
         )
-    failed = any(
-        (c.text or "").strip().lower() == "fail"
-        for tag in ("dcc:conformity", "dcc:conformityXMLList")
-        for c in root.iter(f"{{{NS['dcc']}}}{tag.split(':')[1]}")
-    )
+    # any conformity statement (or list item) that is not a pass makes the result `fail`
+    statements = [
+        word.lower()
+        for name in ("conformity", "conformityXMLList")
+        for c in root.iter(f"{{{NS['dcc']}}}{name}")
+        for word in (c.text or "").split()
+    ]
+    failed = any(w in FAILING for w in statements)
     uncertainty, factor = _expanded_uncertainty(root)
     try:
         return meters[0], CalibrationRecord(

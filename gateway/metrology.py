@@ -100,6 +100,28 @@ class Link:
     details: dict[str, str]
 
 
+def named_status(
+    entries: Sequence[Entry], number: str, day: date
+) -> tuple[CalibrationStatus, Entry | None]:
+    """The status of one particular certificate on a day (a reference standard's link
+    follows the certificate the previous one names, not whichever is newest)."""
+    entry = max(
+        (e for e in entries if e.record.certificate_no == number), key=lambda e: e.seq, default=None
+    )
+    if entry is None:
+        return CalibrationStatus.NONE, None
+    record = entry.record
+    if entry.revoked is not None:
+        return CalibrationStatus.REVOKED, entry
+    if record.result == "fail":
+        return CalibrationStatus.FAILED, entry
+    if day < record.calibration_date:
+        return CalibrationStatus.NOT_YET_VALID, entry
+    if day > record.due_date:
+        return CalibrationStatus.EXPIRED, entry
+    return CalibrationStatus.VALID, entry
+
+
 def complete(links: Sequence[Link]) -> bool:
     """Every link verified, ending at a national measurement standard."""
     return (
@@ -143,8 +165,13 @@ def trace(
         )
     )
     holder, entries, seen = meter.id, certificates_of(meter.id), set()
+    named: str | None = None  # past the meter: the certificate the previous link names
     while True:
-        status, entry = status_on(entries, at.date())
+        status, entry = (
+            status_on(entries, at.date())
+            if named is None
+            else named_status(entries, named, at.date())
+        )
         if entry is None:
             links.append(Link("certificate", LinkState.MISSING, f"{holder}: {status}", {}))
             break
@@ -216,4 +243,5 @@ def trace(
             break
         seen.add(number)
         holder, entries = found
+        named = number
     return links

@@ -271,7 +271,7 @@ class CalibrationRecord(Frozen):
     expanded_uncertainty: str | None = Field(
         default=None, description="expanded uncertainty U as stated, e.g. '0.2 %'"
     )
-    coverage_factor: float | None = Field(default=None, gt=0)
+    coverage_factor: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     reference_standard: str | None = Field(
         default=None, description="the standard the meter was compared with"
     )
@@ -421,6 +421,11 @@ class PointSpec(Frozen):
 
     def counter_modulus(self) -> Decimal | None:
         """Value at which this counter rolls over to zero, when the protocol defines one."""
+        return None
+
+    def resolution(self, value: Decimal) -> Decimal | None:
+        """The smallest step the point's value can take near `value`, when the protocol knows
+        it (None: take it from the value's last digit)."""
         return None
 
 

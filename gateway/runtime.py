@@ -100,7 +100,8 @@ class Gateway:
         self.records_revised = 0
         self.readings_set_aside = 0  # late readings for evicted periods (kept, not used)
         self.aggregation_failures = 0
-        self.records_held = 0  # without a valid calibration, held back by the site's choice
+        # without a valid calibration, held back by the site's choice (also from earlier runs)
+        self.records_held = cloud_sync.Outbox(self.store.conn).stats().records_held
         self._pending: list[Reading] = []
         self._aggregating = asyncio.Lock()
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
@@ -297,9 +298,13 @@ class Gateway:
             cursor, up_to, _ = new
             records: list[ActivityRecord] = []
             for meter in self.config.meters:
-                records += await self._db(
-                    functools.partial(self._meter_records, meter, new, horizon, final)
-                )
+                try:
+                    records += await self._db(
+                        functools.partial(self._meter_records, meter, new, horizon, final)
+                    )
+                except Exception:  # one meter's bad data must not hold up the others' records
+                    self.aggregation_failures += 1
+                    log.exception("aggregation of meter %s failed; retried next pass", meter.id)
             if records or up_to != cursor:
                 await self._db(lambda: self._enqueue(records, up_to, now))
         if records:

@@ -44,17 +44,16 @@ def relative_systematic(
     carrier: Carrier, accuracy_class: str, calibration: CalibrationRecord | None
 ) -> tuple[Decimal | None, str]:
     """The meter's relative standard uncertainty and what it rests on."""
-    stated = calibration.expanded_uncertainty if calibration else None
-    if calibration and stated and stated.strip().endswith("%") and calibration.coverage_factor:
+    stated = (calibration.expanded_uncertainty or "").strip() if calibration else ""
+    if calibration and stated.endswith("%") and calibration.coverage_factor:
         try:
-            u_cert = Decimal(stated.strip()[:-1].strip()) / 100
-        except ArithmeticError:
-            u_cert = None
-        if u_cert is not None and u_cert >= 0:
+            u_cert = Decimal(stated[:-1].strip()) / 100
             k = Decimal(str(calibration.coverage_factor))
-            return u_cert / k, (
-                f"certificate {calibration.certificate_no}: U = {stated.strip()}, k = {k}"
-            )
+            usable = u_cert.is_finite() and k.is_finite() and 0 <= u_cert < 1 and k > 0
+        except ArithmeticError:  # not a number: the class is used instead
+            usable = False
+        if usable:
+            return u_cert / k, f"certificate {calibration.certificate_no}: U = {stated}, k = {k}"
     mpe = class_limits().get((carrier.value, accuracy_class.strip()))
     if mpe is None:
         return (
@@ -64,13 +63,17 @@ def relative_systematic(
     return mpe / 100 / _SQRT3, f"class {accuracy_class}: MPE {mpe} % (rectangular)"
 
 
-def boundary_u(value: Decimal | None, interpolated: bool, step: Decimal) -> Decimal:
-    """Standard uncertainty of a boundary value: the register's resolution (from the value's
-    last digit), and for an interpolated one the step between the readings around it."""
+def boundary_u(
+    value: Decimal | None, interpolated: bool, step: Decimal, resolution: Decimal | None = None
+) -> Decimal:
+    """Standard uncertainty of a boundary value: the register's resolution (the point's, else
+    the value's last digit), and for an interpolated one the step between the readings
+    around it."""
     if value is None:
         return Decimal(0)  # nothing measured there: the record's coverage and flags say so
-    exponent = value.as_tuple().exponent
-    resolution = Decimal(1).scaleb(exponent if isinstance(exponent, int) else 0)
+    if resolution is None:
+        exponent = value.as_tuple().exponent
+        resolution = Decimal(1).scaleb(exponent if isinstance(exponent, int) else 0)
     with localcontext() as ctx:
         ctx.prec = 28
         u2 = (resolution / _SQRT12) ** 2 + ((step / _SQRT12) ** 2 if interpolated else 0)

@@ -8,6 +8,7 @@ by `link_key`.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -131,6 +132,18 @@ class ModbusPoint(PointSpec):
     def counter_modulus(self) -> Decimal | None:
         bits = UNSIGNED_BITS.get(self.data_type)
         return Decimal(2**bits) * self.scale if bits else None
+
+    def resolution(self, value: Decimal) -> Decimal | None:
+        """The register's step at `value`: the scale for integers; for floats the spacing of
+        representable values there (it grows with the value: a float32 kWh counter at
+        123 456.7 kWh steps by 1/128 kWh)."""
+        mantissa_bits = {"float32": 23, "float64": 52}.get(self.data_type)
+        if mantissa_bits is None:
+            return abs(self.scale) if self.data_type != "bool" else None
+        raw = float(abs((value - self.offset) / self.scale)) if self.scale else 0.0
+        # raw = m * 2**e with 0.5 <= m < 1: its binade starts at 2**(e - 1) (normal numbers)
+        exponent = max(math.frexp(raw)[1] - 1, -126 if mantissa_bits == 23 else -1022)
+        return Decimal(2) ** (exponent - mantissa_bits) * abs(self.scale)
 
 
 class ModbusDevice(DeviceSpec):

@@ -121,3 +121,17 @@ def test_a_dcc_is_imported_for_the_meter_with_its_serial_number(tmp_path: Path):
     refused = cli("calibration", "import", "-c", config, str(invalid), "--due", "2027-01-01")
     assert refused.exit_code == 2
     assert "not valid against the DCC 3.3.0 schema" in refused.output
+
+
+def test_trace_reads_times_in_the_sites_zone_and_refuses_impossible_ones(tmp_path: Path):
+    config = site(tmp_path, site_today() + timedelta(days=100))
+    naive = cli("trace", "-c", config, "L1-MAIN", "--at", "2026-11-25T10:00:00", "--json")
+    assert json.loads(naive.stdout)["at"] == "2026-11-25T10:00:00+08:00"
+    assert naive.exit_code == 1  # no reading stored, no reference standard: broken
+    for bad in ("0001-01-01T00:00:00+08:00", "yesterday"):
+        result = cli("trace", "-c", config, "L1-MAIN", "--at", bad)
+        assert result.exit_code == 2, result.output
+        assert "--at:" in result.output
+    unknown = cli("trace", "-c", config, "NOPE")
+    assert unknown.exit_code == 2
+    assert cli("calibration", "history", "-c", config, "NOPE").exit_code == 2

@@ -211,3 +211,79 @@ def test_trace_follows_reference_standards_and_marks_every_break(registry: Regis
     )
     registry.supersede("std:ref", "S-1", selfish, "test", "t", 3)
     assert len(chain()) < 20
+
+
+def test_a_revoked_certificate_stays_revoked_whatever_site_toml_or_a_file_says(registry: Registry):
+    a = cert("A", "2026-01-01", "2026-12-31")
+    registry.sync_site([("M1", a)], 1)
+    registry.revoke("M1", "A", "withdrawn by the lab", "cli", 2)
+    assert registry.sync_site([("M1", a)], 3) == []  # site.toml still lists it: not undone
+    assert status_on(registry.entries("M1"), date(2026, 6, 1))[0] is S.REVOKED
+    with pytest.raises(CalibrationError, match="was revoked"):
+        registry.add("M1", a, "import x.csv sha256:00", 4)
+    # supersede with a corrected number: the old number is not brought back either
+    b = cert("B", "2026-02-01", "2027-01-31")
+    registry.add("M2", a, "site.toml", 5)
+    registry.supersede("M2", "A", b, "number mistyped", "cli", 6)
+    assert registry.sync_site([("M2", a)], 7) == []
+    assert status_on(registry.entries("M2"), date(2026, 6, 1))[1].record.certificate_no == "B"  # type: ignore[union-attr]
+
+
+def test_an_import_is_all_or_nothing(registry: Registry):
+    a, b = cert("A", "2026-01-01", "2026-12-31"), cert("B", "2026-01-01", "2026-12-31")
+    registry.add("M1", b, "site.toml", 1)
+    clash = b.model_copy(update={"lab": "another"})
+    with pytest.raises(CalibrationError, match="already registered with other content"):
+        registry.add_all([("M1", a), ("M1", clash)], "import f.csv sha256:00", 2)
+    assert registry.standing("M1", "A") is None
+
+
+def test_a_certificate_uncertainty_that_is_not_a_number_falls_back_to_the_class():
+    from gateway.models import Carrier
+    from gateway.uncertainty import relative_systematic
+
+    for odd in ("NaN %", "Infinity %", "1E+999999 %", "abc %", "-1 %"):
+        c = cert("A", "2026-01-01", "2026-12-31").model_copy(
+            update={"expanded_uncertainty": odd, "coverage_factor": 2.0}
+        )
+        assert relative_systematic(Carrier.ELECTRICITY, "1", c)[1].startswith("class 1"), odd
+    with pytest.raises(ValueError, match="finite"):
+        CalibrationRecord.model_validate(
+            {**cert("A", "2026-01-01", "2026-12-31").model_dump(), "coverage_factor": float("inf")}
+        )
+
+
+def test_csv_that_cannot_be_read_is_a_clear_error(tmp_path: Path):
+    huge = "meter_id,certificate_no,errors_found\nM1,A," + "x" * 200_000 + "\n"
+    with pytest.raises(ConfigError, match="not readable as CSV"):
+        read_certificates(tmp_path / "c.csv", huge.encode(), ["M1"])
+
+
+def test_trace_follows_the_certificate_the_link_names(registry: Registry):
+    from gateway.metrology import LinkState, complete, trace
+    from gateway.models import Carrier, Meter
+
+    meter = Meter(id="M1", serial="S1", model="m", carrier=Carrier.ELECTRICITY, accuracy_class="1")
+    own = cert("C-1", "2026-01-01", "2026-12-31").model_copy(
+        update={
+            "accreditation_no": "L1",
+            "reference_standard": "ref",
+            "reference_standard_certificate": "S-1",
+        }
+    )
+    registry.add("M1", own, "t", 1)
+    s1 = cert("S-1", "2026-01-01", "2027-12-31").model_copy(
+        update={
+            "accreditation_no": "NIM",
+            "reference_standard": "primary",
+            "reference_standard_is_national": True,
+        }
+    )
+    registry.add("std:ref", s1, "t", 2)
+    registry.add("std:ref", s1.model_copy(update={"certificate_no": "S-2"}), "t", 3)
+    registry.revoke("std:ref", "S-1", "standard out of tolerance", "t", 4)
+    links = trace(meter, None, datetime(2026, 6, 1, tzinfo=SH), registry.entries, registry.find)
+    standard = links[5]
+    assert standard.label.startswith("S-1")
+    assert standard.state is LinkState.EXPIRED
+    assert not complete(links)

@@ -84,3 +84,21 @@ def test_other_bad_files(content: bytes, expected: str):
 def test_a_due_date_before_the_calibration_is_refused():
     with pytest.raises(DccError, match="is before calibration_date"):
         read_dcc(VALID, date(1950, 1, 1), {SERIAL: "M1"})
+
+
+@pytest.mark.parametrize("statement", ["conditionalFail", "noPass", "pass fail"])
+def test_any_conformity_statement_short_of_a_pass_is_a_fail(statement: str):
+    stated = VALID.replace(
+        b"<dcc:conformityXMLList>pass</dcc:conformityXMLList>",
+        f"<dcc:conformityXMLList>{statement}</dcc:conformityXMLList>".encode(),
+    )
+    assert read_dcc(stated, date(1958, 8, 13), {SERIAL: "M1"})[1].result == "fail"
+
+
+def test_an_encoding_the_schema_check_cannot_read_is_a_clear_error():
+    utf16 = VALID.decode("utf-8").replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+    try:
+        meter, _ = read_dcc(utf16, date(1958, 8, 13), {SERIAL: "M1"})
+    except DccError:
+        return  # refused with a message, not a traceback
+    assert meter == "M1"  # or read correctly

@@ -254,3 +254,6 @@ def test_a_site_can_hold_back_records_without_a_valid_calibration(tmp_path: Path
     assert outbox.due(T0 + 21 * MIN, 0) == []
     assert gw.status_snapshot()["records_held"] == 1
     asyncio.run(gw.close())
+    again = Gateway(parse_site_config(data), clock=clock)  # a restart does not forget them
+    assert again.status_snapshot()["records_held"] == 1
+    asyncio.run(again.close())

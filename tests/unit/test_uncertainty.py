@@ -135,3 +135,20 @@ def test_independent_meters_combine_by_root_sum_square(us):
     combined = of_independent(values)
     assert abs(combined - sum(v * v for v in values).sqrt()) <= Decimal("1e-20") * (1 + combined)
     assert combined <= sum(values)
+
+
+def test_a_float_registers_resolution_is_its_spacing_at_that_value():
+    from collectors.modbus import ModbusPoint
+    from gateway.models import PointKind, Quantity
+
+    f32 = ModbusPoint(
+        quantity=Quantity.ACTIVE_ENERGY_IMPORT,
+        kind=PointKind.COUNTER,
+        unit="kWh",
+        address=0,
+        data_type="float32",
+    )
+    assert f32.resolution(Decimal("123456.7")) == Decimal(1) / 128  # 2**16 * 2**-23
+    assert f32.resolution(Decimal("1.5")) == Decimal(2) ** -23
+    u32 = f32.model_copy(update={"data_type": "uint32", "scale": Decimal("0.01")})
+    assert u32.resolution(Decimal("123456.78")) == Decimal("0.01")

@@ -117,6 +117,7 @@ def read_dcc(
     ]
     failed = any(w in FAILING for w in statements)
     uncertainty, factor = _expanded_uncertainty(root)
+    standard, standard_cert, standard_lab = _reference_standard(root)
     try:
         return meters[0], CalibrationRecord(
             certificate_no=number,
@@ -128,6 +129,9 @@ def read_dcc(
             result="fail" if failed else "pass",
             expanded_uncertainty=uncertainty,
             coverage_factor=factor,
+            reference_standard=standard,
+            reference_standard_certificate=standard_cert,
+            reference_standard_lab=standard_lab,
             dcc_sha256=hashlib.sha256(content).hexdigest(),
         )
     except ValueError as exc:  # e.g. a due date before the calibration
@@ -139,6 +143,36 @@ def _text(root: ElementTree.Element, path: str) -> str:
     if not text:
         raise DccError(f"{path}: missing or empty; tanji needs it for the calibration record")
     return text
+
+
+def _content(element: ElementTree.Element | None) -> str | None:
+    """A dcc:textType's English content (else its first)."""
+    if element is None:
+        return None
+    contents = element.findall("dcc:content", NS)
+    chosen = next((c for c in contents if c.get("lang") == "en"), contents[0] if contents else None)
+    text = (chosen.text or "").strip() if chosen is not None else ""
+    return text or None
+
+
+def _reference_standard(root: ElementTree.Element) -> tuple[str | None, str | None, str | None]:
+    """The standard the item was compared with (the measuring equipment marked as the normal
+    used, else the first listed): its name, its certificate's id and who issued it."""
+    equipment = root.findall(
+        "dcc:measurementResults/dcc:measurementResult/dcc:measuringEquipments/"
+        "dcc:measuringEquipment",
+        NS,
+    )
+    chosen = next(
+        (e for e in equipment if "normalUsed" in (e.get("refType") or "")),
+        equipment[0] if equipment else None,
+    )
+    if chosen is None:
+        return None, None, None
+    certificate = chosen.find("dcc:certificate", NS)
+    number = certificate.findtext("dcc:referralID", None, NS) if certificate is not None else None
+    referral = certificate.find("dcc:referral", NS) if certificate is not None else None
+    return _content(chosen.find("dcc:name", NS)), (number or "").strip() or None, _content(referral)
 
 
 def _local(element: ElementTree.Element) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ import tomli_w
 
 from gateway import balance, uncertainty
 from gateway.allocation import allocate
+from gateway.calibration import file_source
 from gateway.config import SiteConfig, parse_site_config
+from gateway.dcc import read_dcc
 from gateway.models import ActivityRecord, CalibrationRecord
 from gateway.periods import datetime_to_ns
 from gateway.report import per_unit
@@ -77,6 +80,22 @@ DEMO_STANDARD = CalibrationRecord(
     reference_standard_is_national=True,
 )
 
+# M2's certificate is a Digital Calibration Certificate (gateway/data/demo/README.md),
+# imported when the demo starts, due in 20 days
+DCC_METER = 1
+DCC_FILE = "M2.dcc.xml"
+
+
+def import_demo_dcc(gateway: Gateway, config: SiteConfig) -> None:
+    content = resources.files("gateway").joinpath("data", "demo", DCC_FILE).read_bytes()
+    meter, record = read_dcc(
+        content,
+        max(date.today() + timedelta(days=20), date(2026, 1, 11)),  # after its calibration
+        {m.serial: m.id for m in config.meters},
+    )
+    gateway.calibrations.add(meter, record, file_source(Path(DCC_FILE), content), time.time_ns())
+
+
 # production counters of the tanji-sim map (docs/simulators.md) and what they count
 KWH = ("electricity", "kWh")
 MAIN_FROM = 4  # with this many meters or more, the last is a main meter in front of the rest
@@ -90,6 +109,21 @@ def demo_meter_id(index: int) -> str:
     return f"M{index + 1}"
 
 
+def _certificate(i: int, cal_date: date) -> dict[str, Any]:
+    """A demo meter's (simulated) verification certificate, as site.toml holds it."""
+    return {
+        "certificate_no": f"DEMO-CAL-{i + 1:04d}",
+        "kind": "verification",
+        "lab": "demo calibration lab (simulated, not a real certificate)",
+        "accreditation_no": "CNAS L0000 (simulated)",
+        "calibration_date": cal_date,
+        "due_date": cal_date + timedelta(days=365),
+        "reference_standard": "three-phase electric energy standard (simulated)",
+        "reference_standard_certificate": DEMO_STANDARD.certificate_no,
+        "reference_standard_lab": DEMO_STANDARD.lab,
+    }
+
+
 def demo_site(
     workdir: Path, meters: int, base_port: int, broker_port: int, interval_s: int
 ) -> dict[str, Any]:
@@ -98,8 +132,8 @@ def demo_site(
     site_meters = []
     main = meters - 1 if meters >= MAIN_FROM else None
     for i in range(meters):
-        # M1 calibrated 120 days ago, M2's certificate falls due in 20 days, M3's expired
-        cal_date = today - timedelta(days={1: 345, 2: 500}.get(i, 120))
+        # M1 calibrated 120 days ago, M3's certificate expired; M2's is a DCC (below)
+        cal_date = today - timedelta(days=500 if i == 2 else 120)
         # M1 and M2 feed one line each, with the line's production counters (two products on
         # line 1); M3 serves both lines, half each; the main meter (from 4 meters on, the
         # last) serves no line: it is there for the energy balance
@@ -120,17 +154,7 @@ def demo_site(
                 "accuracy_class": "0.5S" if i == main else "1",
                 **where,
                 "protocol": "modbus_tcp",
-                "calibration": {
-                    "certificate_no": f"DEMO-CAL-{i + 1:04d}",
-                    "kind": "verification",
-                    "lab": "demo calibration lab (simulated, not a real certificate)",
-                    "accreditation_no": "CNAS L0000 (simulated)",
-                    "calibration_date": cal_date,
-                    "due_date": cal_date + timedelta(days=365),
-                    "reference_standard": "three-phase electric energy standard (simulated)",
-                    "reference_standard_certificate": DEMO_STANDARD.certificate_no,
-                    "reference_standard_lab": DEMO_STANDARD.lab,
-                },
+                **({} if i == DCC_METER else {"calibration": _certificate(i, cal_date)}),
                 "connection": {
                     "host": "127.0.0.1",
                     "port": base_port + i,
@@ -277,6 +301,8 @@ async def run_demo(
         platform = PlatformReceiver(workdir / "platform.db", "127.0.0.1", broker_port)
         gateway = Gateway(config)
         gateway.calibrations.add(DEMO_STANDARD_ID, DEMO_STANDARD, "demo", time.time_ns())
+        if meters > DCC_METER:
+            import_demo_dcc(gateway, config)
         parts = DemoParts(fleet, gateway, platform, config)
         async with asyncio.TaskGroup() as tg:
             platform_task = tg.create_task(platform.run())

@@ -45,9 +45,10 @@ def relative_systematic(
 ) -> tuple[Decimal | None, str]:
     """The meter's relative standard uncertainty and what it rests on."""
     stated = (calibration.expanded_uncertainty or "").strip() if calibration else ""
-    if calibration and stated.endswith("%") and calibration.coverage_factor:
+    number = next((stated[: -len(u)] for u in ("%", "\\percent") if stated.endswith(u)), None)
+    if calibration and number is not None and calibration.coverage_factor:
         try:
-            u_cert = Decimal(stated[:-1].strip()) / 100
+            u_cert = Decimal(number.strip()) / 100
             k = Decimal(str(calibration.coverage_factor))
             usable = u_cert.is_finite() and k.is_finite() and 0 <= u_cert < 1 and k > 0
         except ArithmeticError:  # not a number: the class is used instead

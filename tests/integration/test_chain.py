@@ -119,6 +119,10 @@ async def test_energy_per_product_through_the_chain(tmp_path: Path, mosquitto: M
         "laboratory",
         "national standard",
     ]
+    m2 = [r for r in records if r.meter_id == "M2" and r.point == "active_energy_import"]
+    assert m2[0].uncertainty is not None
+    assert m2[0].uncertainty.basis.startswith("certificate DEMO-DCC-0002")  # M2's DCC
+    assert CliRunner().invoke(app, ["trace", "-c", site, "M2"]).exit_code == 0
     broken = CliRunner().invoke(app, ["trace", "-c", site, "M3", "--json"])
     assert broken.exit_code == 1
     links = json.loads(broken.stdout)["links"]

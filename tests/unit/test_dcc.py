@@ -102,3 +102,14 @@ def test_an_encoding_the_schema_check_cannot_read_is_a_clear_error():
     except DccError:
         return  # refused with a message, not a traceback
     assert meter == "M1"  # or read correctly
+
+
+def test_the_reference_standard_and_its_certificate_come_from_the_measuring_equipment():
+    demo = Path(__file__).parents[2] / "gateway" / "data" / "demo" / "M2.dcc.xml"
+    meter, record = read_dcc(demo.read_bytes(), date(2027, 1, 1), {"SIM-00002": "M2"})
+    assert meter == "M2"
+    assert record.reference_standard == "three-phase electric energy standard (simulated)"
+    assert record.reference_standard_certificate == "DEMO-STD-0001"
+    assert record.reference_standard_lab == "demo national metrology institute (simulated)"
+    assert record.accreditation_no == "CNAS L0000 (simulated)"
+    assert (record.expanded_uncertainty, record.coverage_factor) == ("0.10 \\percent", 2.0)

@@ -277,6 +277,12 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
     if calibration is None:
         flags.add(ActivityFlag.CALIBRATION_EXPIRED)  # no valid calibration over the period
 
+    indicated = total
+    correction = calibration.correction_percent if calibration else None
+    if correction and p.point.quantity is not Quantity.PRODUCTION_COUNT:
+        total = indicated * (1 + correction / 100)  # exact: a product of finite decimals
+    else:
+        correction = None
     relative, basis = relative_systematic(p.meter.carrier, p.meter.accuracy_class, calibration)
     uncertainty = record_uncertainty(
         total,
@@ -308,6 +314,8 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
         period_end=period_end,
         quantity=total,
         unit=p.point.unit,
+        indicated_quantity=indicated if correction is not None else None,
+        correction_percent=correction,
         start=start,
         end=end,
         reading_count=len(p.readings),

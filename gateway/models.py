@@ -272,6 +272,12 @@ class CalibrationRecord(Frozen):
         default=None, description="expanded uncertainty U as stated, e.g. '0.2 %'"
     )
     coverage_factor: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    correction_percent: Decimal | None = Field(
+        default=None,
+        ge=-50,
+        le=50,
+        description="correction to add to the indication, in % of it (-0.12: reads 0.12 % high)",
+    )
     reference_standard: str | None = Field(
         default=None, description="the standard the meter was compared with"
     )
@@ -523,6 +529,12 @@ class ActivityRecord(Frozen):
     period_end: datetime
     quantity: Decimal
     unit: str
+    indicated_quantity: Decimal | None = Field(
+        default=None, description="the counter's advance before the certificate's correction"
+    )
+    correction_percent: Decimal | None = Field(
+        default=None, description="the certificate's correction applied to get `quantity`"
+    )
     start: BoundaryValue
     end: BoundaryValue
     reading_count: int

@@ -152,3 +152,29 @@ def test_a_float_registers_resolution_is_its_spacing_at_that_value():
     assert f32.resolution(Decimal("1.5")) == Decimal(2) ** -23
     u32 = f32.model_copy(update={"data_type": "uint32", "scale": Decimal("0.01")})
     assert u32.resolution(Decimal("123456.78")) == Decimal("0.01")
+
+
+def test_a_certificates_correction_is_applied_and_the_indication_kept():
+    corrected = METER.model_copy(
+        update={
+            "calibrations": (
+                METER.calibrations[0].model_copy(
+                    update={
+                        "correction_percent": Decimal("-0.12"),
+                        "expanded_uncertainty": "0.2 %",
+                        "coverage_factor": 2.0,
+                    }
+                ),
+            )
+        }
+    )
+    record = run(
+        [reading(0, "100.00"), reading(1, "110.00"), reading(2, "120.00")], 0, 2, corrected
+    )
+    assert record.indicated_quantity == Decimal("20.00")
+    assert record.correction_percent == Decimal("-0.12")
+    assert record.quantity == Decimal("20.00") * Decimal("0.9988")  # reads 0.12 % high
+    assert record.uncertainty is not None
+    assert record.uncertainty.u_systematic == record.quantity * Decimal("0.001")
+    plain = run([reading(0, "100.00"), reading(1, "110.00"), reading(2, "120.00")], 0, 2, METER)
+    assert (plain.indicated_quantity, plain.correction_percent) == (None, None)

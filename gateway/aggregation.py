@@ -333,5 +333,6 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
         readings_root=root_of(chain, without_numbers=True),  # a Reading's JSON has none
         tce=conversions.tce if conversions else None,
         co2e_t=conversions.co2e_t if conversions else None,
+        co2e_footprint_t=conversions.co2e_footprint_t if conversions else None,
         factors=conversions.factors if conversions else (),
     )

@@ -22,6 +22,7 @@ from gateway.units import UnitError, convert
 
 COAL_FILE = "gbt2589-2020.toml"
 GRID_FILE = "cn-grid-emission-factors.toml"
+FOOTPRINT_FILE = "cn-electricity-footprint-factors.toml"
 
 
 class FactorError(ValueError):
@@ -43,6 +44,9 @@ class FactorsConfig(Frozen):
     coal_equivalent: bool = Field(default=True, description="add tce per GB/T 2589-2020")
     electricity_emission_factor: str | None = Field(
         default=None, description="id in gateway/data/cn-grid-emission-factors.toml"
+    )
+    electricity_footprint_factor: str | None = Field(
+        default=None, description="id in gateway/data/cn-electricity-footprint-factors.toml"
     )
     coal_equivalent_overrides: dict[str, Decimal] = Field(
         default_factory=dict,
@@ -81,10 +85,21 @@ def coal_coefficients() -> dict[str, Factor]:
 
 @functools.cache
 def grid_factors() -> dict[str, Factor]:
+    """Grid CO2 emission factors (organisational accounting), by id."""
+    return _per_mwh(GRID_FILE, "factors")
+
+
+@functools.cache
+def footprint_factors() -> dict[str, Factor]:
+    """Electricity carbon-footprint factors (product footprints, life cycle), by id."""
+    return _per_mwh(FOOTPRINT_FILE, "footprint_factors")
+
+
+def _per_mwh(file: str, table: str) -> dict[str, Factor]:
     out: dict[str, Factor] = {}
-    for row in _data(GRID_FILE).get("factors", []):
+    for row in _data(file).get(table, []):
         if row.get("unit") != "t/MWh":
-            raise FactorError(f"{GRID_FILE}: {row['id']} is in {row.get('unit')!r}, not t/MWh")
+            raise FactorError(f"{file}: {row['id']} is in {row.get('unit')!r}, not t/MWh")
         out[row["id"]] = Factor(
             id=row["id"],
             value=Decimal(str(row["value"])),
@@ -99,6 +114,7 @@ def grid_factors() -> dict[str, Factor]:
 class Conversions:
     tce: Decimal | None
     co2e_t: Decimal | None
+    co2e_footprint_t: Decimal | None
     factors: tuple[str, ...]
 
 
@@ -130,14 +146,25 @@ class FactorSet:
                     f" not in gateway/data/{GRID_FILE}; known: {', '.join(sorted(known))}"
                 )
             self.grid = known[config.electricity_emission_factor]
-        if not config.allow_unverified:
-            unverified = [f.id for f in [*self.coal.values(), self.grid] if f and not f.verified]
-            self.coal = {c: f for c, f in self.coal.items() if f.verified}
-            if self.grid is not None and not self.grid.verified:
+        self.footprint: Factor | None = None
+        if config.electricity_footprint_factor is not None:
+            known = footprint_factors()
+            if config.electricity_footprint_factor not in known:
                 raise FactorError(
-                    f"{self.grid.id} is marked unverified in gateway/data/{GRID_FILE}; set"
-                    " allow_unverified = true to use it anyway"
+                    f"electricity_footprint_factor {config.electricity_footprint_factor!r} is"
+                    f" not in gateway/data/{FOOTPRINT_FILE}; known: {', '.join(sorted(known))}"
                 )
+            self.footprint = known[config.electricity_footprint_factor]
+        if not config.allow_unverified:
+            chosen = [f for f in (self.grid, self.footprint) if f is not None]
+            unverified = [f.id for f in [*self.coal.values(), *chosen] if not f.verified]
+            self.coal = {c: f for c, f in self.coal.items() if f.verified}
+            for factor in chosen:
+                if not factor.verified:
+                    raise FactorError(
+                        f"{factor.id} is marked unverified in gateway/data; set"
+                        " allow_unverified = true to use it anyway"
+                    )
             self.skipped_unverified = unverified
         else:
             self.skipped_unverified = []
@@ -155,10 +182,19 @@ class FactorSet:
             if kgce is not None:
                 tce = kgce / 1000
                 used.append(coal.id)
-        if self.grid is not None and carrier is Carrier.ELECTRICITY:
-            try:
-                co2e = convert(quantity, unit, "MWh") * self.grid.value
-                used.append(self.grid.id)
-            except UnitError:
-                co2e = None
-        return Conversions(tce, co2e, tuple(used))
+        co2e = self._per_mwh(self.grid, carrier, quantity, unit, used)
+        footprint = self._per_mwh(self.footprint, carrier, quantity, unit, used)
+        return Conversions(tce, co2e, footprint, tuple(used))
+
+    @staticmethod
+    def _per_mwh(
+        factor: Factor | None, carrier: Carrier, quantity: Decimal, unit: str, used: list[str]
+    ) -> Decimal | None:
+        if factor is None or carrier is not Carrier.ELECTRICITY:
+            return None
+        try:
+            value = convert(quantity, unit, "MWh") * factor.value
+        except UnitError:
+            return None
+        used.append(factor.id)
+        return value

@@ -557,5 +557,10 @@ class ActivityRecord(Frozen):
     tce: Decimal | None = Field(
         default=None, description="tonnes of standard coal equivalent (GB/T 2589-2020)"
     )
-    co2e_t: Decimal | None = Field(default=None, description="tonnes of CO2 (electricity)")
+    co2e_t: Decimal | None = Field(
+        default=None, description="tonnes of CO2, grid emission factor (electricity)"
+    )
+    co2e_footprint_t: Decimal | None = Field(
+        default=None, description="tonnes of CO2e, electricity carbon-footprint factor"
+    )
     factors: tuple[str, ...] = Field(default=(), description="ids of the factors used")

@@ -12,7 +12,7 @@ import pytest
 
 from cloud_sync.contract import build_batch, parse_batch
 from gateway.config import ConfigError, parse_site_config
-from gateway.factors import FactorsConfig, FactorSet, coal_coefficients, grid_factors
+from gateway.factors import FactorError, FactorsConfig, FactorSet, coal_coefficients, grid_factors
 from gateway.models import Carrier
 from tests.unit.test_aggregation import reading, run
 
@@ -77,3 +77,20 @@ def test_records_carry_their_conversions_through_the_contract():
     batch = build_batch("91350100M000100Y43", "gw", [record])
     parsed = parse_batch(json.dumps(batch).encode())  # validates against the JSON Schema
     assert parsed["records"][0]["factors"] == list(record.factors)
+
+
+def test_the_electricity_carbon_footprint_factor_is_a_separate_figure():
+    both = FactorSet(
+        FactorsConfig(
+            electricity_emission_factor="cn-national-grid-average-2023",
+            electricity_footprint_factor="cn-national-electricity-footprint-2023",
+        )
+    )
+    record = run([reading(0, "100.00"), reading(60, "250.00")], 0, 120, factors=both)
+    assert record.co2e_t == Decimal("0.150") * Decimal("0.5306")  # organisational accounting
+    assert record.co2e_footprint_t == Decimal("0.150") * Decimal("0.6205")  # product footprint
+    assert "cn-national-electricity-footprint-2023" in record.factors
+    with pytest.raises(FactorError, match="marked unverified"):
+        FactorSet(FactorsConfig(electricity_footprint_factor="cn-coal-electricity-footprint-2023"))
+    with pytest.raises(FactorError, match="known: "):
+        FactorSet(FactorsConfig(electricity_footprint_factor="cn-moon-2030"))

@@ -617,7 +617,8 @@ def calibration_list(
 ) -> None:
     """Each meter's calibration status on a day and the certificate that decides it.
 
-    Exit 1 when a meter has no valid calibration that day.
+    Exit 1 when a meter has no valid calibration that day, or its accuracy class does not meet
+    its `required_accuracy_class`.
 
     Example: tanji calibration list -c site.toml --at 2026-12-01
     """
@@ -628,8 +629,34 @@ def calibration_list(
         print(_calibration_json(rows, day))
     else:
         out.print(_calibration_table(f"calibration status on {day}", rows, day))
-    if any(status != "valid" for _, status, _ in rows):
+    short = _class_findings(site)
+    for finding in short:
+        err.print(finding, highlight=False, markup=False)
+    if short or any(status != "valid" for _, status, _ in rows):
         raise typer.Exit(EXIT_FINDING)
+
+
+def _class_findings(site: SiteConfig) -> list[str]:
+    """Meters whose accuracy class does not meet `required_accuracy_class` (or cannot be
+    compared)."""
+    from gateway.metrology import class_meets
+
+    out = []
+    for m in site.meters:
+        if m.required_accuracy_class is None:
+            continue
+        meets = class_meets(m.carrier.value, m.accuracy_class, m.required_accuracy_class)
+        if meets is False:
+            out.append(
+                f"{m.id}: accuracy class {m.accuracy_class} does not meet the required"
+                f" {m.required_accuracy_class}"
+            )
+        elif meets is None:
+            out.append(
+                f"{m.id}: cannot compare class {m.accuracy_class} with the required"
+                f" {m.required_accuracy_class} (no error limit known for one of them)"
+            )
+    return out
 
 
 @calibration_app.command("due")

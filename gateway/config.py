@@ -56,6 +56,12 @@ class MeterFields(Frozen):
     model: str = Field(min_length=1)
     carrier: Carrier
     accuracy_class: str = Field(min_length=1)
+    required_accuracy_class: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the class GB 17167 requires for this meter's carrier and position, as the"
+        " site reads the standard (tanji has no sourced copy of its table)",
+    )
     location: str | None = None
     line: str | None = Field(default=None, min_length=1, description="the line it serves")
     lines: dict[str, Decimal] | None = Field(

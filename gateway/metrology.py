@@ -245,3 +245,14 @@ def trace(
         holder, entries = found
         named = number
     return links
+
+
+def class_meets(carrier: str, actual: str, required: str) -> bool | None:
+    """Whether a meter of class `actual` satisfies a requirement of class `required` (its
+    error limit is no wider); None when either limit is unknown (gateway/data/
+    accuracy-classes.toml)."""
+    from gateway.uncertainty import class_limits
+
+    limits = class_limits()
+    have, need = limits.get((carrier, actual.strip())), limits.get((carrier, required.strip()))
+    return None if have is None or need is None else have <= need

@@ -135,3 +135,23 @@ def test_trace_reads_times_in_the_sites_zone_and_refuses_impossible_ones(tmp_pat
     unknown = cli("trace", "-c", config, "NOPE")
     assert unknown.exit_code == 2
     assert cli("calibration", "history", "-c", config, "NOPE").exit_code == 2
+
+
+def test_a_meter_below_its_required_accuracy_class_is_a_finding(tmp_path: Path):
+    config = site(tmp_path, site_today() + timedelta(days=100))
+    text = Path(config).read_text()
+
+    def require(required: str) -> None:
+        line = f'accuracy_class = "1"\nrequired_accuracy_class = "{required}"'
+        Path(config).write_text(text.replace('accuracy_class = "1"', line, 1))
+
+    require("0.5S")
+    result = cli("calibration", "list", "-c", config)
+    assert result.exit_code == 1
+    assert "L1-MAIN: accuracy class 1 does not meet the required 0.5S" in result.output
+    require("2")
+    assert cli("calibration", "list", "-c", config).exit_code == 0
+    require("A")
+    result = cli("calibration", "list", "-c", config)
+    assert result.exit_code == 1
+    assert "cannot compare class 1 with the required A" in result.output

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
@@ -54,7 +54,7 @@ class MirrorConfig(Frozen):
         return v.rstrip("/")
 
 
-def to_point(r: Reading) -> Point:
+def to_point(r: Reading, calibration: str | None = None) -> Point:
     p = (
         Point(MEASUREMENT)
         .tag("meter", r.meter_id)
@@ -64,6 +64,8 @@ def to_point(r: Reading) -> Point:
         .tag("quality", r.quality.status.value)
         .time(r.ts_ns, WritePrecision.NS)
     )
+    if calibration is not None:  # the meter's calibration status at the reading's time
+        p = p.tag("calibration", calibration)
     if r.value is not None:
         return p.field("value", float(r.value))
     return p.field("reason", r.quality.reason or "bad")
@@ -78,10 +80,17 @@ class RunInDb(Protocol):
 class Mirror:
     """Copies readings from `store` (through `db`, the store's own thread) to InfluxDB."""
 
-    def __init__(self, config: MirrorConfig, store: Store, db: RunInDb | None = None) -> None:
+    def __init__(
+        self,
+        config: MirrorConfig,
+        store: Store,
+        db: RunInDb | None = None,
+        calibration_of: Callable[[Sequence[Reading]], list[str]] | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self._db = db
+        self._calibration_of = calibration_of  # run on the store's thread with the readings
         self._http = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-mirror")
         self._client = InfluxDBClient(
             url=config.url,
@@ -117,10 +126,10 @@ class Mirror:
     async def send_once(self) -> int:
         """Send the next batch after the cursor; returns how many readings went."""
         cursor = await self._in_db(lambda: self.store.cursor(MIRROR_CURSOR) or 0)
-        rows = await self._in_db(lambda: self.store.readings_after(cursor, self.config.batch_size))
+        rows, statuses = await self._in_db(lambda: self._next(cursor))
         if not rows:
             return 0
-        points = [to_point(r) for _, r in rows]
+        points = [to_point(r, s) for (_, r), s in zip(rows, statuses, strict=True)]
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(
             self._http,
@@ -130,6 +139,12 @@ class Mirror:
         await self._in_db(lambda: self._advance(last))
         self.sent += len(rows)
         return len(rows)
+
+    def _next(self, cursor: int) -> tuple[list[tuple[int, Reading]], list[str | None]]:
+        rows = self.store.readings_after(cursor, self.config.batch_size)
+        if self._calibration_of is None:
+            return rows, [None] * len(rows)
+        return rows, list(self._calibration_of([r for _, r in rows]))
 
     def _advance(self, reading_id: int) -> None:
         with transaction(self.store.conn):

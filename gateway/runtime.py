@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,6 +27,7 @@ from gateway.aggregation import PeriodInput, aggregate, revise
 from gateway.calibration import Registry
 from gateway.config import MeterConfig, SiteConfig
 from gateway.factors import FactorSet
+from gateway.metrology import Entry, status_on
 from gateway.mirror import Mirror
 from gateway.models import ActivityRecord, PointKind, PointSpec, Reading
 from gateway.periods import NS, Interval, datetime_to_ns, ns_to_datetime
@@ -107,7 +108,23 @@ class Gateway:
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
         self._collector_tasks: list[asyncio.Task[None]] = []
         self._shared = Shared()  # connections that collectors of several meters share
-        self.mirror = Mirror(config.mirror, self.store, self._db) if config.mirror else None
+        self.mirror = (
+            Mirror(config.mirror, self.store, self._db, self.calibration_at)
+            if config.mirror
+            else None
+        )
+
+    def calibration_at(self, readings: Sequence[Reading]) -> list[str]:
+        """Each reading's meter's calibration status on the reading's local day (on the
+        database thread; the registry is read once per meter)."""
+        entries: dict[str, Sequence[Entry]] = {}
+        out = []
+        for r in readings:
+            if r.meter_id not in entries:
+                entries[r.meter_id] = self.calibrations.entries(r.meter_id)
+            day = ns_to_datetime(r.ts_ns, self._tz).date()
+            out.append(str(status_on(entries[r.meter_id], day)[0]))
+        return out
 
     async def _db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn)

@@ -52,7 +52,12 @@ async def test_mirror_writes_and_reads_back(tmp_path: Path, victoria_metrics: Vi
     # as in the gateway: every store call on the one database thread
     db_thread = ThreadPoolExecutor(max_workers=1)
     loop = asyncio.get_running_loop()
-    mirror = Mirror(config(victoria_metrics), store, lambda fn: loop.run_in_executor(db_thread, fn))
+    mirror = Mirror(
+        config(victoria_metrics),
+        store,
+        lambda fn: loop.run_in_executor(db_thread, fn),
+        lambda readings: ["valid" if r.value is not None else "expired" for r in readings],
+    )
     sent = [await mirror.send_once() for _ in range(4)]
     assert sent == [4, 4, 3, 0]  # batches of 4, then nothing left
     mirror.close()
@@ -62,6 +67,7 @@ async def test_mirror_writes_and_reads_back(tmp_path: Path, victoria_metrics: Vi
     assert values["metric"]["meter"] == "M1"
     assert values["metric"]["point"] == "active_power"
     assert values["metric"]["quality"] == "good"
+    assert values["metric"]["calibration"] == "valid"  # each reading's calibration status
     assert values["values"] == [i + 0.25 for i in range(10)]
     # stored at millisecond resolution by victoria-metrics
     assert values["timestamps"] == [(T0 + i * 1_000_000_000) // 1_000_000 for i in range(10)]

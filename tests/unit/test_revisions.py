@@ -257,3 +257,11 @@ def test_a_site_can_hold_back_records_without_a_valid_calibration(tmp_path: Path
     again = Gateway(parse_site_config(data), clock=clock)  # a restart does not forget them
     assert again.status_snapshot()["records_held"] == 1
     asyncio.run(again.close())
+
+
+def test_each_reading_gets_its_meters_calibration_status_at_its_time(gateway):
+    gw, _ = gateway
+    # the example certificate runs 2026-03-01 .. 2027-02-28; T0 is in November 2025
+    later = T0 + 200 * 86400 * NS
+    statuses = gw.calibration_at([energy(T0, Decimal(1)), energy(later, Decimal(2))])
+    assert statuses == ["not-yet-valid", "valid"]

@@ -21,12 +21,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 from gateway.evidence import content_id, root_of
 from gateway.factors import FactorSet
-from gateway.metrology import Entry, entries_of, status_over
+from gateway.metrology import Entry, entries_of, status_on, status_over
 from gateway.models import (
     ActivityFlag,
     ActivityRecord,
@@ -222,6 +223,40 @@ def aggregate(p: PeriodInput) -> ActivityRecord:
         return _aggregate(p)
 
 
+def _corrected(
+    stepped: Sequence[Step],
+    entries: Sequence[Entry],
+    s_ns: int,
+    e_ns: int,
+    tz: ZoneInfo,
+    indicated: Decimal,
+) -> tuple[Decimal, Decimal | None]:
+    """The quantity with each certificate's correction applied to the part of the period it
+    covers (split at the local midnights where the deciding certificate changes), and the
+    correction when one applies to the whole period (None when none or several apply)."""
+    spans: list[tuple[int, int, Decimal | None]] = []  # (from, to, correction percent)
+    t = s_ns
+    while t < e_ns:
+        day = ns_to_datetime(t, tz).date()
+        _, entry = status_on(entries, day)
+        correction = entry.record.correction_percent if entry is not None else None
+        midnight = datetime_to_ns(datetime.combine(day + timedelta(days=1), time(0), tz))
+        end = min(midnight, e_ns)
+        if spans and spans[-1][2] == correction:
+            spans[-1] = (spans[-1][0], end, correction)
+        else:
+            spans.append((t, end, correction))
+        t = end
+    if len(spans) == 1:
+        c = spans[0][2]
+        return (indicated * (1 + c / 100), c) if c else (indicated, None)
+    total = Decimal(0)
+    for a, b, c in spans:
+        part = sum((s.share(b) - s.share(a) for s in stepped), Decimal(0))
+        total += part * (1 + c / 100) if c else part
+    return total, None
+
+
 def _share(part: Decimal, total: Decimal) -> Decimal:
     """part / total to four decimal places (0 of nothing)."""
     return (part / total).quantize(Decimal("0.0001")) if total else Decimal(0)
@@ -278,11 +313,9 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
         flags.add(ActivityFlag.CALIBRATION_EXPIRED)  # no valid calibration over the period
 
     indicated = total
-    correction = calibration.correction_percent if calibration else None
-    if correction and p.point.quantity is not Quantity.PRODUCTION_COUNT:
-        total = indicated * (1 + correction / 100)  # exact: a product of finite decimals
-    else:
-        correction = None
+    correction: Decimal | None = None
+    if valid and p.point.quantity is not Quantity.PRODUCTION_COUNT:
+        total, correction = _corrected(stepped, entries, s_ns, e_ns, p.tz, indicated)
     relative, basis = relative_systematic(p.meter.carrier, p.meter.accuracy_class, calibration)
     uncertainty = record_uncertainty(
         total,
@@ -314,7 +347,7 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
         period_end=period_end,
         quantity=total,
         unit=p.point.unit,
-        indicated_quantity=indicated if correction is not None else None,
+        indicated_quantity=indicated if total != indicated or correction is not None else None,
         correction_percent=correction,
         start=start,
         end=end,
@@ -325,10 +358,10 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
         calibration_certificate=calibration.certificate_no if calibration else None,
         calibration_status=calibration_status,
         uncertainty=uncertainty,
-        data_quality=DataQuality(
-            measured_share=_share(total - interpolated - landed, total),
-            interpolated_share=_share(interpolated, total),
-            gap_share=_share(landed, total),
+        data_quality=DataQuality(  # of the counter's advance, before any correction
+            measured_share=_share(indicated - interpolated - landed, indicated),
+            interpolated_share=_share(interpolated, indicated),
+            gap_share=_share(landed, indicated),
         ),
         readings_root=root_of(chain, without_numbers=True),  # a Reading's JSON has none
         tce=conversions.tce if conversions else None,

@@ -709,7 +709,8 @@ def calibration_import(
     TOML: [[certificates]] tables; CSV: a header row. Fields: meter_id, certificate_no, kind
     (calibration|verification), lab, accreditation_no, calibration_date, due_date, result
     (pass|fail|correction), errors_found, expanded_uncertainty, coverage_factor,
-    reference_standard, reference_standard_certificate, reference_standard_lab, dcc_sha256.
+    correction_percent, reference_standard, reference_standard_certificate,
+    reference_standard_lab, reference_standard_is_national, dcc_sha256.
     The file's name and SHA-256 are recorded with each certificate.
 
     Examples: tanji calibration import -c site.toml certificates-2026.csv

@@ -93,7 +93,13 @@ def import_demo_dcc(gateway: Gateway, config: SiteConfig) -> None:
         max(date.today() + timedelta(days=20), date(2026, 1, 11)),  # after its calibration
         {m.serial: m.id for m in config.meters},
     )
-    gateway.calibrations.add(meter, record, file_source(Path(DCC_FILE), content), time.time_ns())
+    source, now = file_source(Path(DCC_FILE), content), time.time_ns()
+    registered = gateway.calibrations.standing(meter, record.certificate_no)
+    if registered is not None and registered.record != record:  # a rerun on another day
+        reason = "demo restarted: due date moved"
+        gateway.calibrations.supersede(meter, record.certificate_no, record, reason, source, now)
+    else:
+        gateway.calibrations.add(meter, record, source, now)
 
 
 # production counters of the tanji-sim map (docs/simulators.md) and what they count

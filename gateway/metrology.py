@@ -254,5 +254,10 @@ def class_meets(carrier: str, actual: str, required: str) -> bool | None:
     from gateway.uncertainty import class_limits
 
     limits = class_limits()
-    have, need = limits.get((carrier, actual.strip())), limits.get((carrier, required.strip()))
-    return None if have is None or need is None else have <= need
+    actual, required = actual.strip(), required.strip()
+    have, need = limits.get((carrier, actual)), limits.get((carrier, required))
+    if have is None or need is None:
+        return None
+    # an S class (IEC 62053-22) also holds its limit at low currents: a plain class does not
+    # meet an S requirement even with the same limit at reference conditions
+    return have <= need and (actual.endswith("S") or not required.endswith("S"))

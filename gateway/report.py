@@ -190,7 +190,13 @@ CSV_FIELDS = (
     "readings_root",
     "tce",
     "co2e_t",
+    "co2e_footprint_t",
     "factors",
+    "calibration_status",
+    "expanded_uncertainty",
+    "coverage_factor",
+    "indicated_quantity",
+    "correction_percent",
 )
 
 
@@ -222,7 +228,13 @@ def to_csv(records: Sequence[ActivityRecord]) -> str:
                 r.readings_root,
                 "" if r.tce is None else str(r.tce),
                 "" if r.co2e_t is None else str(r.co2e_t),
+                "" if r.co2e_footprint_t is None else str(r.co2e_footprint_t),
                 " ".join(r.factors),
+                str(r.calibration_status),
+                "" if r.uncertainty is None else str(r.uncertainty.expanded),
+                "" if r.uncertainty is None else str(r.uncertainty.k),
+                "" if r.indicated_quantity is None else str(r.indicated_quantity),
+                "" if r.correction_percent is None else str(r.correction_percent),
             ]
             for r in latest_revisions(records)
         ),

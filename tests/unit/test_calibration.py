@@ -287,3 +287,14 @@ def test_trace_follows_the_certificate_the_link_names(registry: Registry):
     assert standard.label.startswith("S-1")
     assert standard.state is LinkState.EXPIRED
     assert not complete(links)
+
+
+def test_an_s_requirement_needs_an_s_class():
+    from gateway.metrology import class_meets
+
+    assert class_meets("electricity", "0.5S", "0.5S") is True
+    assert class_meets("electricity", "0.2S", "0.5S") is True
+    assert class_meets("electricity", "0.5", "0.5S") is False  # same limit, no low-current spec
+    assert class_meets("electricity", "0.5S", "1") is True
+    assert class_meets("electricity", "2", "1") is False
+    assert class_meets("electricity", "1", "B") is None

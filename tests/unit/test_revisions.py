@@ -265,3 +265,17 @@ def test_each_reading_gets_its_meters_calibration_status_at_its_time(gateway):
     later = T0 + 200 * 86400 * NS
     statuses = gw.calibration_at([energy(T0, Decimal(1)), energy(later, Decimal(2))])
     assert statuses == ["not-yet-valid", "valid"]
+
+
+def test_the_mirror_tags_readings_with_the_gateways_registry(tmp_path: Path):
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["store"]["path"] = str(tmp_path / "g.db")
+    data["mirror"] = {"url": "http://127.0.0.1:9", "org": "o", "bucket": "b"}  # never contacted
+    gw = Gateway(parse_site_config(data), clock=Clock())
+    assert gw.mirror is not None
+    rows, statuses = gw.mirror._next(0)
+    assert rows == []
+    gw.store.append_readings([energy(T0, Decimal(1))])
+    rows, statuses = gw.mirror._next(0)
+    assert statuses == ["not-yet-valid"]  # the example certificate starts in 2026
+    asyncio.run(gw.close())

@@ -178,3 +178,65 @@ def test_a_certificates_correction_is_applied_and_the_indication_kept():
     assert record.uncertainty.u_systematic == record.quantity * Decimal("0.001")
     plain = run([reading(0, "100.00"), reading(1, "110.00"), reading(2, "120.00")], 0, 2, METER)
     assert (plain.indicated_quantity, plain.correction_percent) == (None, None)
+
+
+def corrected_meter(*certs: CalibrationRecord) -> Meter:
+    return METER.model_copy(update={"calibrations": certs})
+
+
+def test_data_quality_shares_stay_shares_under_a_correction():
+    """All of a period's energy interpolated, with a negative correction: the shares are of
+    the counter's advance, not of the corrected figure (they once exceeded 1)."""
+    c = METER.calibrations[0].model_copy(update={"correction_percent": Decimal("-0.12")})
+    record = run(
+        [reading(-10, "100.00"), reading(10, "110.00")], 0, 2, corrected_meter(c), gap_s=60
+    )
+    dq = record.data_quality
+    assert dq is not None
+    assert (dq.interpolated_share, dq.measured_share) == (Decimal(1), Decimal(0))
+
+
+def test_production_counts_are_never_corrected():
+    from gateway.models import PointKind, Quantity
+
+    c = METER.calibrations[0].model_copy(update={"correction_percent": Decimal("-0.12")})
+    units = POINT.model_copy(
+        update={"quantity": Quantity.PRODUCTION_COUNT, "unit": "unit", "kind": PointKind.COUNTER}
+    )
+    record = run(
+        [reading(0, "10"), reading(1, "15"), reading(2, "20")],
+        0,
+        2,
+        corrected_meter(c),
+        point=units,
+    )
+    assert record.quantity == Decimal(10)
+    assert record.correction_percent is None
+
+
+def test_a_recalibration_inside_a_period_corrects_each_part_by_its_own_certificate():
+    """A day split at midnight: the counter advances 10.00 kWh before and 10.00 after; the
+    old certificate says -1 %, the new one nothing."""
+    old = CalibrationRecord(
+        certificate_no="OLD",
+        lab="lab",
+        calibration_date=date(2026, 1, 1),
+        due_date=date(2026, 11, 24),
+        correction_percent=Decimal("-1"),
+    )
+    new = CalibrationRecord(
+        certificate_no="NEW",
+        lab="lab",
+        calibration_date=date(2026, 11, 25),
+        due_date=date(2027, 11, 24),
+    )
+    midnight = -10 * 3600  # 2026-11-25 00:00 in seconds from T0 (10:00 that day)
+    rs = [
+        reading(midnight - 3600, "100.00"),
+        reading(midnight, "110.00"),
+        reading(midnight + 3600, "120.00"),
+    ]
+    record = run(rs, midnight - 3600, midnight + 3600, corrected_meter(old, new))
+    assert record.indicated_quantity == Decimal("20.00")
+    assert record.quantity == Decimal("10.00") * Decimal("0.99") + Decimal("10.00")
+    assert record.correction_percent is None

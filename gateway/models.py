@@ -303,9 +303,6 @@ class CalibrationRecord(Frozen):
             )
         return self
 
-    def valid_at(self, day: date) -> bool:
-        return self.calibration_date <= day <= self.due_date
-
 
 class MeterReplacement(Frozen):
     """A meter exchanged at `at`: the old one's final reading and the new one's first, so the
@@ -350,11 +347,6 @@ class Meter(Frozen):
     rated_power_kw: Decimal | None = Field(
         default=None, gt=0, description="energy steps faster than this are implausible"
     )
-
-    def calibration_at(self, day: date) -> CalibrationRecord | None:
-        """The calibration valid on `day` (latest calibration date wins), if any."""
-        valid = [c for c in self.calibrations if c.valid_at(day)]
-        return max(valid, key=lambda c: c.calibration_date) if valid else None
 
 
 # --- device configuration bases (protocol modules in collectors/ extend these) -----------------

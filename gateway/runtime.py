@@ -109,12 +109,12 @@ class Gateway:
         self._collector_tasks: list[asyncio.Task[None]] = []
         self._shared = Shared()  # connections that collectors of several meters share
         self.mirror = (
-            Mirror(config.mirror, self.store, self._db, self.calibration_at)
+            Mirror(config.mirror, self.store, self._db, self.calibration_status_of)
             if config.mirror
             else None
         )
 
-    def calibration_at(self, readings: Sequence[Reading]) -> list[str]:
+    def calibration_status_of(self, readings: Sequence[Reading]) -> list[str]:
         """Each reading's meter's calibration status on the reading's local day (on the
         database thread; the registry is read once per meter)."""
         entries: dict[str, Sequence[Entry]] = {}

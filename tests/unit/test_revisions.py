@@ -263,7 +263,7 @@ def test_each_reading_gets_its_meters_calibration_status_at_its_time(gateway):
     gw, _ = gateway
     # the example certificate runs 2026-03-01 .. 2027-02-28; T0 is in November 2025
     later = T0 + 200 * 86400 * NS
-    statuses = gw.calibration_at([energy(T0, Decimal(1)), energy(later, Decimal(2))])
+    statuses = gw.calibration_status_of([energy(T0, Decimal(1)), energy(later, Decimal(2))])
     assert statuses == ["not-yet-valid", "valid"]
 
 

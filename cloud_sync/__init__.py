@@ -11,7 +11,7 @@ from cloud_sync.contract import (
     build_batch,
     parse_batch,
 )
-from cloud_sync.outbox import Outbox, OutboxStats, create_schema, enqueue
+from cloud_sync.outbox import Outbox, OutboxError, OutboxStats, Parked, create_schema, enqueue
 from cloud_sync.sync import CloudSync, MqttSettings, SyncCounters
 
 __all__ = [
@@ -21,7 +21,9 @@ __all__ = [
     "ContractError",
     "MqttSettings",
     "Outbox",
+    "OutboxError",
     "OutboxStats",
+    "Parked",
     "SyncCounters",
     "Topics",
     "build_batch",

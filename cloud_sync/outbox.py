@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     batch_id     TEXT    NOT NULL UNIQUE,
     payload      BLOB    NOT NULL,
     record_count INTEGER NOT NULL,
-    state        TEXT    NOT NULL DEFAULT 'pending',  -- pending | acked | rejected | held
+    state        TEXT    NOT NULL DEFAULT 'pending',  -- pending | acked | rejected (a dead
+                                                  -- letter) | discarded | held
     attempts     INTEGER NOT NULL DEFAULT 0,
     created_ns   INTEGER NOT NULL,
     last_sent_ns INTEGER,
@@ -80,6 +81,22 @@ class PendingBatch:
 
 
 @dataclass(frozen=True)
+class Parked:
+    """A batch that is not on its way: rejected by the platform (a dead letter) or held by
+    the site (records without a valid calibration)."""
+
+    batch_id: str
+    state: str
+    record_count: int
+    created_ns: int
+    reason: str | None
+
+
+class OutboxError(ValueError):
+    """An outbox command that does not fit the batch's state."""
+
+
+@dataclass(frozen=True)
 class OutboxStats:
     pending: int
     acked: int
@@ -125,6 +142,47 @@ class Outbox:
             (state, now_ns, ack.status.value, ack.reason, ack.batch_id),
         )
         return cur.rowcount == 1
+
+    def parked(self) -> list[Parked]:
+        """Dead letters and held batches, oldest first."""
+        rows = self.conn.execute(
+            "SELECT batch_id, state, record_count, created_ns, reason FROM outbox"
+            " WHERE state IN ('rejected', 'held') ORDER BY seq"
+        )
+        return [Parked(str(b), str(st), int(n), int(c), r) for b, st, n, c, r in rows]
+
+    def retry(self, batch_id: str, now_ns: int) -> str:
+        """Send a dead letter again (after the cause at the platform was fixed)."""
+        return self._move(batch_id, ("rejected",), "pending", None, now_ns)
+
+    def release(self, batch_id: str, now_ns: int) -> str:
+        """Send a held batch after all."""
+        return self._move(batch_id, ("held",), "pending", None, now_ns)
+
+    def discard(self, batch_id: str, reason: str, now_ns: int) -> str:
+        """Give up on a dead letter or a held batch: it stays in the store, marked discarded
+        with the reason, and is never sent."""
+        if not reason.strip():
+            raise OutboxError("discarding needs a reason")
+        return self._move(batch_id, ("rejected", "held"), "discarded", reason, now_ns)
+
+    def _move(
+        self, batch_id: str, sources: tuple[str, ...], target: str, reason: str | None, now_ns: int
+    ) -> str:
+        row = self.conn.execute(
+            "SELECT state FROM outbox WHERE batch_id = ?", (batch_id,)
+        ).fetchone()
+        if row is None:
+            raise OutboxError(f"no batch {batch_id!r} in the outbox")
+        if row[0] not in sources:
+            raise OutboxError(f"batch {batch_id} is {row[0]}, not {' or '.join(sources)}")
+        self.conn.execute(
+            "UPDATE outbox SET state = ?, last_sent_ns = NULL,"
+            " reason = COALESCE(?, reason), acked_ns = CASE WHEN ? = 'discarded' THEN ? END"
+            " WHERE batch_id = ?",
+            (target, reason, target, now_ns, batch_id),
+        )
+        return str(row[0])
 
     def stats(self) -> OutboxStats:
         rows = dict(

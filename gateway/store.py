@@ -464,7 +464,7 @@ class Store:
         before the horizon stays: it opens the next period."""
         settled = self.conn.execute(
             f"SELECT a.meter_id, MAX(a.period_end_ns), MIN(CASE WHEN o.state IN"
-            f" ('acked', 'rejected') THEN NULL ELSE a.period_start_ns END)"
+            f" ('acked', 'rejected', 'discarded') THEN NULL ELSE a.period_start_ns END)"
             f" FROM activity_records a LEFT JOIN {OUTBOX_TABLE} o ON o.batch_id = a.batch_id"
             " GROUP BY a.meter_id"
         ).fetchall()

@@ -110,3 +110,24 @@ def test_revisions_may_arrive_out_of_order(tmp_path: Path):
         assert ack.status is AckStatus.ACCEPTED, ack.reason
     assert [r["revision"] for r in store.records()] == [1]
     assert len(store.records(revisions=True)) == 2
+
+
+def test_released_schemas_never_change_and_every_schema_is_versioned():
+    """A change to a released schema must be a new version file (cloud_sync/schemas/
+    released.toml): this fails when a released file's bytes change or a file is unlisted."""
+    import hashlib
+    import re
+    import tomllib
+
+    schemas = Path(__file__).parents[2] / "cloud_sync" / "schemas"
+    released = tomllib.loads((schemas / "released.toml").read_text())["released"]
+    listed = {r["file"]: r["sha256"] for r in released}
+    for path in sorted(schemas.glob("*.json")):
+        assert path.name in listed, f"{path.name} is not in released.toml"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digest == listed[path.name], (
+            f"{path.name} changed after its release: add a new version file instead"
+        )
+        name, version = re.fullmatch(r"(.+)\.v(\d+)\.json", path.name).groups()  # type: ignore[union-attr]
+        const = json.loads(path.read_text())["properties"]["schema"]["const"]
+        assert const == f"tanji.{name}/{version}"

@@ -188,7 +188,7 @@ def status(
     Exit 1 when the gateway is not running (no fresh status) or something needs attention:
     a meter (its last reading was bad, or points were disabled), the store (at its disk cap),
     aggregation (failed passes, late readings set aside for evicted periods), calibration
-    (records held back for want of a valid calibration).
+    (records held back for want of a valid calibration), the outbox (dead letters).
 
     Example: tanji status --config /etc/tanji/site.toml
     """
@@ -210,6 +210,8 @@ def status(
             attention.append("aggregation")
         if snapshot.get("records_held"):
             attention.append("calibration")
+        if (snapshot.get("outbox") or {}).get("dead_letters"):
+            attention.append("outbox")
         table = _status_table(snapshot, age_s)
     except FileNotFoundError:
         err.print(f"no status at {path}: the gateway has not run with this configuration")
@@ -391,12 +393,26 @@ def _products_table(allocation: Allocation) -> Table:
     return table
 
 
+def _backlog(outbox: dict[str, Any] | None) -> str:
+    """The outbox part of the status caption: backlog, its age, dead letters."""
+    if not outbox:
+        return ""
+    age = outbox.get("oldest_pending_age_s")
+    text = f" · backlog {outbox['pending_batches']} batches" + (
+        f" (oldest {age:.0f} s)" if age is not None else ""
+    )
+    if outbox.get("dead_letters"):
+        text += f" · {outbox['dead_letters']} DEAD LETTERS (tanji outbox list)"
+    return text
+
+
 def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
     table = Table(title=f"gateway {snapshot['gateway_id']} — status {age_s:.0f} s old")
     table.caption = (
         f"store {snapshot.get('store_used_mb', 0)} MB used"
         + (" — AT ITS DISK CAP: new readings refused" if snapshot.get("store_over_cap") else "")
         + f" · {snapshot.get('readings_refused', 0)} readings refused"
+        + _backlog(snapshot.get("outbox"))
         + f" · records {snapshot.get('records_created', 0)}"
         + f" ({snapshot.get('records_revised', 0)} revisions)"
         + (

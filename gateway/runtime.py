@@ -101,6 +101,7 @@ class Gateway:
         self.records_revised = 0
         self.readings_set_aside = 0  # late readings for evicted periods (kept, not used)
         self.aggregation_failures = 0
+        self.outbox: cloud_sync.OutboxStats | None = None  # backlog, read by the status loop
         # without a valid calibration, held back by the site's choice (also from earlier runs)
         self.records_held = cloud_sync.Outbox(self.store.conn).stats().records_held
         self._pending: list[Reading] = []
@@ -205,6 +206,17 @@ class Gateway:
             "readings_set_aside": self.readings_set_aside,
             "aggregation_failures": self.aggregation_failures,
             "records_held": self.records_held,
+            "outbox": None
+            if self.outbox is None
+            else {
+                "pending_batches": self.outbox.pending,
+                "oldest_pending_age_s": None
+                if self.outbox.oldest_pending_ns is None
+                else round((self._clock() - self.outbox.oldest_pending_ns) / 1e9, 1),
+                "dead_letters": self.outbox.rejected,
+                "held_batches": self.outbox.held,
+                "records_acked": self.outbox.records_acked,
+            },
             "meters": {
                 meter_id: {
                     "readings": st.readings,
@@ -227,6 +239,10 @@ class Gateway:
 
     async def _status_loop(self) -> None:
         while True:
+            try:
+                self.outbox = await self.sync.stats()
+            except Exception:  # e.g. the database is locked: the last figures stay
+                log.debug("outbox statistics not read this time", exc_info=True)
             try:
                 self.write_status()
             except OSError as exc:

@@ -37,6 +37,10 @@ async def test_status_reports_poll_statistics_and_the_failing_meter(
     assert result.exit_code == 1, result.output  # a meter needs attention
     snapshot = json.loads(result.stdout)
     healthy, silent = snapshot["meters"]["M1"], snapshot["meters"]["M2"]
+    outbox = snapshot["outbox"]  # the backlog and its age, from the running gateway
+    assert outbox is not None
+    assert outbox["dead_letters"] == 0
+    assert isinstance(outbox["pending_batches"], int)
     assert healthy["last_reason"] is None
     assert healthy["poll"]["cycles"] >= 4
     assert healthy["poll"]["latency_ms"]["p95"] is not None
@@ -89,3 +93,15 @@ def test_status_flags_failed_aggregation_and_late_readings_set_aside(tmp_path: P
     (tmp_path / "tanji.db.status.json").write_text(json.dumps(snapshot))
     result = CliRunner().invoke(app, ["status", "-c", str(site)])
     assert result.exit_code == 0, result.output
+    snapshot["outbox"] = {
+        "pending_batches": 3,
+        "oldest_pending_age_s": 120.0,
+        "dead_letters": 1,
+        "held_batches": 0,
+        "records_acked": 10,
+    }
+    (tmp_path / "tanji.db.status.json").write_text(json.dumps(snapshot))
+    result = CliRunner().invoke(app, ["status", "-c", str(site)])
+    assert result.exit_code == 1
+    assert "backlog 3 batches (oldest 120 s)" in result.output
+    assert "1 DEAD LETTERS" in result.output

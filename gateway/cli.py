@@ -904,6 +904,19 @@ def _outbox_apply(action: Callable[[str], str], targets: list[str], verb: str) -
         err.print(f"{batch_id}: {was} -> {verb}", highlight=False)
 
 
+def _requeue(
+    config: Path,
+    batch: str | None,
+    every: bool,
+    state: str,
+    move: Callable[[Outbox], Callable[[str, int], str]],
+) -> None:
+    """Back on their way: the given batch, or --all batches in `state`."""
+    outbox = _outbox(_load_site(config))
+    targets = _outbox_targets(outbox, batch, every, state)
+    _outbox_apply(lambda b: move(outbox)(b, time.time_ns()), targets, "pending")
+
+
 @outbox_app.command("retry")
 def outbox_retry(
     config: SiteOption,
@@ -914,9 +927,7 @@ def outbox_retry(
 
     Example: tanji outbox retry -c site.toml --all
     """
-    outbox = _outbox(_load_site(config))
-    targets = _outbox_targets(outbox, batch, every, "rejected")
-    _outbox_apply(lambda b: outbox.retry(b, time.time_ns()), targets, "pending")
+    _requeue(config, batch, every, "rejected", lambda outbox: outbox.retry)
 
 
 @outbox_app.command("release")
@@ -929,9 +940,7 @@ def outbox_release(
 
     Example: tanji outbox release -c site.toml --all
     """
-    outbox = _outbox(_load_site(config))
-    targets = _outbox_targets(outbox, batch, every, "held")
-    _outbox_apply(lambda b: outbox.release(b, time.time_ns()), targets, "pending")
+    _requeue(config, batch, every, "held", lambda outbox: outbox.release)
 
 
 @outbox_app.command("discard")

@@ -110,6 +110,20 @@ def _per_mwh(file: str, table: str) -> dict[str, Factor]:
     return out
 
 
+def _chosen(
+    setting: str, factor_id: str | None, known: dict[str, Factor], file: str
+) -> Factor | None:
+    """The factor a `[factors]` setting names, or None when it names none."""
+    if factor_id is None:
+        return None
+    if factor_id not in known:
+        raise FactorError(
+            f"{setting} {factor_id!r} is not in gateway/data/{file}; known:"
+            f" {', '.join(sorted(known))}"
+        )
+    return known[factor_id]
+
+
 @dataclass(frozen=True)
 class Conversions:
     tce: Decimal | None
@@ -137,24 +151,18 @@ class FactorSet:
                     verified=True,  # the site's own measured value, its responsibility
                     source="site.toml coal_equivalent_overrides",
                 )
-        self.grid: Factor | None = None
-        if config.electricity_emission_factor is not None:
-            known = grid_factors()
-            if config.electricity_emission_factor not in known:
-                raise FactorError(
-                    f"electricity_emission_factor {config.electricity_emission_factor!r} is"
-                    f" not in gateway/data/{GRID_FILE}; known: {', '.join(sorted(known))}"
-                )
-            self.grid = known[config.electricity_emission_factor]
-        self.footprint: Factor | None = None
-        if config.electricity_footprint_factor is not None:
-            known = footprint_factors()
-            if config.electricity_footprint_factor not in known:
-                raise FactorError(
-                    f"electricity_footprint_factor {config.electricity_footprint_factor!r} is"
-                    f" not in gateway/data/{FOOTPRINT_FILE}; known: {', '.join(sorted(known))}"
-                )
-            self.footprint = known[config.electricity_footprint_factor]
+        self.grid = _chosen(
+            "electricity_emission_factor",
+            config.electricity_emission_factor,
+            grid_factors(),
+            GRID_FILE,
+        )
+        self.footprint = _chosen(
+            "electricity_footprint_factor",
+            config.electricity_footprint_factor,
+            footprint_factors(),
+            FOOTPRINT_FILE,
+        )
         if not config.allow_unverified:
             chosen = [f for f in (self.grid, self.footprint) if f is not None]
             unverified = [f.id for f in [*self.coal.values(), *chosen] if not f.verified]

@@ -12,20 +12,22 @@ from cloud_sync.contract import (
     parse_batch,
 )
 from cloud_sync.outbox import Outbox, OutboxError, OutboxStats, Parked, create_schema, enqueue
-from cloud_sync.sync import CloudSync, MqttSettings, SyncCounters
+from cloud_sync.sync import CloudSync, SyncCounters
+from cloud_sync.transport import MqttConfig, TransportError
 
 __all__ = [
     "Ack",
     "AckStatus",
     "CloudSync",
     "ContractError",
-    "MqttSettings",
+    "MqttConfig",
     "Outbox",
     "OutboxError",
     "OutboxStats",
     "Parked",
     "SyncCounters",
     "Topics",
+    "TransportError",
     "build_batch",
     "create_schema",
     "enqueue",

@@ -7,9 +7,11 @@ MQTT; nothing here knows Modbus.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from cloud_sync.contract import Ack, AckStatus, build_batch
@@ -48,22 +50,24 @@ def enqueue(
     batch_size: int,
     now_ns: int,
     held: bool = False,
+    compress: bool = False,
 ) -> list[str]:
     """Add records as batches of at most `batch_size`; call inside the caller's transaction.
     `held` batches are stored but not sent (the site holds back records without a valid
-    calibration) until released.
+    calibration) until released. `compress` stores (and sends) the payload gzip-compressed.
 
     Returns the batch ids. A batch whose id already exists is not added twice.
     """
     ids = []
     for i in range(0, len(records), batch_size):
         batch = build_batch(uscc, gateway_id, records[i : i + batch_size])
+        payload = json.dumps(batch).encode()
         conn.execute(
             "INSERT OR IGNORE INTO outbox (batch_id, payload, record_count, created_ns, state)"
             " VALUES (?,?,?,?,?)",
             (
                 batch["batch_id"],
-                json.dumps(batch).encode(),
+                gzip.compress(payload, mtime=0) if compress else payload,
                 len(batch["records"]),
                 now_ns,
                 "held" if held else "pending",
@@ -78,6 +82,7 @@ class PendingBatch:
     batch_id: str
     payload: bytes
     attempts: int
+    backlog: bool  # older than the live window: sent at the backlog rate
 
 
 @dataclass(frozen=True)
@@ -114,34 +119,73 @@ class Outbox:
         self.conn = conn
         create_schema(conn)
 
-    def due(self, now_ns: int, resend_after_ns: int, limit: int = 100) -> list[PendingBatch]:
-        """Pending batches never sent or not acked within `resend_after_ns`, oldest first."""
-        rows = self.conn.execute(
+    def due(
+        self,
+        now_ns: int,
+        resend_after_ns: int,
+        live_after_ns: int,
+        window: int,
+        backlog_allowance: int,
+    ) -> list[PendingBatch]:
+        """What to publish now, oldest first within each lane: pending batches never sent or
+        not acked within `resend_after_ns`, at most `window` unacked in flight in all. Batches
+        made at or after `live_after_ns` are live and go first; older ones (the backlog of an
+        outage) take at most `backlog_allowance` and at least one slot when they may go, so
+        neither lane starves the other."""
+        resend_before = now_ns - resend_after_ns
+        (in_flight,) = self.conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE state='pending' AND last_sent_ns > ?",
+            (resend_before,),
+        ).fetchone()
+        free = window - int(in_flight)
+        if free <= 0:
+            return []
+        due = (
             "SELECT batch_id, payload, attempts FROM outbox WHERE state='pending'"
-            " AND (last_sent_ns IS NULL OR last_sent_ns <= ?) ORDER BY seq LIMIT ?",
-            (now_ns - resend_after_ns, limit),
-        ).fetchall()
-        return [PendingBatch(b, bytes(p), a) for b, p, a in rows]
-
-    def mark_sent(self, batch_id: str, now_ns: int) -> None:
-        self.conn.execute(
-            "UPDATE outbox SET attempts=attempts+1, last_sent_ns=? WHERE batch_id=?",
-            (now_ns, batch_id),
+            " AND (last_sent_ns IS NULL OR last_sent_ns <= ?) AND created_ns {} ?"
+            " ORDER BY seq LIMIT ?"
         )
+        live_room = free - 1 if backlog_allowance > 0 and free > 1 else free
+        live = self.conn.execute(
+            due.format(">="), (resend_before, live_after_ns, live_room)
+        ).fetchall()
+        backlog_room = min(backlog_allowance, free - len(live))
+        backlog = (
+            self.conn.execute(
+                due.format("<"), (resend_before, live_after_ns, backlog_room)
+            ).fetchall()
+            if backlog_room > 0
+            else []
+        )
+        return [PendingBatch(b, bytes(p), a, False) for b, p, a in live] + [
+            PendingBatch(b, bytes(p), a, True) for b, p, a in backlog
+        ]
+
+    def mark_sent(self, batch_ids: Iterable[str], now_ns: int) -> None:
+        with _transaction(self.conn):
+            self.conn.executemany(
+                "UPDATE outbox SET attempts=attempts+1, last_sent_ns=? WHERE batch_id=?",
+                [(now_ns, b) for b in batch_ids],
+            )
 
     def forget_sends(self) -> None:
         """After a reconnect every unacked batch is due again at once."""
         self.conn.execute("UPDATE outbox SET last_sent_ns=NULL WHERE state='pending'")
 
-    def apply_ack(self, ack: Ack, now_ns: int) -> bool:
-        """Record the platform's verdict; False when the batch is unknown or already settled."""
-        state = "rejected" if ack.status is AckStatus.REJECTED else "acked"
-        cur = self.conn.execute(
-            "UPDATE outbox SET state=?, acked_ns=?, ack_status=?, reason=?"
-            " WHERE batch_id=? AND state='pending'",
-            (state, now_ns, ack.status.value, ack.reason, ack.batch_id),
-        )
-        return cur.rowcount == 1
+    def apply_acks(self, acks: Sequence[Ack], now_ns: int) -> list[bool]:
+        """Record the platform's verdicts in one transaction; per ack False when the batch is
+        unknown or already settled."""
+        settled = []
+        with _transaction(self.conn):
+            for ack in acks:
+                state = "rejected" if ack.status is AckStatus.REJECTED else "acked"
+                cur = self.conn.execute(
+                    "UPDATE outbox SET state=?, acked_ns=?, ack_status=?, reason=?"
+                    " WHERE batch_id=? AND state='pending'",
+                    (state, now_ns, ack.status.value, ack.reason, ack.batch_id),
+                )
+                settled.append(cur.rowcount == 1)
+        return settled
 
     def parked(self) -> list[Parked]:
         """Dead letters and held batches, oldest first."""
@@ -202,3 +246,15 @@ class Outbox:
             records_held=int(held_records),
             oldest_pending_ns=int(oldest) if oldest is not None else None,
         )
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One durable commit for many statements (the connection is in autocommit mode)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -3,7 +3,13 @@
 Delivery: QoS 1 publish (the broker has it), then an application ack from the platform
 (the platform has stored it). A batch stays pending until that ack; after a reconnect or
 `ack_timeout_s` without an ack it is published again, and the platform recognises the
-content-derived batch id as a duplicate.
+content-derived batch id as a duplicate. At most `max_in_flight` batches wait for acks at a
+time; batches made within the last `ack_timeout_s` are live and go first, older ones (the
+backlog of an outage) drain oldest first at `backlog_rate` batches per second beside them.
+
+The link announces itself: a retained `online` message on `.../status` when connected,
+`offline` when stopped, and the broker publishes the retained last will (`offline`, lost)
+when the link dies unannounced.
 """
 
 from __future__ import annotations
@@ -16,28 +22,22 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiomqtt
 
-from cloud_sync.contract import Ack, AckStatus, ContractError, Topics
+from cloud_sync.contract import CONTRACT_VERSION, Ack, AckStatus, ContractError, Topics, validate
 from cloud_sync.outbox import Outbox, OutboxStats
+from cloud_sync.transport import MqttConfig, TransportError, describe_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class MqttSettings:
-    host: str
-    port: int
-    client_id: str
-    keepalive_s: int = 30
-    ack_timeout_s: float = 30.0
-    publish_timeout_s: float = 10.0
+STATUS_SCHEMA_ID = "tanji.status/1"
+MAX_ACKS_PER_COMMIT = 500
 
 
 @dataclass
@@ -47,12 +47,38 @@ class SyncCounters:
     connected: bool = False
     connects: int = 0
     published: int = 0
+    published_backlog: int = 0
     acks: int = 0
     duplicates: int = 0
     rejected: int = 0
     bad_acks: int = 0
     last_error: str | None = None
     disconnects: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most one second's worth saved up; rate 0: unlimited."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._tokens = max(1.0, rate)
+        self._at = clock()
+
+    def available(self, cap: int) -> int:
+        if self.rate == 0:
+            return cap
+        now = self._clock()
+        self._tokens = min(max(1.0, self.rate), self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        return min(cap, int(self._tokens))
+
+    def take(self, n: int) -> None:
+        if self.rate:
+            self._tokens -= n
 
 
 class CloudSync:
@@ -62,11 +88,13 @@ class CloudSync:
         self,
         db_path: Path,
         topics: Topics,
-        settings: MqttSettings,
+        config: MqttConfig,
+        client_id: str,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.topics = topics
-        self.settings = settings
+        self.config = config
+        self.client_id = client_id
         self.counters = SyncCounters()
         self._clock = clock
         self._conn = sqlite3.connect(
@@ -76,6 +104,7 @@ class CloudSync:
         self._outbox = Outbox(self._conn)
         self._db_lock = asyncio.Lock()
         self._work = asyncio.Event()
+        self._backlog = TokenBucket(config.backlog_rate)
 
     def wake(self) -> None:
         """New batches were enqueued: publish now rather than at the next poll."""
@@ -90,79 +119,123 @@ class CloudSync:
 
     async def run(self) -> None:
         backoff = 0.5
-        s = self.settings
-        will = aiomqtt.Will(self.topics.status, _status("offline"), qos=1, retain=True)
+        will = aiomqtt.Will(self.topics.status, self._status("offline", "lost"), 1, True)
         while True:
             try:
-                async with aiomqtt.Client(
-                    s.host,
-                    s.port,
-                    identifier=s.client_id,
-                    clean_session=False,
-                    keepalive=s.keepalive_s,
-                    will=will,
-                    timeout=s.publish_timeout_s,
-                ) as client:
-                    self.counters.connected = True
-                    self.counters.connects += 1
+                kwargs = self.config.client_kwargs(self.client_id, will)
+                async with aiomqtt.Client(**kwargs) as client:
                     backoff = 0.5
-                    log.info("connected to broker %s:%d", s.host, s.port)
-                    await client.subscribe(self.topics.ack, qos=1)
-                    await client.publish(self.topics.status, _status("online"), qos=1, retain=True)
-                    await self._db(self._outbox.forget_sends)
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._receive_acks(client))
-                        tg.create_task(self._publish_due(client))
+                    await self._session(client)
             except* aiomqtt.MqttError as group:
+                self._note_error(describe_error(group.exceptions[0], self.config))
+            except* TransportError as group:
                 self._note_error(str(group.exceptions[0]))
             self.counters.connected = False
             delay = backoff * random.uniform(0.8, 1.2)
-            log.warning(
-                "broker unreachable (%s); retrying in %.1f s", self.counters.last_error, delay
-            )
+            log.warning("platform link down (%s); retry in %.1f s", self.counters.last_error, delay)
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, 30.0)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        self.counters.connected = True
+        self.counters.connects += 1
+        log.info("connected to broker %s:%d", self.config.host, self.config.port)
+        await client.subscribe(self.topics.ack, qos=1)
+        await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+        await self._db(self._outbox.forget_sends)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._receive_acks(client))
+                tg.create_task(self._publish_due(client))
+        except asyncio.CancelledError:
+            # stopping: say so (a clean disconnect does not fire the last will)
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await asyncio.wait_for(
+                    client.publish(
+                        self.topics.status, self._status("offline", "stopped"), 1, retain=True
+                    ),
+                    timeout=2.0,
+                )
+            raise
 
     def _note_error(self, text: str) -> None:
         self.counters.last_error = text
         self.counters.disconnects += 1
 
+    def _status(self, state: str, reason: str | None = None) -> bytes:
+        from gateway import __version__
+
+        message: dict[str, Any] = {
+            "schema": STATUS_SCHEMA_ID,
+            "state": state,
+            "uscc": self.topics.uscc,
+            "gateway_id": self.topics.gateway_id,
+            "software": f"tanji {__version__}",
+            "contract": CONTRACT_VERSION,
+        }
+        if state == "online":
+            message["since_ns"] = str(self._clock())
+        if reason is not None:
+            message["reason"] = reason
+        validate("status.v1.json", message)
+        return json.dumps(message).encode()
+
     async def _publish_due(self, client: aiomqtt.Client) -> None:
-        resend_ns = int(self.settings.ack_timeout_s * 1e9)
+        cfg = self.config
+        resend_ns = int(cfg.ack_timeout_s * 1e9)
+        idle_s = 1.0 if cfg.backlog_rate == 0 else min(1.0, 1.0 / cfg.backlog_rate)
         while True:
             self._work.clear()
-            due = await self._db(lambda: self._outbox.due(self._clock(), resend_ns))
-            for batch in due:
-                await client.publish(self.topics.activity, batch.payload, qos=1)
-                # the broker has it (PUBACK); it stays pending until the platform's ack
-                await self._db(partial(self._outbox.mark_sent, batch.batch_id, self._clock()))
-                self.counters.published += 1
-            if len(due) == 0:
+            now = self._clock()
+            allowance = self._backlog.available(cfg.max_in_flight)
+            due = await self._db(
+                partial(
+                    self._outbox.due, now, resend_ns, now - resend_ns, cfg.max_in_flight, allowance
+                )
+            )
+            if not due:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._work.wait(), timeout=1.0)
+                    await asyncio.wait_for(self._work.wait(), timeout=idle_s)
+                continue
+            backlog = sum(b.backlog for b in due)
+            self._backlog.take(backlog)
+            # QoS 1: each returns at the broker's PUBACK; the batch stays pending until the
+            # platform's ack
+            await asyncio.gather(
+                *(client.publish(self.topics.activity, b.payload, qos=1) for b in due)
+            )
+            await self._db(partial(self._outbox.mark_sent, [b.batch_id for b in due], now))
+            self.counters.published += len(due)
+            self.counters.published_backlog += backlog
 
     async def _receive_acks(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                payload = str(payload).encode()
-            try:
-                ack = Ack.from_json(bytes(payload))
-            except ContractError as exc:
-                self.counters.bad_acks += 1
-                log.warning("ignored malformed ack on %s: %s", message.topic, exc)
+        messages = client.messages
+        while True:
+            received = [await anext(messages)]
+            while len(messages) and len(received) < MAX_ACKS_PER_COMMIT:
+                received.append(await anext(messages))
+            acks = [a for a in map(self._parse_ack, received) if a is not None]
+            if not acks:
                 continue
-            settled = await self._db(partial(self._outbox.apply_ack, ack, self._clock()))
-            self.counters.acks += 1
-            if ack.status is AckStatus.DUPLICATE:
-                self.counters.duplicates += 1
-            elif ack.status is AckStatus.REJECTED:
-                self.counters.rejected += 1
-                log.error("platform rejected batch %s: %s", ack.batch_id, ack.reason)
-            if not settled:
-                log.debug("ack for unknown or settled batch %s", ack.batch_id)
-            self._work.set()  # an ack may free the next batch
+            settled = await self._db(partial(self._outbox.apply_acks, acks, self._clock()))
+            for ack, fresh in zip(acks, settled, strict=True):
+                self.counters.acks += 1
+                if ack.status is AckStatus.DUPLICATE:
+                    self.counters.duplicates += 1
+                elif ack.status is AckStatus.REJECTED:
+                    self.counters.rejected += 1
+                    log.error("platform rejected batch %s: %s", ack.batch_id, ack.reason)
+                if not fresh:
+                    log.debug("ack for unknown or settled batch %s", ack.batch_id)
+            self._work.set()  # acks free room in the window
 
-
-def _status(state: str) -> bytes:
-    return json.dumps({"schema": "tanji.status/1", "state": state}).encode()
+    def _parse_ack(self, message: aiomqtt.Message) -> Ack | None:
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode()
+        try:
+            return Ack.from_json(bytes(payload))
+        except ContractError as exc:
+            self.counters.bad_acks += 1
+            log.warning("ignored malformed ack on %s: %s", message.topic, exc)
+            return None

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -20,7 +21,6 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
-from urllib.parse import urlsplit
 
 import typer
 from pydantic import ValidationError
@@ -29,7 +29,7 @@ from rich.live import Live
 from rich.table import Table
 
 from collectors import collector_types
-from gateway.config import ConfigError, SiteConfig, load_site_config
+from gateway.config import ConfigError, SiteConfig, load_site_config, problems_from
 from gateway.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -1237,28 +1237,74 @@ def _unit_ids(spec: str, problems: list[str]) -> list[int]:
 
 @sim_app.command("platform")
 def sim_platform(
-    broker: Annotated[str, typer.Option(help="broker URL")] = "mqtt://127.0.0.1:1883",
+    broker: Annotated[str, typer.Option(help="broker URL, mqtt:// or mqtts://")] = (
+        "mqtt://127.0.0.1:1883"
+    ),
     db: Annotated[Path, typer.Option(help="the platform's SQLite file")] = Path("platform.db"),
+    dsn: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL instead of SQLite, e.g. postgresql://user@host/db"),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="consume through the shared subscription $share/GROUP/... so that"
+            " several instances split the load"
+        ),
+    ] = None,
+    client_id: Annotated[str, typer.Option(help="MQTT client id (one per instance)")] = (
+        "tanji-platform-sim"
+    ),
     prefix: Annotated[str, typer.Option(help="topic prefix")] = "tanji/v1",
+    protocol: Annotated[str, typer.Option(help="MQTT protocol: 5 or 3.1.1")] = "5",
+    ca_file: Annotated[Path | None, typer.Option(help="CA of the broker's certificate")] = None,
+    cert_file: Annotated[Path | None, typer.Option(help="client certificate")] = None,
+    key_file: Annotated[Path | None, typer.Option(help="client certificate's key")] = None,
+    username: Annotated[str | None, typer.Option()] = None,
+    password_file: Annotated[Path | None, typer.Option()] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Receive activity batches, validate them, store them and ack them, until Ctrl-C.
 
     Example: tanji sim platform --broker mqtt://127.0.0.1:1883 --db /tmp/platform.db
+    Two instances sharing the load and a database:
+    tanji sim platform --group platform --client-id p1 --dsn postgresql://platform@127.0.0.1/p
     """
-    parts = urlsplit(broker)
+    from pydantic import ValidationError
+
+    from cloud_sync.transport import MqttConfig
+
     try:
-        port = parts.port or 1883
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname or port < 1:
-        err.print(f"--broker {broker!r}: expected mqtt://HOST:PORT")
+        mqtt = MqttConfig(
+            broker_url=broker,
+            protocol=protocol,  # pydantic checks the literal
+            topic_prefix=prefix,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            username=username,
+            password_file=password_file,
+        )
+    except ValidationError as exc:
+        for problem in problems_from(exc):
+            err.print(f"option {problem}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if group is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", group):
+        err.print(f"--group {group!r}: letters, digits, '_', '.', '-' only")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if dsn is not None and not dsn.startswith(("postgresql://", "postgres://")):
+        err.print(f"--dsn {dsn!r}: expected postgresql://USER@HOST:PORT/DATABASE")
         raise typer.Exit(EXIT_BAD_INPUT)
     _logging(verbose)
     from simulators.platform import PlatformReceiver
 
-    receiver = PlatformReceiver(db, parts.hostname, port, prefix)
-    err.print(f"platform simulator: {broker}, topics {prefix}/+/+/activity, store {db}")
+    try:
+        receiver = PlatformReceiver(dsn or db, mqtt, client_id, group)
+    except Exception as exc:  # psycopg or sqlite3 cannot open the database
+        err.print(f"platform database {dsn or db}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    where = "PostgreSQL" if dsn else str(db)
+    err.print(f"platform simulator: {broker}, {receiver.subscription}, store {where}")
     try:
         _run(receiver.run())
     except KeyboardInterrupt:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
+from cloud_sync.transport import MqttConfig
 from collectors import collector_types
 from gateway.balance import BalanceConfig
 from gateway.factors import FactorError, FactorsConfig, FactorSet
@@ -180,44 +180,6 @@ class AggregationConfig(Frozen):
         if problem:
             raise ValueError(problem)
         return v
-
-
-class MqttConfig(Frozen):
-    broker_url: str = "mqtt://127.0.0.1:1883"
-    topic_prefix: str = "tanji/v1"
-    client_id: str | None = None
-    batch_size: int = Field(default=50, ge=1, le=10000)
-    ack_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-
-    @field_validator("broker_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "tcp"):
-            raise ValueError(f"scheme must be mqtt:// (got {parts.scheme or 'none'!r})")
-        if not parts.hostname:
-            raise ValueError("needs a host, e.g. mqtt://127.0.0.1:1883")
-        try:
-            parts.port  # noqa: B018  (raises on a bad port)
-        except ValueError:
-            raise ValueError("port must be 1..65535") from None
-        return v
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
-            raise ValueError("must be non-empty, without wildcards or leading/trailing '/'")
-        return v
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.broker_url).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        return urlsplit(self.broker_url).port or 1883
 
 
 class LineConfig(Frozen):

@@ -131,9 +131,15 @@ def _certificate(i: int, cal_date: date) -> dict[str, Any]:
 
 
 def demo_site(
-    workdir: Path, meters: int, base_port: int, broker_port: int, interval_s: int
+    workdir: Path,
+    meters: int,
+    base_port: int,
+    broker_port: int,
+    interval_s: int,
+    mqtt_protocol: str = "5",
 ) -> dict[str, Any]:
-    """The demo's site configuration, as a site.toml would hold it."""
+    """The demo's site configuration, as a site.toml would hold it (plaintext MQTT: the
+    demo's broker listens on 127.0.0.1 only)."""
     today = date.today()
     site_meters = []
     main = meters - 1 if meters >= MAIN_FROM else None
@@ -194,7 +200,11 @@ def demo_site(
         "meters": site_meters,
         "store": {"path": str(workdir / "gateway.db"), "commit_interval_s": 1.0},
         "aggregation": {"interval": f"{interval_s}s", "grace_s": 2.0},
-        "mqtt": {"broker_url": f"mqtt://127.0.0.1:{broker_port}", "ack_timeout_s": 10.0},
+        "mqtt": {
+            "broker_url": f"mqtt://127.0.0.1:{broker_port}",
+            "protocol": mqtt_protocol,
+            "ack_timeout_s": 10.0,
+        },
         "balances": (
             [{"main": demo_meter_id(main), "subs": [demo_meter_id(i) for i in range(main)]}]
             if main is not None
@@ -204,11 +214,16 @@ def demo_site(
 
 
 def prepare_site(
-    workdir: Path, meters: int, base_port: int, broker_port: int, interval_s: int
+    workdir: Path,
+    meters: int,
+    base_port: int,
+    broker_port: int,
+    interval_s: int,
+    mqtt_protocol: str = "5",
 ) -> SiteConfig:
     """Validate the demo site and write it as site.toml (for check-config and `tanji run`)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    site = demo_site(workdir, meters, base_port, broker_port, interval_s)
+    site = demo_site(workdir, meters, base_port, broker_port, interval_s, mqtt_protocol)
     config = parse_site_config(site, "demo site")
     (workdir / "site.toml").write_text(tomli_w.dumps(site), encoding="utf-8")
     return config
@@ -297,14 +312,17 @@ async def run_demo(
     if broker_port is None:
         broker_port = free_port_range(1)
     base_port = free_port_range(meters)
-    config = prepare_site(workdir, meters, base_port, broker_port, interval_s)
+    # the embedded broker (amqtt) speaks MQTT 3.1.1 only; Mosquitto takes 5
+    config = prepare_site(
+        workdir, meters, base_port, broker_port, interval_s, "3.1.1" if embedded else "5"
+    )
     started = time.monotonic()
     broker = EmbeddedBroker("127.0.0.1", broker_port) if embedded else contextlib.nullcontext()
     fleet = MeterFleet(meters, base_port)
     if meters >= MAIN_FROM:
         fleet.make_main(meters - 1, range(meters - 1), MAIN_LOSSES)
     async with broker, fleet:
-        platform = PlatformReceiver(workdir / "platform.db", "127.0.0.1", broker_port)
+        platform = PlatformReceiver(workdir / "platform.db", config.mqtt)
         gateway = Gateway(config)
         gateway.calibrations.add(DEMO_STANDARD_ID, DEMO_STANDARD, "demo", time.time_ns())
         if meters > DCC_METER:

@@ -78,13 +78,8 @@ class Gateway:
         self.sync = cloud_sync.CloudSync(
             config.store.path,
             cloud_sync.Topics(config.mqtt.topic_prefix, config.enterprise.uscc, config.gateway_id),
-            cloud_sync.MqttSettings(
-                host=config.mqtt.host,
-                port=config.mqtt.port,
-                client_id=config.mqtt.client_id or f"tanji-{config.gateway_id}",
-                keepalive_s=config.mqtt.keepalive_s,
-                ack_timeout_s=config.mqtt.ack_timeout_s,
-            ),
+            config.mqtt,
+            config.mqtt.client_id or f"tanji-{config.gateway_id}",
             clock=clock,
         )
         self.meter_status = {m.id: MeterStatus() for m in config.meters}
@@ -393,6 +388,7 @@ class Gateway:
                     size,
                     now_ns,
                     held=is_held,
+                    compress=self.config.mqtt.compression == "gzip",
                 )
                 self.store.insert_activity(
                     group, now_ns, [batch_ids[i // size] for i in range(len(group))]

@@ -1,17 +1,25 @@
 """Stand-in for the provincial platform: receives activity batches over MQTT and acks them.
 
 Validates every batch against the contract (JSON Schema + content-derived batch id), stores
-accepted records in its own SQLite file, recognises re-sent batches as duplicates, and acks
-`accepted | duplicate | rejected(reason)` only after its own commit.
+accepted records in SQLite or PostgreSQL, recognises re-sent batches as duplicates (a unique
+constraint on the batch id), and acks `accepted | duplicate | rejected(reason)` only after its
+own commit. Several instances split the load through an MQTT shared subscription
+(`$share/{group}/...`) and one PostgreSQL database: the shape of a provincial deployment on
+an existing broker cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
+import io
 import json
 import logging
 import sqlite3
 import time
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -20,16 +28,17 @@ from typing import Any
 import aiomqtt
 
 from cloud_sync.contract import Ack, AckStatus, ContractError, parse_batch
+from cloud_sync.transport import MqttConfig, TransportError, describe_error
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS batches (
-    batch_id    TEXT PRIMARY KEY,
+    batch_id    TEXT PRIMARY KEY,   -- a re-sent batch collides here: duplicate
     uscc        TEXT NOT NULL,
     gateway_id  TEXT NOT NULL,
-    received_ns INTEGER NOT NULL,
-    payload     BLOB NOT NULL
+    received_ns BIGINT NOT NULL,
+    payload     TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS records (
     record_id    TEXT PRIMARY KEY,
@@ -43,16 +52,20 @@ CREATE TABLE IF NOT EXISTS records (
     value        TEXT NOT NULL,
     unit         TEXT NOT NULL,
     revision     INTEGER NOT NULL,
+    supersedes   TEXT,
     record_json  TEXT NOT NULL,
     UNIQUE (uscc, gateway_id, meter_id, point, period_start, revision)
 );
 CREATE TABLE IF NOT EXISTS rejections (
-    id          INTEGER PRIMARY KEY,
+    id          {serial} PRIMARY KEY,
     topic       TEXT NOT NULL,
-    received_ns INTEGER NOT NULL,
+    received_ns BIGINT NOT NULL,
     reason      TEXT NOT NULL
-);
+)
 """
+
+MAX_PAYLOAD = 64 * 1024 * 1024  # a decompressed batch larger than this is refused
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -62,22 +75,73 @@ class PlatformCounters:
     rejected: int = 0
 
 
-class PlatformStore:
-    """The platform simulator's SQLite file."""
+class Database:
+    """One connection to SQLite (a path) or PostgreSQL (a `postgresql://` DSN); statements
+    use `?` placeholders either way, transactions are explicit."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(SCHEMA)
+    def __init__(self, target: Path | str) -> None:
+        self.postgres = isinstance(target, str) and target.startswith(
+            ("postgresql://", "postgres://")
+        )
+        if self.postgres:
+            import psycopg
+
+            self._pg = psycopg.connect(str(target), autocommit=True)
+            self._begin = "BEGIN"
+        else:
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._sqlite = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._sqlite.execute("PRAGMA journal_mode=WAL")
+            self._sqlite.execute("PRAGMA synchronous=FULL")
+            self._sqlite.execute("PRAGMA busy_timeout=30000")
+            self._begin = "BEGIN IMMEDIATE"
+        serial = "BIGSERIAL" if self.postgres else "INTEGER"
+        for statement in TABLES.format(serial=serial).split(";"):
+            self.execute(statement)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """A cursor (DB-API: fetchone, fetchall, rowcount)."""
+        if self.postgres:
+            return self._pg.execute(sql.replace("?", "%s").encode(), params)
+        return self._sqlite.execute(sql, params)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.execute(self._begin)
+        try:
+            yield
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
+
+    def close(self) -> None:
+        (self._pg if self.postgres else self._sqlite).close()
+
+
+class Refused(Exception):
+    """Raised inside a transaction to roll it back and ack with this verdict instead."""
+
+    def __init__(self, ack: Ack) -> None:
+        self.ack = ack
+
+
+class PlatformStore:
+    """The platform simulator's database: a SQLite file, or PostgreSQL given a DSN. Several
+    simulator instances may share one PostgreSQL database: unique constraints decide which
+    of two concurrent copies of a batch is stored and which is a duplicate."""
+
+    def __init__(self, target: Path | str) -> None:
+        self.db = Database(target)
 
     def receive(self, topic: str, payload: bytes) -> Ack | None:
         """Store a batch and say what to ack; None when not even a batch id can be told."""
         try:
+            payload = _decoded(payload)
             batch = parse_batch(payload)
         except ContractError as exc:
-            self.conn.execute(
+            self.db.execute(
                 "INSERT INTO rejections (topic, received_ns, reason) VALUES (?,?,?)",
                 (topic, time.time_ns(), str(exc)),
             )
@@ -86,49 +150,49 @@ class PlatformStore:
         expected_topic_tail = f"/{batch['uscc']}/{batch['gateway_id']}/activity"
         if not topic.endswith(expected_topic_tail):
             return Ack(batch["batch_id"], AckStatus.REJECTED, "topic does not match the batch")
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            ack = self._store(batch, payload)
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT" if ack.status is AckStatus.ACCEPTED else "ROLLBACK")
-        return ack
+            with self.db.transaction():
+                self._store(batch, payload)
+        except Refused as verdict:
+            return verdict.ack
+        return Ack(batch["batch_id"], AckStatus.ACCEPTED)
 
-    def _store(self, batch: dict[str, object], payload: bytes) -> Ack:
+    def _store(self, batch: dict[str, Any], payload: bytes) -> None:
         bid = str(batch["batch_id"])
-        if self.conn.execute("SELECT 1 FROM batches WHERE batch_id=?", (bid,)).fetchone():
-            return Ack(bid, AckStatus.DUPLICATE)
-        self.conn.execute(
-            "INSERT INTO batches VALUES (?,?,?,?,?)",
-            (bid, batch["uscc"], batch["gateway_id"], time.time_ns(), payload),
-        )
-        records = batch["records"]
-        assert isinstance(records, list)
-        for r in records:
+        inserted = self.db.execute(
+            "INSERT INTO batches VALUES (?,?,?,?,?) ON CONFLICT (batch_id) DO NOTHING",
+            (bid, batch["uscc"], batch["gateway_id"], time.time_ns(), json.dumps(batch)),
+        ).rowcount
+        if inserted != 1:
+            raise Refused(Ack(bid, AckStatus.DUPLICATE))
+        for r in batch["records"]:
             text = json.dumps(r, sort_keys=True)
-            old = self.conn.execute(
+            old = self.db.execute(
                 "SELECT record_json FROM records WHERE record_id=?", (r["record_id"],)
             ).fetchone()
             if old is not None:
                 if old[0] != text:
-                    return Ack(
-                        bid,
-                        AckStatus.REJECTED,
-                        f"record {r['record_id']} already stored with other content;"
-                        " send a new revision instead",
+                    raise Refused(
+                        Ack(
+                            bid,
+                            AckStatus.REJECTED,
+                            f"record {r['record_id']} already stored with other content;"
+                            " send a new revision instead",
+                        )
                     )
                 continue
             conflict = self._revision_conflict(r)
             if conflict is not None:
-                return Ack(
-                    bid,
-                    AckStatus.REJECTED,
-                    f"record {r['record_id']} (revision {r['revision']}) conflicts with the"
-                    f" revisions held for its period: {conflict}",
+                raise Refused(
+                    Ack(
+                        bid,
+                        AckStatus.REJECTED,
+                        f"record {r['record_id']} (revision {r['revision']}) conflicts with"
+                        f" the revisions held for its period: {conflict}",
+                    )
                 )
-            self.conn.execute(
-                "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            self.db.execute(
+                "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     r["record_id"],
                     bid,
@@ -141,19 +205,19 @@ class PlatformStore:
                     r["quantity"],
                     r["unit"],
                     r["revision"],
+                    r.get("supersedes"),
                     text,
                 ),
             )
-        return Ack(bid, AckStatus.ACCEPTED)
 
     def _revision_conflict(self, r: dict[str, Any]) -> str | None:
         """Why a record does not fit the revisions held for its period, or None. Revisions may
         arrive in any order (a re-send after an outage); each must name the one before it
         (`supersedes`) and be named by the one after it, where those are held."""
-        rows = self.conn.execute(
-            "SELECT revision, record_id, json_extract(record_json, '$.supersedes') FROM"
-            " records WHERE uscc=? AND gateway_id=? AND meter_id=? AND point=? AND"
-            " period_start=? AND revision IN (?, ?)",
+        rows = self.db.execute(
+            "SELECT revision, record_id, supersedes FROM records WHERE uscc=? AND"
+            " gateway_id=? AND meter_id=? AND point=? AND period_start=?"
+            " AND revision IN (?, ?)",
             (
                 r["uscc"],
                 r["gateway_id"],
@@ -188,16 +252,31 @@ class PlatformStore:
             " b.uscc=a.uscc AND b.gateway_id=a.gateway_id AND b.meter_id=a.meter_id AND"
             " b.point=a.point AND b.period_start=a.period_start)"
         )
-        rows = self.conn.execute(
+        rows = self.db.execute(
             f"SELECT record_json FROM records a{latest} ORDER BY period_start, meter_id, revision"
         )
         return [json.loads(r[0]) for r in rows]
 
     def counts(self) -> tuple[int, int]:
         """(batches, records) stored."""
-        b = self.conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-        r = self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        b = self.db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+        r = self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         return int(b), int(r)
+
+
+def _decoded(payload: bytes) -> bytes:
+    """The JSON text of a payload sent as is or gzip-compressed (told by gzip's magic bytes,
+    which JSON text never starts with)."""
+    if not payload.startswith(GZIP_MAGIC):
+        return payload
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(payload)) as f:
+            text = f.read(MAX_PAYLOAD + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ContractError(f"gzip payload cannot be decompressed: {exc}") from None
+    if len(text) > MAX_PAYLOAD:
+        raise ContractError(f"decompressed payload exceeds {MAX_PAYLOAD} bytes")
+    return text
 
 
 def _batch_id_of(payload: bytes) -> str | None:
@@ -209,38 +288,42 @@ def _batch_id_of(payload: bytes) -> str | None:
 
 
 class PlatformReceiver:
-    """Subscribes to every gateway's activity topic under `prefix` and acks each batch."""
+    """Subscribes to every gateway's activity topic under the prefix and acks each batch;
+    with a `group`, through a shared subscription so that instances split the load."""
 
     def __init__(
         self,
-        db_path: Path,
-        host: str,
-        port: int,
-        prefix: str = "tanji/v1",
+        db: Path | str,
+        mqtt: MqttConfig,
         client_id: str = "tanji-platform-sim",
+        group: str | None = None,
     ) -> None:
-        self.store = PlatformStore(db_path)
-        self.host = host
-        self.port = port
-        self.prefix = prefix
+        self.store = PlatformStore(db)
+        self.mqtt = mqtt
         self.client_id = client_id
+        self.group = group
         self.counters = PlatformCounters()
         self.connected = False
+        self.last_error: str | None = None
+
+    @property
+    def subscription(self) -> str:
+        topic = f"{self.mqtt.topic_prefix}/+/+/activity"
+        return f"$share/{self.group}/{topic}" if self.group else topic
 
     async def run(self) -> None:
         backoff = 0.5
         while True:
             try:
-                async with aiomqtt.Client(
-                    self.host, self.port, identifier=self.client_id, clean_session=False
-                ) as client:
+                async with aiomqtt.Client(**self.mqtt.client_kwargs(self.client_id)) as client:
                     self.connected = True
                     backoff = 0.5
-                    await client.subscribe(f"{self.prefix}/+/+/activity", qos=1)
+                    await client.subscribe(self.subscription, qos=1)
                     async for message in client.messages:
                         await self._handle(client, message)
-            except aiomqtt.MqttError as exc:
-                log.warning("platform: broker unreachable (%s)", exc)
+            except (aiomqtt.MqttError, TransportError) as exc:
+                self.last_error = describe_error(exc, self.mqtt)
+                log.warning("platform: broker unreachable (%s)", self.last_error)
             self.connected = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)

@@ -32,7 +32,7 @@ def setup(tmp_path: Path) -> tuple[str, list[str]]:
     with transaction(store.conn):
         for i, held in ((0, False), (1, True), (2, False)):
             ids += cloud_sync.enqueue(store.conn, USCC, "gw", [run(rs, i, i + 1)], 10, i, held=held)
-    cloud_sync.Outbox(store.conn).apply_ack(Ack(ids[0], AckStatus.REJECTED, "unknown meter"), 5)
+    cloud_sync.Outbox(store.conn).apply_acks([Ack(ids[0], AckStatus.REJECTED, "unknown meter")], 5)
     store.close()
     return str(tmp_path / "site.toml"), ids
 
@@ -51,9 +51,9 @@ def test_list_retry_release_and_discard(tmp_path: Path):
     assert cli("outbox", "list", "-c", config).exit_code == 0  # nothing parked now
     store = Store(tmp_path / "tanji.db")
     outbox = cloud_sync.Outbox(store.conn)
-    due = [b.batch_id for b in outbox.due(10, 0)]
+    due = [b.batch_id for b in outbox.due(10, 0, 0, 100, 100)]
     assert due == [rejected, held, pending]  # on their way again, oldest first
-    outbox.apply_ack(Ack(held, AckStatus.REJECTED, "still wrong"), 11)
+    outbox.apply_acks([Ack(held, AckStatus.REJECTED, "still wrong")], 11)
     store.close()
     no_reason = cli("outbox", "discard", "-c", config, held, "--reason", " ")
     assert no_reason.exit_code == 2

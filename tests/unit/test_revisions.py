@@ -251,7 +251,7 @@ def test_a_site_can_hold_back_records_without_a_valid_calibration(tmp_path: Path
     outbox = Outbox(gw.store.conn)
     assert outbox.stats().held == 1
     assert outbox.stats().pending == 0
-    assert outbox.due(T0 + 21 * MIN, 0) == []
+    assert outbox.due(T0 + 21 * MIN, 0, 0, 100, 100) == []
     assert gw.status_snapshot()["records_held"] == 1
     asyncio.run(gw.close())
     again = Gateway(parse_site_config(data), clock=clock)  # a restart does not forget them

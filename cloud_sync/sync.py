@@ -81,6 +81,18 @@ class TokenBucket:
             self._tokens -= n
 
 
+class LastError(logging.Handler):
+    """Keeps paho's last error message: a TLS alert after the handshake (a refused client
+    certificate) reaches us only as a missing CONNACK, and this says why."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+
 class CloudSync:
     """One MQTT session to the platform for one gateway; `run()` until cancelled."""
 
@@ -105,6 +117,9 @@ class CloudSync:
         self._db_lock = asyncio.Lock()
         self._work = asyncio.Event()
         self._backlog = TokenBucket(config.backlog_rate)
+        self._mqtt_log = logging.getLogger(f"{__name__}.paho.{client_id}")
+        self._mqtt_errors = LastError()
+        self._mqtt_log.addHandler(self._mqtt_errors)
 
     def wake(self) -> None:
         """New batches were enqueued: publish now rather than at the next poll."""
@@ -121,13 +136,19 @@ class CloudSync:
         backoff = 0.5
         will = aiomqtt.Will(self.topics.status, self._status("offline", "lost"), 1, True)
         while True:
+            self._mqtt_errors.message = None
+            connected = False
             try:
                 kwargs = self.config.client_kwargs(self.client_id, will)
-                async with aiomqtt.Client(**kwargs) as client:
+                async with aiomqtt.Client(**kwargs, logger=self._mqtt_log) as client:
+                    connected = True
                     backoff = 0.5
                     await self._session(client)
             except* aiomqtt.MqttError as group:
-                self._note_error(describe_error(group.exceptions[0], self.config))
+                text = describe_error(group.exceptions[0], self.config)
+                if not connected and self._mqtt_errors.message:
+                    text = f"{text} while connecting: {self._mqtt_errors.message}"
+                self._note_error(text)
             except* TransportError as group:
                 self._note_error(str(group.exceptions[0]))
             self.counters.connected = False

@@ -188,7 +188,8 @@ def status(
     Exit 1 when the gateway is not running (no fresh status) or something needs attention:
     a meter (its last reading was bad, or points were disabled), the store (at its disk cap),
     aggregation (failed passes, late readings set aside for evicted periods), calibration
-    (records held back for want of a valid calibration), the outbox (dead letters).
+    (records held back for want of a valid calibration), the outbox (dead letters), the
+    platform link (down: the reason is shown).
 
     Example: tanji status --config /etc/tanji/site.toml
     """
@@ -212,6 +213,8 @@ def status(
             attention.append("calibration")
         if (snapshot.get("outbox") or {}).get("dead_letters"):
             attention.append("outbox")
+        if not (snapshot.get("link") or {}).get("connected", True):
+            attention.append("link")
         table = _status_table(snapshot, age_s)
     except FileNotFoundError:
         err.print(f"no status at {path}: the gateway has not run with this configuration")
@@ -393,6 +396,15 @@ def _products_table(allocation: Allocation) -> Table:
     return table
 
 
+def _link(link: dict[str, Any] | None) -> str:
+    """The platform link part of the status caption."""
+    if not link:
+        return ""
+    if link.get("connected"):
+        return " · platform link up"
+    return f" · PLATFORM LINK DOWN ({link.get('last_error') or 'connecting'})"
+
+
 def _backlog(outbox: dict[str, Any] | None) -> str:
     """The outbox part of the status caption: backlog, its age, dead letters."""
     if not outbox:
@@ -413,6 +425,7 @@ def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
         + (" — AT ITS DISK CAP: new readings refused" if snapshot.get("store_over_cap") else "")
         + f" · {snapshot.get('readings_refused', 0)} readings refused"
         + _backlog(snapshot.get("outbox"))
+        + _link(snapshot.get("link"))
         + f" · records {snapshot.get('records_created', 0)}"
         + f" ({snapshot.get('records_revised', 0)} revisions)"
         + (

@@ -22,6 +22,7 @@ from typing import Any
 
 import tomli_w
 
+from cloud_sync.transport import MqttConfig
 from gateway import balance, uncertainty
 from gateway.allocation import allocate
 from gateway.calibration import file_source
@@ -137,6 +138,7 @@ def demo_site(
     broker_port: int,
     interval_s: int,
     mqtt_protocol: str = "5",
+    mqtt_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The demo's site configuration, as a site.toml would hold it (plaintext MQTT: the
     demo's broker listens on 127.0.0.1 only)."""
@@ -204,6 +206,7 @@ def demo_site(
             "broker_url": f"mqtt://127.0.0.1:{broker_port}",
             "protocol": mqtt_protocol,
             "ack_timeout_s": 10.0,
+            **(mqtt_extra or {}),
         },
         "balances": (
             [{"main": demo_meter_id(main), "subs": [demo_meter_id(i) for i in range(main)]}]
@@ -220,10 +223,11 @@ def prepare_site(
     broker_port: int,
     interval_s: int,
     mqtt_protocol: str = "5",
+    mqtt_extra: dict[str, Any] | None = None,
 ) -> SiteConfig:
     """Validate the demo site and write it as site.toml (for check-config and `tanji run`)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    site = demo_site(workdir, meters, base_port, broker_port, interval_s, mqtt_protocol)
+    site = demo_site(workdir, meters, base_port, broker_port, interval_s, mqtt_protocol, mqtt_extra)
     config = parse_site_config(site, "demo site")
     (workdir / "site.toml").write_text(tomli_w.dumps(site), encoding="utf-8")
     return config
@@ -300,12 +304,16 @@ async def run_demo(
     on_tick: Callable[[DemoParts], None] | None = None,
     broker_port: int | None = None,
     stop: asyncio.Event | None = None,
+    mqtt_extra: dict[str, Any] | None = None,
+    platform_mqtt: MqttConfig | None = None,
 ) -> DemoSummary:
     """Run the whole chain until `duration_s` passes (or cancelled) and summarise it.
 
     With `broker_port` the chain uses a broker already listening on 127.0.0.1 (the tests'
     Mosquitto); without, it starts the embedded one. Setting `stop` ends the run early,
-    with the same orderly drain and summary.
+    with the same orderly drain and summary. `mqtt_extra` adds to the site's `[mqtt]` (TLS
+    files, credentials) and `platform_mqtt` is the platform simulator's link (default: the
+    site's).
     """
     stop = stop or asyncio.Event()
     embedded = broker_port is None
@@ -314,7 +322,13 @@ async def run_demo(
     base_port = free_port_range(meters)
     # the embedded broker (amqtt) speaks MQTT 3.1.1 only; Mosquitto takes 5
     config = prepare_site(
-        workdir, meters, base_port, broker_port, interval_s, "3.1.1" if embedded else "5"
+        workdir,
+        meters,
+        base_port,
+        broker_port,
+        interval_s,
+        "3.1.1" if embedded else "5",
+        mqtt_extra,
     )
     started = time.monotonic()
     broker = EmbeddedBroker("127.0.0.1", broker_port) if embedded else contextlib.nullcontext()
@@ -322,7 +336,7 @@ async def run_demo(
     if meters >= MAIN_FROM:
         fleet.make_main(meters - 1, range(meters - 1), MAIN_LOSSES)
     async with broker, fleet:
-        platform = PlatformReceiver(workdir / "platform.db", config.mqtt)
+        platform = PlatformReceiver(workdir / "platform.db", platform_mqtt or config.mqtt)
         gateway = Gateway(config)
         gateway.calibrations.add(DEMO_STANDARD_ID, DEMO_STANDARD, "demo", time.time_ns())
         if meters > DCC_METER:

@@ -212,6 +212,7 @@ class Gateway:
                 "held_batches": self.outbox.held,
                 "records_acked": self.outbox.records_acked,
             },
+            "link": self.sync.counters.snapshot(),
             "meters": {
                 meter_id: {
                     "readings": st.readings,

@@ -8,9 +8,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.pki import CertificateAuthority, Issued
 
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
@@ -32,25 +35,81 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
-class Mosquitto:
-    """A real mosquitto process with persistence, stoppable and restartable on one port."""
+@dataclass
+class BrokerTls:
+    """Mosquitto's TLS listener: the CA it trusts for client certificates, its own
+    certificate, and whether a client certificate is required (mutual TLS)."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    ca: Path
+    server: Issued
+    require_certificate: bool = True
+
+
+class Mosquitto:
+    """A real mosquitto process with persistence, stoppable and restartable on one port;
+    optionally TLS only (`tls`) and with password logins (`users`)."""
+
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        tls: BrokerTls | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
         self.binary = binary
         self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {workdir}/\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
-        )
+        self.tls = tls
+        self.users = users
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    def _configure(self) -> None:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            f"log_dest file {self.workdir}/mosquitto.log",
+            "log_type all",
+        ]
+        if os.geteuid() == 0:
+            # as root mosquitto would switch to user `mosquitto`, who cannot read the test's
+            # private temp dir (certificates, persistence, log)
+            lines.append("user root")
+        if self.tls:
+            lines += [
+                f"cafile {self.tls.ca}",
+                f"certfile {self.tls.server.cert}",
+                f"keyfile {self.tls.server.key}",
+                "tls_version tlsv1.2",
+                f"require_certificate {str(self.tls.require_certificate).lower()}",
+            ]
+        if self.users:
+            passwords = self.workdir / "passwords"
+            passwords.write_text("")
+            for user, password in self.users.items():
+                subprocess.run(
+                    [
+                        _sibling(self.binary, "mosquitto_passwd"),
+                        "-b",
+                        str(passwords),
+                        user,
+                        password,
+                    ],
+                    check=True,
+                )
+            lines += [f"password_file {passwords}", "allow_anonymous false"]
+        else:
+            lines.append("allow_anonymous true")
+        self.conf.write_text("\n".join(lines) + "\n")
+
     def start(self) -> None:
+        self._configure()
         self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)])
         wait_for_port(self.port)
 
@@ -65,6 +124,15 @@ class Mosquitto:
             self.proc.kill()
             self.proc.wait(timeout=10)
             self.proc = None
+
+    def log(self) -> str:
+        path = self.workdir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _sibling(binary: str, name: str) -> str:
+    found = shutil.which(name) or str(Path(binary).with_name(name))
+    return found
 
 
 def _mosquitto_binary() -> str | None:
@@ -90,6 +158,34 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.start()
     try:
         yield broker
+    finally:
+        broker.kill()
+
+
+@dataclass
+class TlsBroker:
+    """A TLS-only Mosquitto that requires client certificates, and the PKI around it."""
+
+    broker: Mosquitto
+    ca: CertificateAuthority
+    gateway: Issued  # client certificate of the gateway
+    platform: Issued  # client certificate of the platform simulator
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> CertificateAuthority:
+    return CertificateAuthority(tmp_path / "pki")
+
+
+@pytest.fixture
+def tls_mosquitto(tmp_path: Path, pki: CertificateAuthority) -> Iterator[TlsBroker]:
+    tls = BrokerTls(pki.cert_path, pki.issue("broker", server=True))
+    broker = Mosquitto(require("mosquitto", _mosquitto_binary()), tmp_path / "broker", tls=tls)
+    broker.start()
+    try:
+        yield TlsBroker(
+            broker, pki, pki.issue("gateway", server=False), pki.issue("platform", server=False)
+        )
     finally:
         broker.kill()
 

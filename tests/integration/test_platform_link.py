@@ -1,0 +1,171 @@
+"""The platform link against a real Mosquitto with TLS: mutual TLS and MQTT 5 end to end,
+birth and offline status, passwords from a file, and the refusals (expired or foreign
+server certificate, no client certificate, wrong password) with their words."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from cloud_sync import CloudSync, MqttConfig, Topics
+from gateway.demo import DEMO_USCC, run_demo
+from tests.conftest import BrokerTls, Mosquitto, TlsBroker, _mosquitto_binary, require
+from tests.support.pki import CertificateAuthority
+
+
+def tls_settings(t: TlsBroker, who: str = "gateway", **extra: Any) -> dict[str, Any]:
+    issued = t.gateway if who == "gateway" else t.platform
+    return {
+        "broker_url": t.broker.url,
+        "ca_file": str(t.ca.cert_path),
+        "cert_file": str(issued.cert),
+        "key_file": str(issued.key),
+        **extra,
+    }
+
+
+async def retained_status(config: MqttConfig, topic: str) -> dict[str, Any]:
+    async with aiomqtt.Client(**config.client_kwargs("status-reader") | {"properties": None}) as c:
+        await c.subscribe(topic, qos=1)
+        async with asyncio.timeout(5):
+            async for message in c.messages:
+                assert isinstance(message.payload, bytes)
+                loaded: dict[str, Any] = json.loads(message.payload)
+                return loaded
+    raise AssertionError("no retained status")
+
+
+async def test_mutual_tls_chain_delivers_everything_and_announces_itself(
+    tmp_path: Path, tls_mosquitto: TlsBroker
+):
+    t = tls_mosquitto
+    summary = await run_demo(
+        tmp_path,
+        meters=2,
+        interval_s=2,
+        duration_s=8,
+        broker_port=t.broker.port,
+        mqtt_extra=tls_settings(t),
+        platform_mqtt=MqttConfig(**tls_settings(t, "platform")),
+    )
+    assert summary.records_created > 2
+    assert summary.platform_records == summary.records_created
+    assert summary.batches_pending == 0
+    assert summary.totals_match
+    # the gateway said goodbye: retained offline/stopped replaces the birth message
+    status = await retained_status(
+        MqttConfig(**tls_settings(t, "platform")),
+        Topics("tanji/v1", DEMO_USCC, "demo-gw").status,
+    )
+    assert status["state"] == "offline"
+    assert status["reason"] == "stopped"
+    assert status["contract"] == 2
+    assert status["gateway_id"] == "demo-gw"
+
+
+async def run_sync_briefly(tmp_path: Path, config: MqttConfig, seconds: float = 3.0) -> CloudSync:
+    sync = CloudSync(tmp_path / "outbox.db", Topics("tanji/v1", DEMO_USCC, "gw"), config, "gw")
+    task = asyncio.create_task(sync.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return sync
+
+
+async def test_an_expired_broker_certificate_is_refused_by_name(
+    tmp_path: Path, pki: CertificateAuthority
+):
+    expired = BrokerTls(pki.cert_path, pki.issue("old-broker", server=True, expired=True))
+    broker = Mosquitto(require("mosquitto", _mosquitto_binary()), tmp_path / "b", tls=expired)
+    broker.start()
+    try:
+        client = pki.issue("gateway", server=False)
+        config = MqttConfig(
+            broker_url=broker.url,
+            ca_file=pki.cert_path,
+            cert_file=client.cert,
+            key_file=client.key,
+        )
+        sync = await run_sync_briefly(tmp_path, config)
+    finally:
+        broker.kill()
+    assert sync.counters.connects == 0
+    error = sync.counters.last_error or ""
+    assert "failed verification" in error, error
+    assert "certificate has expired" in error, error
+
+
+async def test_a_broker_certificate_from_another_ca_is_refused(
+    tmp_path: Path, tls_mosquitto: TlsBroker
+):
+    other = CertificateAuthority(tmp_path / "other", "another CA")
+    config = MqttConfig(**tls_settings(tls_mosquitto) | {"ca_file": str(other.cert_path)})
+    sync = await run_sync_briefly(tmp_path, config)
+    assert sync.counters.connects == 0
+    error = sync.counters.last_error or ""
+    assert "failed verification" in error, error
+    assert str(other.cert_path) in error, error
+    assert "self-signed certificate in certificate chain" in error  # not our CA
+
+
+async def test_no_client_certificate_no_connection(tmp_path: Path, tls_mosquitto: TlsBroker):
+    settings = tls_settings(tls_mosquitto)
+    del settings["cert_file"], settings["key_file"]
+    sync = await run_sync_briefly(tmp_path, MqttConfig(**settings, publish_timeout_s=1.0))
+    assert sync.counters.connects == 0
+    # TLS 1.3 refuses the missing certificate after the handshake: the reason is kept
+    assert "CERTIFICATE_REQUIRED" in (sync.counters.last_error or ""), sync.counters
+
+
+async def test_plaintext_against_a_tls_listener_never_connects(
+    tmp_path: Path, tls_mosquitto: TlsBroker
+):
+    config = MqttConfig(broker_url=f"mqtt://127.0.0.1:{tls_mosquitto.broker.port}")
+    sync = await run_sync_briefly(tmp_path, config)
+    assert sync.counters.connects == 0
+
+
+async def test_password_from_a_file_and_a_wrong_one(tmp_path: Path, pki: CertificateAuthority):
+    tls = BrokerTls(pki.cert_path, pki.issue("broker", server=True), require_certificate=False)
+    broker = Mosquitto(
+        require("mosquitto", _mosquitto_binary()),
+        tmp_path / "b",
+        tls=tls,
+        users={"gw-0001": "s3cret-Pa55"},
+    )
+    broker.start()
+    (tmp_path / "good").write_text("s3cret-Pa55\n")
+    (tmp_path / "bad").write_text("guess\n")
+    try:
+        results = {}
+        for name in ("good", "bad"):
+            config = MqttConfig(
+                broker_url=broker.url,
+                ca_file=pki.cert_path,
+                username="gw-0001",
+                password_file=tmp_path / name,
+            )
+            (tmp_path / f"db-{name}").mkdir()
+            results[name] = await run_sync_briefly(tmp_path / f"db-{name}", config, 2.0)
+    finally:
+        broker.kill()
+    assert results["good"].counters.connects == 1
+    assert results["bad"].counters.connects == 0
+    assert "s3cret" not in broker.log()
+    assert "guess" not in (results["bad"].counters.last_error or "")
+
+
+def test_tls_files_with_a_plaintext_url_are_a_configuration_error(tmp_path: Path):
+    with pytest.raises(ValueError, match="use mqtts://"):
+        MqttConfig(broker_url="mqtt://127.0.0.1:1883", ca_file=tmp_path / "ca.pem")
+    with pytest.raises(ValueError, match="no credentials in the URL"):
+        MqttConfig(broker_url="mqtts://user:pw@127.0.0.1:8883")
+    with pytest.raises(ValueError, match="both cert_file and key_file"):
+        MqttConfig(broker_url="mqtts://127.0.0.1", cert_file=tmp_path / "c.pem")

@@ -28,15 +28,18 @@ $(DEVSTAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/tanji demo $(ARGS)
 
-# Debian packages the tests need: a real Mosquitto broker (and mbpoll for the interop test).
+# Debian packages the tests need: a real Mosquitto broker, mbpoll (Modbus interop),
+# victoria-metrics (the InfluxDB mirror's peer) and PostgreSQL (the platform simulator's
+# database; the tests start their own server in a temp dir).
 system-deps:
 	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || \
-	    ! command -v mbpoll >/dev/null 2>&1 || ! command -v victoria-metrics >/dev/null 2>&1; then \
+	    ! command -v mbpoll >/dev/null 2>&1 || ! command -v victoria-metrics >/dev/null 2>&1 || \
+	    { ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  echo "installing mosquitto, mbpoll and victoria-metrics from Debian packages"; \
+	  echo "installing mosquitto, mbpoll, victoria-metrics and postgresql from Debian packages"; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    mosquitto mbpoll victoria-metrics >/dev/null; \
+	    mosquitto mbpoll victoria-metrics postgresql >/dev/null; \
 	fi
 
 lint: $(DEVSTAMP)

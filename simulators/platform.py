@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS batches (
     uscc        TEXT NOT NULL,
     gateway_id  TEXT NOT NULL,
     received_ns BIGINT NOT NULL,
+    received_by TEXT NOT NULL,          -- which simulator instance stored it
     payload     TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS records (
@@ -64,6 +65,7 @@ CREATE TABLE IF NOT EXISTS rejections (
 )
 """
 
+SCHEMA_LOCK = 0x74616E6A69  # PostgreSQL advisory lock key ("tanji") held while creating tables
 MAX_PAYLOAD = 64 * 1024 * 1024  # a decompressed batch larger than this is refused
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -97,8 +99,11 @@ class Database:
             self._sqlite.execute("PRAGMA busy_timeout=30000")
             self._begin = "BEGIN IMMEDIATE"
         serial = "BIGSERIAL" if self.postgres else "INTEGER"
-        for statement in TABLES.format(serial=serial).split(";"):
-            self.execute(statement)
+        with self.transaction():
+            if self.postgres:  # instances starting together would race to create the tables
+                self.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+            for statement in TABLES.format(serial=serial).split(";"):
+                self.execute(statement)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """A cursor (DB-API: fetchone, fetchall, rowcount)."""
@@ -132,8 +137,9 @@ class PlatformStore:
     simulator instances may share one PostgreSQL database: unique constraints decide which
     of two concurrent copies of a batch is stored and which is a duplicate."""
 
-    def __init__(self, target: Path | str) -> None:
+    def __init__(self, target: Path | str, instance: str = "platform") -> None:
         self.db = Database(target)
+        self.instance = instance
 
     def receive(self, topic: str, payload: bytes) -> Ack | None:
         """Store a batch and say what to ack; None when not even a batch id can be told."""
@@ -160,8 +166,15 @@ class PlatformStore:
     def _store(self, batch: dict[str, Any], payload: bytes) -> None:
         bid = str(batch["batch_id"])
         inserted = self.db.execute(
-            "INSERT INTO batches VALUES (?,?,?,?,?) ON CONFLICT (batch_id) DO NOTHING",
-            (bid, batch["uscc"], batch["gateway_id"], time.time_ns(), json.dumps(batch)),
+            "INSERT INTO batches VALUES (?,?,?,?,?,?) ON CONFLICT (batch_id) DO NOTHING",
+            (
+                bid,
+                batch["uscc"],
+                batch["gateway_id"],
+                time.time_ns(),
+                self.instance,
+                json.dumps(batch),
+            ),
         ).rowcount
         if inserted != 1:
             raise Refused(Ack(bid, AckStatus.DUPLICATE))
@@ -263,6 +276,11 @@ class PlatformStore:
         r = self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         return int(b), int(r)
 
+    def by_instance(self) -> dict[str, int]:
+        """Batches stored by each simulator instance."""
+        rows = self.db.execute("SELECT received_by, COUNT(*) FROM batches GROUP BY received_by")
+        return {str(who): int(n) for who, n in rows.fetchall()}
+
 
 def _decoded(payload: bytes) -> bytes:
     """The JSON text of a payload sent as is or gzip-compressed (told by gzip's magic bytes,
@@ -298,7 +316,7 @@ class PlatformReceiver:
         client_id: str = "tanji-platform-sim",
         group: str | None = None,
     ) -> None:
-        self.store = PlatformStore(db)
+        self.store = PlatformStore(db, client_id)
         self.mqtt = mqtt
         self.client_id = client_id
         self.group = group

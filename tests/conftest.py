@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -227,6 +229,77 @@ class VictoriaMetrics:
 def victoria_metrics(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     binary = require("victoria-metrics", shutil.which("victoria-metrics"))
     server = VictoriaMetrics(binary, tmp_path / "vm")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _postgres_bindir() -> Path | None:
+    """Debian's postgresql package keeps the server binaries off PATH."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
+    )
+    return candidates[-1].parent if candidates else None
+
+
+class Postgres:
+    """A throwaway PostgreSQL server (Debian's postgresql) in a temp dir on a free port, trust
+    authentication on 127.0.0.1 only. As root it runs as the `postgres` user, which the
+    package creates: PostgreSQL refuses to run as root."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="tanji-pg-"))
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres", "postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            [*self.as_user, *args], check=True, capture_output=True, cwd=self.workdir, timeout=120
+        )
+
+    def start(self) -> None:
+        data = self.workdir / "data"
+        self._run(
+            str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+            "-E", "UTF8", "--no-sync",
+        )  # fmt: skip
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1"
+            f" -c unix_socket_directories={self.workdir} -c fsync=on"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(data), "-o", options,
+            "-l", str(self.workdir / "server.log"), "-w", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self._run(
+                str(self.bindir / "pg_ctl"), "-D", str(self.workdir / "data"), "-m", "immediate",
+                "stop",
+            )  # fmt: skip
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    bindir = _postgres_bindir()
+    require("postgresql (server)", str(bindir) if bindir else None)
+    assert bindir is not None
+    server = Postgres(bindir)
     server.start()
     try:
         yield server

@@ -1,0 +1,219 @@
+"""Platform sync under faults, with real processes: `tanji sim modbus`, `tanji run` and
+`tanji sim platform` talking through a real Mosquitto with mutual TLS. The broker stops for
+minutes, the gateway is SIGKILLed before acks and mid-publish, the platform dies, a TCP proxy
+cuts the link mid-message or swallows it silently. Each test ends with the platform holding
+exactly the gateway's records: none missing, none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_sync import CloudSync, MqttConfig, Topics
+from gateway.demo import DEMO_USCC, prepare_site
+from gateway.runtime import status_path_for
+from tests.conftest import TlsBroker, free_port
+from tests.support.procs import Proc, wait_until
+from tests.support.proxy import TcpProxy
+
+METERS = 2
+
+
+class Chain:
+    """Meter simulator, gateway and platform simulator as processes, on one TLS broker."""
+
+    def __init__(self, tmp: Path, t: TlsBroker, broker_port: int, **mqtt: Any) -> None:
+        self.tmp = tmp
+        self.t = t
+        base = free_port()
+        self.mqtt: dict[str, Any] = {
+            "broker_url": f"mqtts://127.0.0.1:{broker_port}",
+            "ca_file": str(t.ca.cert_path),
+            "cert_file": str(t.gateway.cert),
+            "key_file": str(t.gateway.key),
+            "ack_timeout_s": 5.0,
+            "keepalive_s": 5,
+            "publish_timeout_s": 5.0,
+            "batch_size": 2,
+            **mqtt,
+        }
+        self.site = prepare_site(tmp, METERS, base, broker_port, 2, "5", self.mqtt)
+        self.meters = Proc(
+            ["sim", "modbus", "--meters", str(METERS), "--base-port", str(base)],
+            tmp / "meters.log",
+        )
+        self.gateway = Proc(["run", "-c", str(tmp / "site.toml")], tmp / "gateway.log")
+        self.platform = Proc(
+            [
+                "sim", "platform", "--broker", t.broker.url, "--db", str(tmp / "platform.db"),
+                "--ca-file", str(t.ca.cert_path), "--cert-file", str(t.platform.cert),
+                "--key-file", str(t.platform.key),
+            ],
+            tmp / "platform.log",
+        )  # fmt: skip
+
+    # --- what each side holds (read from their databases; WAL lets us read while they run)
+
+    def gateway_records(self) -> set[str]:
+        return set(_column(self.tmp / "gateway.db", "SELECT record_id FROM activity_records"))
+
+    def platform_records(self) -> list[str]:
+        return _column(self.tmp / "platform.db", "SELECT record_id FROM records")
+
+    def acked(self) -> int:
+        return len(
+            _column(self.tmp / "gateway.db", "SELECT batch_id FROM outbox WHERE state='acked'")
+        )
+
+    def status(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(status_path_for(self.site.store.path).read_text())
+        return loaded
+
+    def start(self) -> None:
+        self.meters.start()
+        self.platform.start()
+        self.gateway.start()
+
+    def finish(self) -> None:
+        """Stop the gateway (Ctrl-C), send what it still had pending with the gateway's own
+        sync code, stop everything, then compare both sides."""
+        assert self.gateway.interrupt() == 0, self.gateway.output()[-3000:]
+        config = MqttConfig(**self.mqtt | {"broker_url": self.t.broker.url})
+        asyncio.run(_drain(self.tmp / "gateway.db", config))
+        self.platform.interrupt()
+        self.meters.kill()
+        gateway, platform = self.gateway_records(), self.platform_records()
+        assert len(platform) == len(set(platform)), "a record twice at the platform"
+        missing = gateway - set(platform)
+        unknown = set(platform) - gateway
+        assert not missing, f"{len(missing)} records never reached the platform"
+        assert not unknown, f"{len(unknown)} records at the platform the gateway never made"
+        states = _column(self.tmp / "gateway.db", "SELECT DISTINCT state FROM outbox")
+        assert states == ["acked"], states
+
+    def stop_all(self) -> None:
+        for p in (self.gateway, self.platform, self.meters):
+            p.kill()
+
+
+def _column(db: Path, sql: str) -> list[str]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return [r[0] for r in conn.execute(sql)]
+    except sqlite3.OperationalError:  # its tables are not created yet
+        return []
+    finally:
+        conn.close()
+
+
+async def _drain(db: Path, config: MqttConfig) -> None:
+    sync = CloudSync(db, Topics("tanji/v1", DEMO_USCC, "demo-gw"), config, "tanji-demo-gw")
+    task = asyncio.create_task(sync.run())
+    try:
+        async with asyncio.timeout(60):
+            while (await sync.stats()).pending:  # noqa: ASYNC110  (the broker's pace)
+                await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0.2)  # aiomqtt cancels its housekeeping task on the next turns
+
+
+@pytest.mark.timeout(400)
+def test_broker_down_for_two_minutes(tmp_path: Path, tls_mosquitto: TlsBroker):
+    t = tls_mosquitto
+    chain = Chain(tmp_path, t, t.broker.port)
+    chain.start()
+    try:
+        wait_until(lambda: chain.acked() >= 3, 60, "first batches acked")
+        t.broker.stop()
+        down = time.monotonic()
+        made_before = len(chain.gateway_records())
+        wait_until(lambda: not chain.status()["link"]["connected"], 30, "gateway notices")
+        # the operator sees it: tanji status exits 1 and names the link
+        shown = subprocess.run(
+            [sys.executable, "-m", "gateway", "status", "-c", str(tmp_path / "site.toml")],
+            capture_output=True,
+            text=True,
+        )
+        assert shown.returncode == 1
+        assert "PLATFORM LINK DOWN" in shown.stdout, shown.stdout
+        time.sleep(max(0.0, 120 - (time.monotonic() - down)))
+        assert len(chain.gateway_records()) > made_before + 20  # the gateway kept working
+        backlog = chain.status()["outbox"]
+        assert backlog["pending_batches"] > 10
+        assert backlog["oldest_pending_age_s"] > 60
+        t.broker.start()
+        wait_until(lambda: chain.status()["outbox"]["pending_batches"] <= 2, 90, "drained")
+        chain.finish()
+    finally:
+        chain.stop_all()
+
+
+def test_gateway_killed_before_acks_and_mid_publish_platform_down(
+    tmp_path: Path, tls_mosquitto: TlsBroker
+):
+    t = tls_mosquitto
+    rng = random.Random(8)
+    chain = Chain(tmp_path, t, t.broker.port, backlog_rate=2.0, max_in_flight=4)
+    chain.meters.start()
+    chain.gateway.start()  # the platform is down: batches are published and never acked
+    try:
+        wait_until(lambda: len(chain.gateway_records()) >= 20, 60, "records made")
+        assert chain.acked() == 0
+        chain.gateway.kill()  # kill -9 with batches published but not acked
+        chain.gateway.start()
+        chain.platform.start()
+        for _ in range(3):  # kill -9 at random moments while the backlog drains
+            wait_until(lambda: chain.acked() > 0, 60, "acks flowing")
+            time.sleep(rng.uniform(0.2, 1.5))
+            chain.gateway.kill()
+            chain.gateway.start()
+        chain.platform.kill()  # and the platform dies while the gateway runs
+        time.sleep(6)
+        chain.platform.start()
+        wait_until(lambda: chain.status()["outbox"]["pending_batches"] <= 2, 90, "drained")
+        chain.finish()
+    finally:
+        chain.stop_all()
+
+
+def test_link_cut_mid_message_and_silently_dead(tmp_path: Path, tls_mosquitto: TlsBroker):
+    t = tls_mosquitto
+    proxy = TcpProxy(t.broker.port)
+    chain = Chain(tmp_path, t, proxy.port)
+    chain.start()
+    rng = random.Random(5)
+    try:
+        for _ in range(4):  # cut the TCP stream inside a message (a TLS record, a publish)
+            wait_until(lambda: chain.acked() >= 2, 60, "acks flowing")
+            count = proxy.connections
+            proxy.cut_after(rng.randint(1, 400))
+            wait_until(lambda: proxy.connections > count, 60, "reconnected after the cut")  # noqa: B023
+        assert proxy.cuts == 4
+        # a link that goes silent without closing (a dead router): noticed by keep-alive
+        bound = MqttConfig(**chain.mqtt).dead_link_bound_s
+        before = proxy.connections
+        proxy.blackhole = True
+        silent = time.monotonic()
+        wait_until(lambda: not chain.status()["link"]["connected"], 3 * bound, "noticed")
+        noticed_after = time.monotonic() - silent
+        proxy.blackhole = False
+        wait_until(lambda: proxy.connections > before, 60, "reconnected")
+        assert noticed_after <= bound + 2 * 1.0 + 1.0  # bound + status file interval + slack
+        wait_until(lambda: chain.status()["outbox"]["pending_batches"] <= 2, 60, "drained")
+        chain.finish()
+    finally:
+        chain.stop_all()
+        proxy.close()

@@ -9,10 +9,13 @@ from cloud_sync.contract import (
     ContractError,
     Topics,
     build_batch,
+    build_readings_batch,
     parse_batch,
+    parse_readings_batch,
+    reading_message,
 )
 from cloud_sync.outbox import Outbox, OutboxError, OutboxStats, Parked, create_schema, enqueue
-from cloud_sync.sync import CloudSync, SyncCounters
+from cloud_sync.sync import CloudSync, ReadingsSource, SyncCounters
 from cloud_sync.transport import MqttConfig, TransportError
 
 __all__ = [
@@ -25,11 +28,15 @@ __all__ = [
     "OutboxError",
     "OutboxStats",
     "Parked",
+    "ReadingsSource",
     "SyncCounters",
     "Topics",
     "TransportError",
     "build_batch",
+    "build_readings_batch",
     "create_schema",
     "enqueue",
     "parse_batch",
+    "parse_readings_batch",
+    "reading_message",
 ]

@@ -18,12 +18,14 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 
 from gateway.evidence import canonical_json, sha256_hex
-from gateway.models import ActivityRecord
+from gateway.models import ActivityRecord, Reading
 
 CONTRACT_VERSION = 2
 BATCH_SCHEMA_ID = "tanji.activity-batch/2"
 BATCH_SCHEMA_FILE = "activity-batch.v2.json"
 ACK_SCHEMA_ID = "tanji.ack/1"
+READINGS_SCHEMA_ID = "tanji.readings-batch/1"
+READINGS_SCHEMA_FILE = "readings-batch.v1.json"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,10 @@ class Topics:
     @property
     def status(self) -> str:
         return f"{self.base}/status"
+
+    @property
+    def readings(self) -> str:
+        return f"{self.base}/readings"
 
 
 @cache
@@ -76,11 +82,11 @@ def validate(name: str, message: Any) -> None:
         raise ContractError(f"{where}: {first.message}{more}")
 
 
-def batch_id(uscc: str, gateway_id: str, records: Sequence[dict[str, Any]]) -> str:
+def batch_id(
+    uscc: str, gateway_id: str, items: Sequence[dict[str, Any]], key: str = "records"
+) -> str:
     """SHA-256 of the canonical JSON of the batch's content (not of when it was made)."""
-    return sha256_hex(
-        canonical_json({"uscc": uscc, "gateway_id": gateway_id, "records": list(records)})
-    )
+    return sha256_hex(canonical_json({"uscc": uscc, "gateway_id": gateway_id, key: list(items)}))
 
 
 def build_batch(uscc: str, gateway_id: str, records: Sequence[ActivityRecord]) -> dict[str, Any]:
@@ -96,19 +102,62 @@ def build_batch(uscc: str, gateway_id: str, records: Sequence[ActivityRecord]) -
     return batch
 
 
+def reading_message(seq: int, r: Reading) -> dict[str, Any]:
+    """A stored reading as the readings stream carries it (`seq`: its number in the store)."""
+    return {
+        "seq": seq,
+        "meter_id": r.meter_id,
+        "point": r.point,
+        "quantity": r.quantity.value,
+        "unit": r.unit,
+        "ts_ns": str(r.ts_ns),
+        "source_ts_ns": None if r.source_ts_ns is None else str(r.source_ts_ns),
+        "value": None if r.value is None else str(r.value),
+        "quality": r.quality.status.value,
+        "reason": r.quality.reason,
+        "raw": r.raw.hex(),
+    }
+
+
+def build_readings_batch(
+    uscc: str, gateway_id: str, readings: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """A raw readings batch (readings-batch.v1.json) of readings already in contract form."""
+    batch = {
+        "schema": READINGS_SCHEMA_ID,
+        "batch_id": batch_id(uscc, gateway_id, readings, "readings"),
+        "uscc": uscc,
+        "gateway_id": gateway_id,
+        "readings": list(readings),
+    }
+    validate(READINGS_SCHEMA_FILE, batch)
+    return batch
+
+
 def parse_batch(payload: bytes) -> dict[str, Any]:
-    """Decode and check a batch as the platform receives it; ContractError on any problem."""
+    """Decode and check an activity batch as the platform receives it; ContractError on any
+    problem."""
+    message = _checked(payload, BATCH_SCHEMA_FILE, "records")
+    for i, record in enumerate(message["records"]):
+        if record["uscc"] != message["uscc"] or record["gateway_id"] != message["gateway_id"]:
+            raise ContractError(f"records/{i}: uscc or gateway_id differs from the batch's")
+    return message
+
+
+def parse_readings_batch(payload: bytes) -> dict[str, Any]:
+    """Decode and check a raw readings batch; ContractError on any problem."""
+    return _checked(payload, READINGS_SCHEMA_FILE, "readings")
+
+
+def _checked(payload: bytes, schema_file: str, key: str) -> dict[str, Any]:
     try:
         message = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError(f"not JSON: {exc}") from None
-    validate(BATCH_SCHEMA_FILE, message)
-    expected = batch_id(message["uscc"], message["gateway_id"], message["records"])
+    validate(schema_file, message)
+    expected = batch_id(message["uscc"], message["gateway_id"], message[key], key)
     if message["batch_id"] != expected:
         raise ContractError(f"batch_id does not match the content (expected {expected})")
-    for i, record in enumerate(message["records"]):
-        if record["uscc"] != message["uscc"] or record["gateway_id"] != message["gateway_id"]:
-            raise ContractError(f"records/{i}: uscc or gateway_id differs from the batch's")
     return dict(message)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import random
@@ -25,11 +26,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiomqtt
 
-from cloud_sync.contract import CONTRACT_VERSION, Ack, AckStatus, ContractError, Topics, validate
+from cloud_sync.contract import (
+    CONTRACT_VERSION,
+    Ack,
+    AckStatus,
+    ContractError,
+    Topics,
+    build_readings_batch,
+    validate,
+)
 from cloud_sync.outbox import Outbox, OutboxStats
 from cloud_sync.transport import MqttConfig, TransportError, describe_error
 
@@ -54,6 +63,9 @@ class SyncCounters:
     bad_acks: int = 0
     last_error: str | None = None
     disconnects: int = 0
+    readings_sent: int = 0  # the optional raw readings stream
+    readings_rejected: int = 0
+    last_readings_rejection: str | None = None
 
     def snapshot(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +93,19 @@ class TokenBucket:
             self._tokens -= n
 
 
+class ReadingsSource(Protocol):
+    """Where the optional raw readings stream reads from: the gateway's store, in store order,
+    from a cursor that moves only when the platform has acked a batch."""
+
+    async def next(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """(seq of the last one, up to `limit` readings in contract form) after the cursor."""
+        ...
+
+    async def advance(self, seq: int) -> None:
+        """The platform has the readings up to `seq`."""
+        ...
+
+
 class LastError(logging.Handler):
     """Keeps paho's last error message: a TLS alert after the handshake (a refused client
     certificate) reaches us only as a missing CONNACK, and this says why."""
@@ -103,8 +128,10 @@ class CloudSync:
         config: MqttConfig,
         client_id: str,
         clock: Callable[[], int] = time.time_ns,
+        readings: ReadingsSource | None = None,
     ) -> None:
         self.topics = topics
+        self.readings = readings if config.readings else None
         self.config = config
         self.client_id = client_id
         self.counters = SyncCounters()
@@ -120,6 +147,7 @@ class CloudSync:
         self._mqtt_log = logging.getLogger(f"{__name__}.paho.{client_id}")
         self._mqtt_errors = LastError()
         self._mqtt_log.addHandler(self._mqtt_errors)
+        self._awaited: dict[str, asyncio.Future[Ack]] = {}  # readings batches awaiting acks
 
     def wake(self) -> None:
         """New batches were enqueued: publish now rather than at the next poll."""
@@ -168,6 +196,8 @@ class CloudSync:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._receive_acks(client))
                 tg.create_task(self._publish_due(client))
+                if self.readings is not None:
+                    tg.create_task(self._stream_readings(client, self.readings))
         except asyncio.CancelledError:
             # stopping: say so (a clean disconnect does not fire the last will)
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
@@ -229,13 +259,52 @@ class CloudSync:
             self.counters.published += len(due)
             self.counters.published_backlog += backlog
 
+    async def _stream_readings(self, client: aiomqtt.Client, source: ReadingsSource) -> None:
+        """One readings batch at a time: publish, wait for the platform's ack (publish the
+        same batch again after `ack_timeout_s`), then move the cursor. A rejected batch is
+        counted and logged and the stream goes on (the readings stay in the store)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            last, readings = await source.next(self.config.readings_batch_size)
+            if not readings:
+                await asyncio.sleep(1.0)
+                continue
+            batch = build_readings_batch(self.topics.uscc, self.topics.gateway_id, readings)
+            payload = json.dumps(batch).encode()
+            if self.config.compression == "gzip":
+                payload = gzip.compress(payload, mtime=0)
+            bid = str(batch["batch_id"])
+            ack = None
+            while ack is None:
+                self._awaited[bid] = loop.create_future()
+                try:
+                    await client.publish(self.topics.readings, payload, qos=1)
+                    ack = await asyncio.wait_for(self._awaited[bid], self.config.ack_timeout_s)
+                except TimeoutError:
+                    continue
+                finally:
+                    self._awaited.pop(bid, None)
+            if ack.status is AckStatus.REJECTED:
+                self.counters.readings_rejected += 1
+                self.counters.last_readings_rejection = ack.reason
+                log.error("platform rejected readings batch %s: %s", bid, ack.reason)
+            else:
+                self.counters.readings_sent += len(readings)
+            await source.advance(last)
+
     async def _receive_acks(self, client: aiomqtt.Client) -> None:
         messages = client.messages
         while True:
             received = [await anext(messages)]
             while len(messages) and len(received) < MAX_ACKS_PER_COMMIT:
                 received.append(await anext(messages))
-            acks = [a for a in map(self._parse_ack, received) if a is not None]
+            acks = []
+            for ack in filter(None, map(self._parse_ack, received)):
+                waiting = self._awaited.get(ack.batch_id)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(ack)  # a readings batch
+                else:
+                    acks.append(ack)
             if not acks:
                 continue
             settled = await self._db(partial(self._outbox.apply_acks, acks, self._clock()))

@@ -1317,7 +1317,7 @@ def sim_platform(
         err.print(f"platform database {dsn or db}: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     where = "PostgreSQL" if dsn else str(db)
-    err.print(f"platform simulator: {broker}, {receiver.subscription}, store {where}")
+    err.print(f"platform simulator: {broker}, {', '.join(receiver.subscriptions)}, store {where}")
     try:
         _run(receiver.run())
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ from gateway.calibration import Registry
 from gateway.config import MeterConfig, SiteConfig
 from gateway.factors import FactorSet
 from gateway.metrology import Entry, status_on
-from gateway.mirror import Mirror
+from gateway.mirror import Mirror, RunInDb
 from gateway.models import ActivityRecord, PointKind, PointSpec, Reading
 from gateway.periods import NS, Interval, datetime_to_ns, ns_to_datetime
 from gateway.store import EvictionResult, Store, transaction
@@ -36,6 +36,7 @@ from gateway.store import EvictionResult, Store, transaction
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATUS_INTERVAL_S = 5.0
+READINGS_CURSOR = "platform-readings"  # the raw readings stream's position (acked up to)
 LATE_CURSOR = "aggregation"  # readings up to here were checked for changing sealed periods
 RETENTION_INTERVAL_S = 60.0
 
@@ -81,6 +82,7 @@ class Gateway:
             config.mqtt,
             config.mqtt.client_id or f"tanji-{config.gateway_id}",
             clock=clock,
+            readings=StoreReadings(self.store, self._db),
         )
         self.meter_status = {m.id: MeterStatus() for m in config.meters}
         self.factors = FactorSet(config.factors)  # checked by the config already
@@ -401,7 +403,7 @@ class Gateway:
         """Stop collecting, seal what is complete and wait for the platform to ack it all.
 
         Call while `run()` is still running (the sync must be up); True when nothing is left
-        pending in the outbox.
+        pending in the outbox (nor in the raw readings stream, when it is on).
         """
         for task in self._collector_tasks:
             task.cancel()
@@ -409,11 +411,20 @@ class Gateway:
         await self.aggregate_due(final=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if (await self.sync.stats()).pending == 0:
+            if (await self.sync.stats()).pending == 0 and await self._readings_streamed():
                 return True
             self.sync.wake()
             await asyncio.sleep(0.2)
         return False
+
+    async def _readings_streamed(self) -> bool:
+        """Whether the raw readings stream (when on) has every stored reading acked."""
+        if self.sync.readings is None:
+            return True
+        store = self.store
+        return await self._db(
+            lambda: (store.cursor(READINGS_CURSOR) or 0) >= store.last_reading_id()
+        )
 
     async def close(self) -> None:
         self._shared.close()
@@ -421,6 +432,31 @@ class Gateway:
             self.mirror.close()
         await self._db(self.store.close)
         self._db_thread.shutdown(wait=True)
+
+
+class StoreReadings:
+    """The store's readings for the optional raw readings stream (cloud_sync.ReadingsSource),
+    read on the gateway's database thread from a cursor kept in the store."""
+
+    def __init__(self, store: Store, db: RunInDb) -> None:
+        self._store = store
+        self._db = db
+
+    async def next(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        store = self._store
+
+        def read() -> list[tuple[int, Reading]]:
+            return store.readings_after(store.cursor(READINGS_CURSOR) or 0, limit)
+
+        rows = await self._db(read)
+        return (rows[-1][0] if rows else 0), [cloud_sync.reading_message(i, r) for i, r in rows]
+
+    async def advance(self, seq: int) -> None:
+        def move() -> None:
+            with transaction(self._store.conn):
+                self._store.set_cursor(READINGS_CURSOR, seq)
+
+        await self._db(move)
 
 
 class _PointPeriods:

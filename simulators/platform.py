@@ -27,7 +27,7 @@ from typing import Any
 
 import aiomqtt
 
-from cloud_sync.contract import Ack, AckStatus, ContractError, parse_batch
+from cloud_sync.contract import Ack, AckStatus, ContractError, parse_batch, parse_readings_batch
 from cloud_sync.transport import MqttConfig, TransportError, describe_error
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,31 @@ CREATE TABLE IF NOT EXISTS records (
     supersedes   TEXT,
     record_json  TEXT NOT NULL,
     UNIQUE (uscc, gateway_id, meter_id, point, period_start, revision)
+);
+CREATE TABLE IF NOT EXISTS reading_batches (
+    batch_id    TEXT PRIMARY KEY,
+    uscc        TEXT NOT NULL,
+    gateway_id  TEXT NOT NULL,
+    received_ns BIGINT NOT NULL,
+    received_by TEXT NOT NULL,
+    count       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS readings (
+    uscc        TEXT NOT NULL,
+    gateway_id  TEXT NOT NULL,
+    seq         BIGINT NOT NULL,      -- the gateway's reading number
+    meter_id    TEXT NOT NULL,
+    point       TEXT NOT NULL,
+    quantity    TEXT NOT NULL,
+    unit        TEXT NOT NULL,
+    ts_ns       BIGINT NOT NULL,
+    source_ts_ns BIGINT,
+    value       TEXT,
+    quality     TEXT NOT NULL,
+    reason      TEXT,
+    raw         TEXT NOT NULL,
+    batch_id    TEXT NOT NULL REFERENCES reading_batches(batch_id),
+    PRIMARY KEY (uscc, gateway_id, seq)
 );
 CREATE TABLE IF NOT EXISTS rejections (
     id          {serial} PRIMARY KEY,
@@ -111,6 +136,13 @@ class Database:
             return self._pg.execute(sql.replace("?", "%s").encode(), params)
         return self._sqlite.execute(sql, params)
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if self.postgres:
+            with self._pg.cursor() as cur:
+                cur.executemany(sql.replace("?", "%s").encode(), rows)
+        else:
+            self._sqlite.executemany(sql, rows)
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         self.execute(self._begin)
@@ -142,10 +174,12 @@ class PlatformStore:
         self.instance = instance
 
     def receive(self, topic: str, payload: bytes) -> Ack | None:
-        """Store a batch and say what to ack; None when not even a batch id can be told."""
+        """Store a batch (activity or raw readings, by the topic) and say what to ack; None
+        when not even a batch id can be told."""
+        kind = topic.rsplit("/", 1)[-1]
         try:
             payload = _decoded(payload)
-            batch = parse_batch(payload)
+            batch = (parse_readings_batch if kind == "readings" else parse_batch)(payload)
         except ContractError as exc:
             self.db.execute(
                 "INSERT INTO rejections (topic, received_ns, reason) VALUES (?,?,?)",
@@ -153,17 +187,54 @@ class PlatformStore:
             )
             bid = _batch_id_of(payload)
             return Ack(bid, AckStatus.REJECTED, str(exc)[:1000]) if bid else None
-        expected_topic_tail = f"/{batch['uscc']}/{batch['gateway_id']}/activity"
+        expected_topic_tail = f"/{batch['uscc']}/{batch['gateway_id']}/{kind}"
         if not topic.endswith(expected_topic_tail):
             return Ack(batch["batch_id"], AckStatus.REJECTED, "topic does not match the batch")
         try:
             with self.db.transaction():
-                self._store(batch, payload)
+                if kind == "readings":
+                    self._store_readings(batch)
+                else:
+                    self._store(batch)
         except Refused as verdict:
             return verdict.ack
         return Ack(batch["batch_id"], AckStatus.ACCEPTED)
 
-    def _store(self, batch: dict[str, Any], payload: bytes) -> None:
+    def _store_readings(self, batch: dict[str, Any]) -> None:
+        bid, uscc, gw = str(batch["batch_id"]), batch["uscc"], batch["gateway_id"]
+        readings = batch["readings"]
+        inserted = self.db.execute(
+            "INSERT INTO reading_batches VALUES (?,?,?,?,?,?) ON CONFLICT (batch_id) DO NOTHING",
+            (bid, uscc, gw, time.time_ns(), self.instance, len(readings)),
+        ).rowcount
+        if inserted != 1:
+            raise Refused(Ack(bid, AckStatus.DUPLICATE))
+        seqs = [r["seq"] for r in readings]
+        held = {
+            int(seq): (str(ts), value)
+            for seq, ts, value in self.db.execute(
+                "SELECT seq, ts_ns, value FROM readings WHERE uscc=? AND gateway_id=?"
+                " AND seq BETWEEN ? AND ?",
+                (uscc, gw, min(seqs), max(seqs)),
+            ).fetchall()
+        }
+        new = []
+        for r in readings:
+            if r["seq"] in held:
+                if held[r["seq"]] != (r["ts_ns"], r["value"]):
+                    raise Refused(
+                        Ack(bid, AckStatus.REJECTED, f"reading {r['seq']} held with other content")
+                    )
+                continue
+            new.append(
+                (uscc, gw, r["seq"], r["meter_id"], r["point"], r["quantity"], r["unit"],
+                 int(r["ts_ns"]), None if r["source_ts_ns"] is None else int(r["source_ts_ns"]),
+                 r["value"], r["quality"], r["reason"], r["raw"], bid)
+            )  # fmt: skip
+        if new:
+            self.db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", new)
+
+    def _store(self, batch: dict[str, Any]) -> None:
         bid = str(batch["batch_id"])
         inserted = self.db.execute(
             "INSERT INTO batches VALUES (?,?,?,?,?,?) ON CONFLICT (batch_id) DO NOTHING",
@@ -276,6 +347,15 @@ class PlatformStore:
         r = self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         return int(b), int(r)
 
+    def readings(self) -> list[dict[str, Any]]:
+        """Raw readings received, by gateway and number."""
+        rows = self.db.execute(
+            "SELECT gateway_id, seq, meter_id, point, ts_ns, value, quality FROM readings"
+            " ORDER BY gateway_id, seq"
+        ).fetchall()
+        keys = ("gateway_id", "seq", "meter_id", "point", "ts_ns", "value", "quality")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
     def by_instance(self) -> dict[str, int]:
         """Batches stored by each simulator instance."""
         rows = self.db.execute("SELECT received_by, COUNT(*) FROM batches GROUP BY received_by")
@@ -325,9 +405,9 @@ class PlatformReceiver:
         self.last_error: str | None = None
 
     @property
-    def subscription(self) -> str:
-        topic = f"{self.mqtt.topic_prefix}/+/+/activity"
-        return f"$share/{self.group}/{topic}" if self.group else topic
+    def subscriptions(self) -> list[str]:
+        topics = [f"{self.mqtt.topic_prefix}/+/+/{kind}" for kind in ("activity", "readings")]
+        return [f"$share/{self.group}/{t}" if self.group else t for t in topics]
 
     async def run(self) -> None:
         backoff = 0.5
@@ -336,7 +416,8 @@ class PlatformReceiver:
                 async with aiomqtt.Client(**self.mqtt.client_kwargs(self.client_id)) as client:
                     self.connected = True
                     backoff = 0.5
-                    await client.subscribe(self.subscription, qos=1)
+                    for topic in self.subscriptions:
+                        await client.subscribe(topic, qos=1)
                     async for message in client.messages:
                         await self._handle(client, message)
             except (aiomqtt.MqttError, TransportError) as exc:
@@ -361,5 +442,5 @@ class PlatformReceiver:
         else:
             self.counters.rejected += 1
             log.warning("platform: rejected %s: %s", ack.batch_id, ack.reason)
-        ack_topic = topic.removesuffix("/activity") + "/ack"
+        ack_topic = topic.rsplit("/", 1)[0] + "/ack"
         await client.publish(ack_topic, ack.to_json(), qos=1)

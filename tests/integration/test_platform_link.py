@@ -15,6 +15,8 @@ import pytest
 
 from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.demo import DEMO_USCC, run_demo
+from gateway.store import Store
+from simulators.platform import PlatformStore
 from tests.conftest import BrokerTls, Mosquitto, TlsBroker, _mosquitto_binary, require
 from tests.support.pki import CertificateAuthority
 
@@ -169,3 +171,33 @@ def test_tls_files_with_a_plaintext_url_are_a_configuration_error(tmp_path: Path
         MqttConfig(broker_url="mqtts://user:pw@127.0.0.1:8883")
     with pytest.raises(ValueError, match="both cert_file and key_file"):
         MqttConfig(broker_url="mqtts://127.0.0.1", cert_file=tmp_path / "c.pem")
+
+
+async def test_raw_readings_stream_delivers_every_stored_reading_once(
+    tmp_path: Path, tls_mosquitto: TlsBroker
+):
+    t = tls_mosquitto
+    summary = await run_demo(
+        tmp_path,
+        meters=2,
+        interval_s=2,
+        duration_s=6,
+        broker_port=t.broker.port,
+        mqtt_extra=tls_settings(t, readings=True, readings_batch_size=7),
+        platform_mqtt=MqttConfig(**tls_settings(t, "platform")),
+    )
+    assert summary.totals_match
+    stored = Store(tmp_path / "gateway.db")
+    try:
+        mine = [
+            (i, r.meter_id, r.point, str(r.ts_ns), r.value)
+            for i, r in stored.readings_after(0, 10**6)
+        ]
+    finally:
+        stored.close()
+    theirs = [
+        (r["seq"], r["meter_id"], r["point"], str(r["ts_ns"]), r["value"])
+        for r in PlatformStore(tmp_path / "platform.db").readings()
+    ]
+    assert len(mine) > 20
+    assert theirs == [(i, m, p, ts, None if v is None else str(v)) for i, m, p, ts, v in mine]

@@ -131,3 +131,47 @@ def test_released_schemas_never_change_and_every_schema_is_versioned():
         name, version = re.fullmatch(r"(.+)\.v(\d+)\.json", path.name).groups()  # type: ignore[union-attr]
         const = json.loads(path.read_text())["properties"]["schema"]["const"]
         assert const == f"tanji.{name}/{version}"
+
+
+def test_gzip_payloads_are_read_and_broken_ones_named(tmp_path: Path):
+    import gzip
+
+    store = PlatformStore(tmp_path / "p.db")
+    topic = f"tanji/v1/{USCC}/gw/activity"
+    payload = json.dumps(build_batch(USCC, "gw", records())).encode()
+    assert store.receive(topic, gzip.compress(payload)).status is AckStatus.ACCEPTED
+    assert store.receive(topic, payload).status is AckStatus.DUPLICATE  # same content
+    assert store.receive(topic, gzip.compress(payload)[:30]) is None  # no batch id to ack
+    (reason,) = store.db.execute("SELECT reason FROM rejections").fetchone()
+    assert "gzip payload cannot be decompressed" in reason
+
+
+def test_readings_batches_are_checked_stored_once_and_conflicts_refused(tmp_path: Path):
+    from cloud_sync import build_readings_batch, parse_readings_batch, reading_message
+
+    store = PlatformStore(tmp_path / "p.db")
+    topic = f"tanji/v1/{USCC}/gw/readings"
+    rs = [reading(0, "1.00"), reading(1, None, "timeout"), reading(2, "1.25")]
+    messages = [reading_message(i + 1, r) for i, r in enumerate(rs)]
+    batch = build_readings_batch(USCC, "gw", messages)
+    payload = json.dumps(batch).encode()
+    assert parse_readings_batch(payload)["batch_id"] == batch["batch_id"]
+    assert store.receive(topic, payload).status is AckStatus.ACCEPTED
+    assert store.receive(topic, payload).status is AckStatus.DUPLICATE
+    assert [(r["seq"], r["value"], r["quality"]) for r in store.readings()] == [
+        (1, "1.00", "good"),
+        (2, None, "bad"),
+        (3, "1.25", "good"),
+    ]
+    # an overlapping batch that agrees adds only what is new
+    more = build_readings_batch(USCC, "gw", [*messages[2:], reading_message(4, reading(3, "1.5"))])
+    assert store.receive(topic, json.dumps(more).encode()).status is AckStatus.ACCEPTED
+    assert len(store.readings()) == 4
+    # one that disagrees with a held reading is refused with the number
+    changed = build_readings_batch(USCC, "gw", [reading_message(3, reading(2, "9.99"))])
+    ack = store.receive(topic, json.dumps(changed).encode())
+    assert ack.status is AckStatus.REJECTED
+    assert "reading 3 held with other content" in (ack.reason or "")
+    # the readings topic takes readings batches only
+    wrong = store.receive(topic, json.dumps(build_batch(USCC, "gw", records())).encode())
+    assert wrong.status is AckStatus.REJECTED

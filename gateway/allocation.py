@@ -3,10 +3,11 @@
 Rule (docs/architecture.md, "Allocation"): per period and line, each carrier's energy is the
 sum of the line's share (`allocation` fraction) of every consumed-energy record; the line's
 output is the sum of its production counters' records, per product. A line that made several
-products in a period splits that period's energy in proportion to their output; the split is
-rounded to a thousandth of the energy's resolution and the last product takes the rest, so
-the products' energy always sums exactly to the line's. Energy of a period in which the line
-made nothing stays with the line as `idle`, never silently spread onto products.
+products in a period splits that period's energy in proportion to their output, in whole
+thousandths of the energy's resolution given out by largest remainder, so the products'
+energy always sums exactly to the line's and no share is negative. Energy of a period in
+which the line made nothing stays with the line as `idle`, never silently spread onto
+products.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import Context, Decimal, localcontext
 
 from gateway.aggregation import CONSUMED
 from gateway.models import ActivityRecord, Quantity
@@ -60,17 +61,21 @@ class Allocation:
 
 
 def split(energy: Decimal, outputs: dict[str, Decimal]) -> dict[str, Decimal]:
-    """`energy` in proportion to `outputs` (all > 0), summing exactly to `energy`."""
+    """`energy` in proportion to `outputs` (all > 0), summing exactly to `energy`: each share
+    rounded down to a thousandth of the energy's resolution, the quanta left over going to the
+    largest remainders (ties by name). Shares take the energy's sign, never the other one."""
     exponent = energy.as_tuple().exponent
     quantum = Decimal((0, (1,), (exponent if isinstance(exponent, int) else 0) - 3))
     with localcontext(EXACT):
         total = sum(outputs.values(), Decimal(0))
-        names = sorted(outputs)
-        shares = {
-            p: (energy * outputs[p] / total).quantize(quantum, ROUND_HALF_EVEN) for p in names[:-1]
-        }
-        shares[names[-1]] = energy - sum(shares.values(), Decimal(0))
-    return shares
+        units = int(abs(energy) / quantum)  # exact: the quantum is finer than the energy
+        exact = {p: units * outputs[p] / total for p in outputs}
+        whole = {p: int(q) for p, q in exact.items()}  # rounded down (all >= 0)
+        left = units - sum(whole.values())
+        for p in sorted(outputs, key=lambda p: (whole[p] - exact[p], p))[:left]:
+            whole[p] += 1
+        sign = -1 if energy < 0 else 1
+        return {p: sign * whole[p] * quantum for p in sorted(outputs)}
 
 
 def allocate(latest: Iterable[ActivityRecord]) -> Allocation:

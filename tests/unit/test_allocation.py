@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import example as falsified_by
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -86,6 +87,7 @@ def test_only_the_latest_revision_counts():
     kwh=st.integers(0, 10**9),
     outputs=st.lists(st.integers(1, 10**6), min_size=1, max_size=6),
 )
+@falsified_by(kwh=5, outputs=[1, 1, 1, 7996, 1])  # small shares rounding up pushed the last below 0
 def test_a_split_sums_exactly_and_is_never_negative(kwh, outputs):
     total = Decimal(kwh) / 100
     shares = split(total, {f"p{i}": Decimal(o) for i, o in enumerate(outputs)})

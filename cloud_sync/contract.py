@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+import jsonschema_rs
 
 from gateway.evidence import canonical_json, sha256_hex
 from gateway.models import ActivityRecord, Reading
@@ -65,8 +65,8 @@ def schema(name: str) -> dict[str, Any]:
 
 
 @cache
-def _validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(schema(name), format_checker=FormatChecker())
+def _validator(name: str) -> jsonschema_rs.Draft202012Validator:
+    return jsonschema_rs.Draft202012Validator(schema(name), validate_formats=True)
 
 
 class ContractError(ValueError):
@@ -74,12 +74,16 @@ class ContractError(ValueError):
 
 
 def validate(name: str, message: Any) -> None:
-    errors = sorted(_validator(name).iter_errors(message), key=lambda e: list(e.path))
-    if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(message)"
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ContractError(f"{where}: {first.message}{more}")
+    """ContractError naming the first offending field (in document order) when `message` does
+    not satisfy the schema file `name`."""
+    validator = _validator(name)
+    if validator.is_valid(message):
+        return
+    errors = sorted(validator.iter_errors(message), key=lambda e: [str(p) for p in e.instance_path])
+    first = errors[0]
+    where = "/".join(str(p) for p in first.instance_path) or "(message)"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    raise ContractError(f"{where}: {first.message}{more}")
 
 
 def batch_id(

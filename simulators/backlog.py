@@ -55,7 +55,7 @@ def meter(i: int) -> Meter:
     )
 
 
-def _reading(m: Meter, ts_ns: int, kwh: Decimal) -> Reading:
+def reading(m: Meter, ts_ns: int, kwh: Decimal) -> Reading:
     return Reading(
         meter_id=m.id,
         point=POINT.name,
@@ -99,8 +99,8 @@ def site_records(
                     start_ns=s,
                     end_ns=e,
                     previous=None,
-                    readings=[_reading(m, s, at[0].quantize(Decimal("0.01")))],
-                    following=[_reading(m, e, at[1].quantize(Decimal("0.01")))],
+                    readings=[reading(m, s, at[0].quantize(Decimal("0.01")))],
+                    following=[reading(m, e, at[1].quantize(Decimal("0.01")))],
                     gap_limit_ns=length + 1,
                     tz=TZ,
                 )

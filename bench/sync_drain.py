@@ -67,13 +67,28 @@ c.loop_forever()
 """
 
 
+ACK_ONLY_PLATFORM = """
+import gzip, json, sys, paho.mqtt.client as paho
+port = int(sys.argv[1])
+def on_message(c, u, m):
+    body = gzip.decompress(m.payload) if m.payload[:2] == b"\\x1f\\x8b" else m.payload
+    bid = json.loads(body)["batch_id"]
+    ack = {"schema": "tanji.ack/1", "batch_id": bid, "status": "accepted"}
+    c.publish(m.topic.rsplit("/", 1)[0] + "/ack", json.dumps(ack), qos=1)
+def on_connect(c, u, f, rc, p):
+    c.subscribe("tanji/v1/+/+/activity", qos=1)
+    c.subscribe("tanji/v1/+/+/readings", qos=1)
+c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="ack-only", clean_session=True)
+c.on_connect = on_connect
+c.on_message = on_message
+c.connect("127.0.0.1", port)
+c.loop_forever()
+"""
+
+
 def cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_site(
@@ -187,11 +202,22 @@ def main() -> None:
     ap.add_argument("--max-in-flight", type=int, default=20)
     ap.add_argument("--readings-every-s", type=int, default=0, help="0: no raw readings")
     ap.add_argument("--readings-batch", type=int, default=2000)
-    ap.add_argument("--platform", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument(
+        "--platform",
+        choices=("sqlite", "postgres", "ack-only"),
+        default="sqlite",
+        help="the platform simulator storing into SQLite or PostgreSQL, or a paho client that"
+        " acks every batch unread (isolates the gateway's side)",
+    )
+    ap.add_argument(
+        "--broker-nodelay", action="store_true", help="mosquitto's set_tcp_nodelay (default off)"
+    )
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tanji-bench-sync-"))
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    broker = Mosquitto(binary, workdir / "broker")
+    broker = Mosquitto(
+        binary, workdir / "broker", extra=("set_tcp_nodelay true",) if args.broker_nodelay else ()
+    )
     broker.start()
     pg = None
     platform = None
@@ -211,11 +237,15 @@ def main() -> None:
             pg = Postgres(bindir)
             pg.start()
         platform_args = ["--dsn", pg.dsn] if pg else ["--db", target]
-        platform = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "sim", "platform", "--broker",
-             f"mqtt://127.0.0.1:{broker.port}", *platform_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        command = (
+            ["-c", ACK_ONLY_PLATFORM, str(broker.port)]
+            if args.platform == "ack-only"
+            else ["-m", "gateway", "sim", "platform", "--broker",
+                  f"mqtt://127.0.0.1:{broker.port}", *platform_args]
         )  # fmt: skip
+        platform = subprocess.Popen(
+            [sys.executable, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_until(lambda: "Received SUBSCRIBE" in broker.log(), 30, "platform subscribed")
         ours = asyncio.run(drain_ours(db, broker.port, args))
         bare = drain_bare(payloads, broker.port)
@@ -250,7 +280,6 @@ def main() -> None:
             "bare_paho_delivered_s": round(bare["delivered_s"], 2),
             "bare_publisher_cpu_s": bare["publisher_cpu_s"],
             "ratio_ours_to_bare": round(bare["pubacked_s"] / records_s, 3),
-            "gateway_peak_rss_mb": round(rss_mb(), 1),
         }
         print(json.dumps(result, indent=1))
     finally:

@@ -22,35 +22,49 @@ def canonical_json(obj: BaseModel | Any, without_numbers: bool = False) -> bytes
     caller guarantees the JSON form has no numbers (e.g. a Reading: its timestamps and values
     are strings), which spares checking it."""
     data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
-    if without_numbers or _without_numbers(data):
-        # without numbers, RFC 8785 of ASCII text is exactly sorted keys, no whitespace and
-        # JSON's string escapes, which the C encoder of `json` writes ten times faster than
-        # rfc8785 (Merkle roots over readings are most of what sealing a period costs);
-        # tests/unit/test_evidence.py checks byte equality with rfc8785
-        text = _COMPACT.encode(data)
+    plain = data if without_numbers else _plain(data)
+    if plain is not _NOT_PLAIN:
+        # RFC 8785 of ASCII text whose numbers print alike in ECMAScript and Python is
+        # exactly sorted keys, no whitespace and JSON's string escapes, which the C encoder
+        # of `json` writes ten times faster than rfc8785 (Merkle roots over readings are most
+        # of what sealing a period costs, batch ids most of what a platform spends per
+        # record); tests/unit/test_evidence.py checks byte equality with rfc8785
+        text = _COMPACT.encode(plain)
         if text.isascii():
             return text.encode("ascii")
     return bytes(rfc8785.dumps(data))
 
 
 _COMPACT = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_SAFE_INT = 2**53 - 1  # ECMAScript prints integers up to here as their digits, like Python
+_NOT_PLAIN = object()
 
 
-def _without_numbers(data: Any) -> bool:
-    """Only objects with string keys, arrays, strings, true/false/null: no numbers (their
-    RFC 8785 form is ECMAScript's, not Python's)."""
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if not all(isinstance(key, str) for key in item):
-                return False
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif not (item is None or item is True or item is False or isinstance(item, str)):
-            return False
-    return True
+def _plain(data: Any) -> Any:
+    """`data` with integral floats as ints, when every number in it prints the same in
+    ECMAScript (RFC 8785) and Python: integers up to 2^53 - 1, integral floats up to 2^53
+    (as ints: ECMAScript drops the ".0"), other floats in [1e-4, 1e16) (both print the
+    shortest round-trip digits without an exponent). Otherwise _NOT_PLAIN."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            item = _plain(value)
+            if item is _NOT_PLAIN or not isinstance(key, str):
+                return _NOT_PLAIN
+            out[key] = item
+        return out
+    if isinstance(data, list):
+        items = [_plain(v) for v in data]
+        return _NOT_PLAIN if any(i is _NOT_PLAIN for i in items) else items
+    if data is None or isinstance(data, str | bool):
+        return data
+    if isinstance(data, int):
+        return data if abs(data) <= _SAFE_INT else _NOT_PLAIN
+    if isinstance(data, float):
+        if data.is_integer():  # exact digits up to 2^53; beyond, ECMAScript pads with zeros
+            return int(data) if abs(data) <= 2**53 else _NOT_PLAIN
+        return data if 1e-4 <= abs(data) < 1e16 else _NOT_PLAIN
+    return _NOT_PLAIN
 
 
 def sha256_hex(data: bytes) -> str:

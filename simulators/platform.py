@@ -19,6 +19,7 @@ import logging
 import sqlite3
 import time
 import zlib
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS records (
     record_json  TEXT NOT NULL,
     UNIQUE (uscc, gateway_id, meter_id, point, period_start, revision)
 );
+CREATE INDEX IF NOT EXISTS records_by_period ON records (uscc, gateway_id, period_start);
 CREATE TABLE IF NOT EXISTS reading_batches (
     batch_id    TEXT PRIMARY KEY,
     uscc        TEXT NOT NULL,
@@ -91,6 +93,7 @@ CREATE TABLE IF NOT EXISTS rejections (
 """
 
 SCHEMA_LOCK = 0x74616E6A69  # PostgreSQL advisory lock key ("tanji") held while creating tables
+GROUP_COMMIT_MAX = 100  # batches stored in one commit when they arrive together
 MAX_PAYLOAD = 64 * 1024 * 1024  # a decompressed batch larger than this is refused
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -153,6 +156,18 @@ class Database:
             raise
         self.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: undone alone when the block raises."""
+        self.execute("SAVEPOINT batch")
+        try:
+            yield
+        except BaseException:
+            self.execute("ROLLBACK TO SAVEPOINT batch")
+            self.execute("RELEASE SAVEPOINT batch")
+            raise
+        self.execute("RELEASE SAVEPOINT batch")
+
     def close(self) -> None:
         (self._pg if self.postgres else self._sqlite).close()
 
@@ -176,6 +191,15 @@ class PlatformStore:
     def receive(self, topic: str, payload: bytes) -> Ack | None:
         """Store a batch (activity or raw readings, by the topic) and say what to ack; None
         when not even a batch id can be told."""
+        return self.receive_many([(topic, payload)])[0]
+
+    def receive_many(self, messages: Sequence[tuple[str, bytes]]) -> list[Ack | None]:
+        """Several batches in one commit (group commit: one fsync for all); each is stored or
+        refused on its own. Ack them only after this returns."""
+        with self.db.transaction():
+            return [self._receive(topic, payload) for topic, payload in messages]
+
+    def _receive(self, topic: str, payload: bytes) -> Ack | None:
         kind = topic.rsplit("/", 1)[-1]
         try:
             payload = _decoded(payload)
@@ -191,7 +215,7 @@ class PlatformStore:
         if not topic.endswith(expected_topic_tail):
             return Ack(batch["batch_id"], AckStatus.REJECTED, "topic does not match the batch")
         try:
-            with self.db.transaction():
+            with self.db.savepoint():
                 if kind == "readings":
                     self._store_readings(batch)
                 else:
@@ -249,13 +273,13 @@ class PlatformStore:
         ).rowcount
         if inserted != 1:
             raise Refused(Ack(bid, AckStatus.DUPLICATE))
-        for r in batch["records"]:
+        records: list[dict[str, Any]] = batch["records"]
+        held, periods = self._held_for(batch["uscc"], batch["gateway_id"], records)
+        rows = []
+        for r in records:
             text = json.dumps(r, sort_keys=True)
-            old = self.db.execute(
-                "SELECT record_json FROM records WHERE record_id=?", (r["record_id"],)
-            ).fetchone()
-            if old is not None:
-                if old[0] != text:
+            if r["record_id"] in held:
+                if held[r["record_id"]] != text:
                     raise Refused(
                         Ack(
                             bid,
@@ -265,7 +289,8 @@ class PlatformStore:
                         )
                     )
                 continue
-            conflict = self._revision_conflict(r)
+            revisions = periods[r["meter_id"], r["point"], r["period_start"]]
+            conflict = _revision_conflict(r, revisions)
             if conflict is not None:
                 raise Refused(
                     Ack(
@@ -275,49 +300,40 @@ class PlatformStore:
                         f" the revisions held for its period: {conflict}",
                     )
                 )
-            self.db.execute(
-                "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    r["record_id"],
-                    bid,
-                    r["uscc"],
-                    r["gateway_id"],
-                    r["meter_id"],
-                    r["point"],
-                    r["period_start"],
-                    r["period_end"],
-                    r["quantity"],
-                    r["unit"],
-                    r["revision"],
-                    r.get("supersedes"),
-                    text,
-                ),
-            )
+            revisions[r["revision"]] = (r["record_id"], r.get("supersedes"))
+            rows.append(
+                (r["record_id"], bid, r["uscc"], r["gateway_id"], r["meter_id"], r["point"],
+                 r["period_start"], r["period_end"], r["quantity"], r["unit"], r["revision"],
+                 r.get("supersedes"), text)
+            )  # fmt: skip
+        if rows:
+            self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
-    def _revision_conflict(self, r: dict[str, Any]) -> str | None:
-        """Why a record does not fit the revisions held for its period, or None. Revisions may
-        arrive in any order (a re-send after an outage); each must name the one before it
-        (`supersedes`) and be named by the one after it, where those are held."""
-        rows = self.db.execute(
-            "SELECT revision, record_id, supersedes FROM records WHERE uscc=? AND"
-            " gateway_id=? AND meter_id=? AND point=? AND period_start=?"
-            " AND revision IN (?, ?)",
-            (
-                r["uscc"],
-                r["gateway_id"],
-                r["meter_id"],
-                r["point"],
-                r["period_start"],
-                r["revision"] - 1,
-                r["revision"] + 1,
-            ),
-        ).fetchall()
-        for revision, record_id, supersedes in rows:
-            if revision == r["revision"] - 1 and record_id != r["supersedes"]:
-                return f"supersedes {r['supersedes']}, but revision {revision} is {record_id}"
-            if revision == r["revision"] + 1 and supersedes != r["record_id"]:
-                return f"revision {revision} supersedes {supersedes}, not this record"
-        return None
+    def _held_for(
+        self, uscc: str, gateway_id: str, records: list[dict[str, Any]]
+    ) -> tuple[
+        dict[str, str], defaultdict[tuple[str, str, str], dict[int, tuple[str, str | None]]]
+    ]:
+        """What is already stored about a batch's records, in two queries: the records with
+        their ids, and every revision held for their periods."""
+        ids = [r["record_id"] for r in records]
+        held = dict(
+            self.db.execute(
+                f"SELECT record_id, record_json FROM records WHERE record_id IN ({_marks(ids)})",
+                ids,
+            ).fetchall()
+        )
+        starts = sorted({r["period_start"] for r in records})
+        periods: defaultdict[tuple[str, str, str], dict[int, tuple[str, str | None]]] = defaultdict(
+            dict
+        )
+        for meter, point, start, revision, record_id, supersedes in self.db.execute(
+            "SELECT meter_id, point, period_start, revision, record_id, supersedes FROM records"
+            f" WHERE uscc = ? AND gateway_id = ? AND period_start IN ({_marks(starts)})",
+            [uscc, gateway_id, *starts],
+        ).fetchall():
+            periods[meter, point, start][int(revision)] = (record_id, supersedes)
+        return held, periods
 
     def totals(self) -> dict[tuple[str, str], Decimal]:
         """(meter_id, point) -> sum of the latest revision of each period's record."""
@@ -360,6 +376,22 @@ class PlatformStore:
         """Batches stored by each simulator instance."""
         rows = self.db.execute("SELECT received_by, COUNT(*) FROM batches GROUP BY received_by")
         return {str(who): int(n) for who, n in rows.fetchall()}
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _revision_conflict(r: dict[str, Any], held: dict[int, tuple[str, str | None]]) -> str | None:
+    """Why a record does not fit the revisions held for its period, or None. Revisions may
+    arrive in any order (a re-send after an outage); each must name the one before it
+    (`supersedes`) and be named by the one after it, where those are held."""
+    before, after = held.get(r["revision"] - 1), held.get(r["revision"] + 1)
+    if before is not None and before[0] != r["supersedes"]:
+        return f"supersedes {r['supersedes']}, but revision {r['revision'] - 1} is {before[0]}"
+    if after is not None and after[1] != r["record_id"]:
+        return f"revision {r['revision'] + 1} supersedes {after[1]}, not this record"
+    return None
 
 
 def _decoded(payload: bytes) -> bytes:
@@ -418,8 +450,12 @@ class PlatformReceiver:
                     backoff = 0.5
                     for topic in self.subscriptions:
                         await client.subscribe(topic, qos=1)
-                    async for message in client.messages:
-                        await self._handle(client, message)
+                    messages = client.messages
+                    while True:
+                        received = [await anext(messages)]
+                        while len(messages) and len(received) < GROUP_COMMIT_MAX:
+                            received.append(await anext(messages))
+                        await self._handle(client, received)
             except (aiomqtt.MqttError, TransportError) as exc:
                 self.last_error = describe_error(exc, self.mqtt)
                 log.warning("platform: broker unreachable (%s)", self.last_error)
@@ -427,20 +463,21 @@ class PlatformReceiver:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
-    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
-        topic = message.topic.value
-        payload = message.payload if isinstance(message.payload, bytes) else b""
-        ack = await asyncio.to_thread(self.store.receive, topic, payload)
-        if ack is None:
-            self.counters.rejected += 1
-            log.warning("platform: unreadable message on %s dropped", topic)
-            return
-        if ack.status is AckStatus.ACCEPTED:
-            self.counters.accepted += 1
-        elif ack.status is AckStatus.DUPLICATE:
-            self.counters.duplicates += 1
-        else:
-            self.counters.rejected += 1
-            log.warning("platform: rejected %s: %s", ack.batch_id, ack.reason)
-        ack_topic = topic.rsplit("/", 1)[0] + "/ack"
-        await client.publish(ack_topic, ack.to_json(), qos=1)
+    async def _handle(self, client: aiomqtt.Client, received: list[aiomqtt.Message]) -> None:
+        batches = [
+            (m.topic.value, m.payload if isinstance(m.payload, bytes) else b"") for m in received
+        ]
+        acks = await asyncio.to_thread(self.store.receive_many, batches)
+        for (topic, _), ack in zip(batches, acks, strict=True):
+            if ack is None:
+                self.counters.rejected += 1
+                log.warning("platform: unreadable message on %s dropped", topic)
+                continue
+            if ack.status is AckStatus.ACCEPTED:
+                self.counters.accepted += 1
+            elif ack.status is AckStatus.DUPLICATE:
+                self.counters.duplicates += 1
+            else:
+                self.counters.rejected += 1
+                log.warning("platform: rejected %s: %s", ack.batch_id, ack.reason)
+            await client.publish(topic.rsplit("/", 1)[0] + "/ack", ack.to_json(), qos=1)

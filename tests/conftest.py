@@ -57,8 +57,10 @@ class Mosquitto:
         workdir: Path,
         tls: BrokerTls | None = None,
         users: dict[str, str] | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.binary = binary
+        self.extra = extra  # more mosquitto.conf lines
         self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +80,7 @@ class Mosquitto:
             f"persistence_location {self.workdir}/",
             f"log_dest file {self.workdir}/mosquitto.log",
             "log_type all",
+            *self.extra,
         ]
         if os.geteuid() == 0:
             # as root mosquitto would switch to user `mosquitto`, who cannot read the test's

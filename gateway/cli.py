@@ -127,11 +127,20 @@ def check_config(
         bool, typer.Option("--explain", help="show how each meter will be read (requests)")
     ] = False,
 ) -> None:
-    """Validate a site.toml and list every problem with its field path.
+    """Validate a site.toml and list every problem with its field path; also that the
+    platform link's certificates, key and password can be read.
 
     Example: tanji check-config deploy/site.example.toml --explain
     """
     config = _load_site(file)
+    from cloud_sync import TransportError
+
+    try:
+        config.mqtt.tls_context()
+        config.mqtt.password()
+    except TransportError as exc:
+        err.print(f"{file}: [mqtt] {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     points = sum(len(m.points) for m in config.meters)
     out.print(
         f"{file}: ok — {config.enterprise.name} ({config.enterprise.uscc}), gateway"
@@ -182,6 +191,14 @@ def run(
 def status(
     config: SiteOption,
     as_json: Annotated[bool, typer.Option("--json", help="print the raw snapshot")] = False,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics",
+            help="print Prometheus metrics (node_exporter textfile format); exit 0 whenever"
+            " there is a status to translate",
+        ),
+    ] = False,
 ) -> None:
     """Show how the running gateway's meters are polled (from its status file).
 
@@ -222,6 +239,11 @@ def status(
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         err.print(f"{path}: not a tanji status file ({exc!r})", highlight=False, markup=False)
         raise typer.Exit(EXIT_FINDING) from None
+    if metrics:
+        from gateway.metrics import prometheus_text
+
+        print(prometheus_text(snapshot, age_s), end="")
+        return
     if as_json:
         print(json.dumps(snapshot, indent=2))
     else:

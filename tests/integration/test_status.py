@@ -29,6 +29,7 @@ async def test_status_reports_poll_statistics_and_the_failing_meter(
         if n == 12:
             seen["json"] = CliRunner().invoke(app, ["status", "-c", str(site), "--json"])
             seen["table"] = CliRunner().invoke(app, ["status", "-c", str(site)])
+            seen["metrics"] = CliRunner().invoke(app, ["status", "-c", str(site), "--metrics"])
 
     await run_demo(
         tmp_path, meters=2, interval_s=60, duration_s=7, on_tick=tick, broker_port=mosquitto.port
@@ -49,6 +50,22 @@ async def test_status_reports_poll_statistics_and_the_failing_meter(
     table = seen["table"].stdout
     assert "M2" in table, table
     assert "timeout" in table, table
+    assert "platform link up" in table, table
+    # the same figures for a scraper, in Prometheus' text format (parsed by its own parser)
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = seen["metrics"]
+    assert metrics.exit_code == 0, metrics.output
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.stdout)
+        for s in family.samples
+    }
+    assert samples["tanji_platform_link_up", ()] == 1
+    assert samples["tanji_outbox_dead_letters", ()] == 0
+    assert samples["tanji_outbox_pending_batches", ()] == outbox["pending_batches"]
+    assert samples["tanji_meter_readings_total", (("meter", "M1"),)] >= 4
+    assert samples["tanji_meter_bad_readings_total", (("meter", "M2"),)] >= 1
 
 
 def test_status_without_a_running_gateway_is_a_finding(tmp_path: Path):

@@ -215,6 +215,26 @@ def test_check_config_ok_exits_0():
     assert "ok" in result.output
 
 
+def test_check_config_reads_the_platform_links_files(tmp_path: Path):
+    """A password file or certificate that cannot be read is found before deployment."""
+    text = EXAMPLE.read_text().replace(
+        'broker_url = "mqtt://127.0.0.1:1883"',
+        'broker_url = "mqtts://127.0.0.1:8883"\nusername = "gw"\n'
+        f'password_file = "{tmp_path / "absent"}"',
+    )
+    site = tmp_path / "site.toml"
+    site.write_text(text)
+    result = CliRunner().invoke(app, ["check-config", str(site)])
+    assert result.exit_code == 2, result.output
+    assert f"[mqtt] password_file {tmp_path / 'absent'}" in result.output
+    assert "No such file" in result.output
+    absent = f'password_file = "{tmp_path / "absent"}"'
+    site.write_text(text.replace(absent, f'ca_file = "{site}"\n{absent}'))
+    result = CliRunner().invoke(app, ["check-config", str(site)])
+    assert result.exit_code == 2, result.output
+    assert f"ca_file {site}" in result.output  # not a certificate
+
+
 def test_unknown_command_line_option_exits_2():
     result = CliRunner().invoke(app, ["demo", "--meters", "0"])
     assert result.exit_code == 2

@@ -38,7 +38,7 @@ from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.periods import NS, datetime_to_ns
 from gateway.runtime import READINGS_CURSOR, StoreReadings
 from gateway.store import Store
-from simulators.backlog import fill_outbox, meter, reading, site_records
+from simulators.backlog import POINT, fill_outbox, meter, reading, site_records
 from tests.conftest import Mosquitto, Postgres, _postgres_bindir
 from tests.support.procs import wait_until
 
@@ -102,8 +102,9 @@ def make_site(
     readings = 0
     if readings_every_s:
         fleet = [meter(i) for i in range(meters)]
-        store.register_series((m.id, "active_energy_import", "active_energy_import", "counter",
-                               "kWh") for m in fleet)  # fmt: skip
+        store.register_series(
+            (m.id, POINT.name, POINT.quantity, POINT.kind, POINT.unit) for m in fleet
+        )
         step = readings_every_s * NS
         for k in range(int(hours * 3600 / readings_every_s)):
             ts = START + k * step
@@ -256,6 +257,14 @@ def main() -> None:
             platform_cpu = round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
         except OSError:
             pass
+        if pg is not None:
+            import psycopg
+
+            with psycopg.connect(pg.dsn) as conn:
+                row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+                db_bytes = int(row[0]) if row else 0
+        else:
+            db_bytes = sum(f.stat().st_size for f in workdir.glob("platform.db*"))
         records_s = ours["records_s"]
         result = {
             "bench": "sync_drain",
@@ -275,6 +284,7 @@ def main() -> None:
             "ours_readings_per_s": round(n_readings / ours["all_s"]) if n_readings else None,
             "ours_gateway_cpu_s": ours["gateway_cpu_s"],
             "platform_process_cpu_s": platform_cpu,
+            "platform_db_bytes": db_bytes if args.platform != "ack-only" else None,
             "bare_paho_records_per_s_pubacked": round(n_records / bare["pubacked_s"]),
             "bare_paho_pubacked_s": round(bare["pubacked_s"], 2),
             "bare_paho_delivered_s": round(bare["delivered_s"], 2),

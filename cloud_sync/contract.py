@@ -77,9 +77,14 @@ def validate(name: str, message: Any) -> None:
     """ContractError naming the first offending field (in document order) when `message` does
     not satisfy the schema file `name`."""
     validator = _validator(name)
-    if validator.is_valid(message):
-        return
-    errors = sorted(validator.iter_errors(message), key=lambda e: [str(p) for p in e.instance_path])
+    try:
+        if validator.is_valid(message):
+            return
+        errors = sorted(
+            validator.iter_errors(message), key=lambda e: [str(p) for p in e.instance_path]
+        )
+    except (ValueError, TypeError) as exc:  # e.g. a lone surrogate: not valid UTF-8 text
+        raise ContractError(f"(message): cannot be checked: {exc}") from None
     first = errors[0]
     where = "/".join(str(p) for p in first.instance_path) or "(message)"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -153,11 +158,17 @@ def parse_readings_batch(payload: bytes) -> dict[str, Any]:
     return _checked(payload, READINGS_SCHEMA_FILE, "readings")
 
 
-def _checked(payload: bytes, schema_file: str, key: str) -> dict[str, Any]:
+def _json(payload: bytes, what: str) -> Any:
     try:
-        message = json.loads(payload)
+        return json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError(f"not JSON: {exc}") from None
+        raise ContractError(f"{what} is not JSON: {exc}") from None
+    except RecursionError:
+        raise ContractError(f"{what} is nested too deeply to read") from None
+
+
+def _checked(payload: bytes, schema_file: str, key: str) -> dict[str, Any]:
+    message = _json(payload, "the message")
     validate(schema_file, message)
     expected = batch_id(message["uscc"], message["gateway_id"], message[key], key)
     if message["batch_id"] != expected:
@@ -190,9 +201,6 @@ class Ack:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Ack:
-        try:
-            message = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ContractError(f"ack is not JSON: {exc}") from None
+        message = _json(payload, "ack")
         validate("ack.v1.json", message)
         return cls(message["batch_id"], AckStatus(message["status"]), message.get("reason"))

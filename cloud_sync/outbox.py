@@ -133,32 +133,36 @@ class Outbox:
         outage) take at most `backlog_allowance` and at least one slot when they may go, so
         neither lane starves the other."""
         resend_before = now_ns - resend_after_ns
+        # sent after `now` means the clock was set back since: due again, not in flight
         (in_flight,) = self.conn.execute(
-            "SELECT COUNT(*) FROM outbox WHERE state='pending' AND last_sent_ns > ?",
-            (resend_before,),
+            "SELECT COUNT(*) FROM outbox WHERE state='pending' AND last_sent_ns > ?"
+            " AND last_sent_ns <= ?",
+            (resend_before, now_ns),
         ).fetchone()
         free = window - int(in_flight)
         if free <= 0:
             return []
         due = (
             "SELECT batch_id, payload, attempts FROM outbox WHERE state='pending'"
-            " AND (last_sent_ns IS NULL OR last_sent_ns <= ?) AND created_ns {} ?"
-            " ORDER BY seq LIMIT ?"
+            " AND (last_sent_ns IS NULL OR last_sent_ns <= ? OR last_sent_ns > ?)"
+            " AND created_ns {} ? ORDER BY seq LIMIT ?"
         )
-        live_room = free - 1 if backlog_allowance > 0 and free > 1 else free
-        live = self.conn.execute(
-            due.format(">="), (resend_before, live_after_ns, live_room)
-        ).fetchall()
-        backlog_room = min(backlog_allowance, free - len(live))
-        backlog = (
-            self.conn.execute(
-                due.format("<"), (resend_before, live_after_ns, backlog_room)
+
+        def lane(op: str, limit: int) -> list[tuple[str, bytes, int]]:
+            if limit <= 0:
+                return []
+            rows = self.conn.execute(
+                due.format(op), (resend_before, now_ns, live_after_ns, limit)
             ).fetchall()
-            if backlog_room > 0
-            else []
-        )
-        return [PendingBatch(b, bytes(p), a, False) for b, p, a in live] + [
-            PendingBatch(b, bytes(p), a, True) for b, p, a in backlog
+            return [(str(b), bytes(p), int(a)) for b, p, a in rows]
+
+        live = lane(">=", free)
+        backlog = lane("<", min(backlog_allowance, free - len(live)))
+        if not backlog and len(live) == free > 1 and backlog_allowance > 0:
+            backlog = lane("<", 1)  # live fills the window: the backlog keeps one slot
+            live = live[: free - len(backlog)]
+        return [PendingBatch(*row, False) for row in live] + [
+            PendingBatch(*row, True) for row in backlog
         ]
 
     def mark_sent(self, batch_ids: Iterable[str], now_ns: int) -> None:

@@ -15,6 +15,7 @@ when the link dies unannounced.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gzip
 import json
@@ -152,6 +153,7 @@ class CloudSync:
         self._mqtt_errors = LastError()
         self._mqtt_log.addHandler(self._mqtt_errors)
         self._awaited: dict[str, asyncio.Future[Ack]] = {}  # readings batches awaiting acks
+        self._readings_sent: collections.deque[str] = collections.deque(maxlen=1000)
 
     def wake(self) -> None:
         """New batches were enqueued: publish now rather than at the next poll."""
@@ -183,6 +185,11 @@ class CloudSync:
                 self._note_error(text)
             except* TransportError as group:
                 self._note_error(str(group.exceptions[0]))
+            except* sqlite3.Error as group:  # e.g. the store locked for too long: retried
+                self._note_error(f"outbox database: {group.exceptions[0]}")
+            except* Exception as group:  # a fault here must not stop the gateway collecting
+                log.error("platform link failed", exc_info=group.exceptions[0])
+                self._note_error(f"internal error: {group.exceptions[0]!r}")
             self.counters.connected = False
             delay = backoff * random.uniform(0.8, 1.2)
             log.warning("platform link down (%s); retry in %.1f s", self.counters.last_error, delay)
@@ -238,7 +245,9 @@ class CloudSync:
     async def _publish_due(self, client: aiomqtt.Client) -> None:
         cfg = self.config
         resend_ns = int(cfg.ack_timeout_s * 1e9)
-        idle_s = 1.0 if cfg.backlog_rate == 0 else min(1.0, 1.0 / cfg.backlog_rate)
+        # wake for acks and new batches at once (the event), else poll: for the backlog's next
+        # token, never faster than every 50 ms
+        idle_s = 1.0 if cfg.backlog_rate == 0 else max(0.05, min(1.0, 1.0 / cfg.backlog_rate))
         while True:
             self._work.clear()
             now = self._clock()
@@ -278,6 +287,7 @@ class CloudSync:
             if self.config.compression == "gzip":
                 payload = gzip.compress(payload, mtime=0)
             bid = str(batch["batch_id"])
+            self._readings_sent.append(bid)  # late acks for it are not activity acks
             ack = None
             while ack is None:
                 self._awaited[bid] = loop.create_future()
@@ -307,7 +317,7 @@ class CloudSync:
                 waiting = self._awaited.get(ack.batch_id)
                 if waiting is not None and not waiting.done():
                     waiting.set_result(ack)  # a readings batch
-                else:
+                elif ack.batch_id not in self._readings_sent:
                     acks.append(ack)
             if not acks:
                 continue

@@ -50,7 +50,10 @@ class MqttConfig(Frozen):
     ack_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_in_flight: int = Field(default=20, ge=1, le=10000)
     backlog_rate: float = Field(
-        default=20.0, ge=0, description="backlog batches per second after an outage; 0: no limit"
+        default=20.0,
+        ge=0,
+        le=10000,
+        description="backlog batches per second after an outage; 0: no limit",
     )
     compression: Literal["none", "gzip"] = "gzip"
     readings: bool = False

@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from pydantic import ValidationError
@@ -1287,9 +1288,10 @@ def sim_platform(
             " several instances split the load"
         ),
     ] = None,
-    client_id: Annotated[str, typer.Option(help="MQTT client id (one per instance)")] = (
-        "tanji-platform-sim"
-    ),
+    client_id: Annotated[
+        str | None,
+        typer.Option(help="MQTT client id, one per instance (default tanji-platform-sim)"),
+    ] = None,
     prefix: Annotated[str, typer.Option(help="topic prefix")] = "tanji/v1",
     protocol: Annotated[str, typer.Option(help="MQTT protocol: 5 or 3.1.1")] = "5",
     ca_file: Annotated[Path | None, typer.Option(help="CA of the broker's certificate")] = None,
@@ -1321,30 +1323,52 @@ def sim_platform(
             password_file=password_file,
         )
     except ValidationError as exc:
-        for problem in problems_from(exc):
-            err.print(f"option {problem}", highlight=False, markup=False)
+        for found in problems_from(exc):
+            err.print(f"option {found}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    problems: list[str] = []
     if group is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", group):
-        err.print(f"--group {group!r}: letters, digits, '_', '.', '-' only")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        problems.append(f"--group {group!r}: letters, digits, '_', '.', '-' only")
+    if group is not None and client_id is None:
+        problems.append("--group needs a --client-id of its own for each instance")
+    shown = _redacted(dsn) if dsn else str(db)
     if dsn is not None and not dsn.startswith(("postgresql://", "postgres://")):
-        err.print(f"--dsn {dsn!r}: expected postgresql://USER@HOST:PORT/DATABASE")
+        problems.append(f"--dsn {shown!r}: expected postgresql://USER@HOST:PORT/DATABASE")
+    from cloud_sync import TransportError
+
+    try:
+        mqtt.tls_context()
+        mqtt.password()
+    except TransportError as exc:
+        problems.append(str(exc))
+    if problems:
+        for problem in problems:
+            err.print(problem, highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT)
     _logging(verbose)
     from simulators.platform import PlatformReceiver
 
     try:
-        receiver = PlatformReceiver(dsn or db, mqtt, client_id, group)
+        receiver = PlatformReceiver(dsn or db, mqtt, client_id or "tanji-platform-sim", group)
     except Exception as exc:  # psycopg or sqlite3 cannot open the database
-        err.print(f"platform database {dsn or db}: {exc}", highlight=False, markup=False)
+        text = str(exc).replace(dsn, shown) if dsn else str(exc)
+        err.print(f"platform database {shown}: {text}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    where = "PostgreSQL" if dsn else str(db)
-    err.print(f"platform simulator: {broker}, {', '.join(receiver.subscriptions)}, store {where}")
+    err.print(f"platform simulator: {broker}, {', '.join(receiver.subscriptions)}, store {shown}")
     try:
         _run(receiver.run())
     except KeyboardInterrupt:
         c = receiver.counters
         err.print(f"accepted {c.accepted}, duplicates {c.duplicates}, rejected {c.rejected}")
+
+
+def _redacted(dsn: str) -> str:
+    """A connection URL without its password, for messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 def main() -> None:

@@ -290,9 +290,14 @@ class Gateway:
         cfg, agg = self.config.store, self.config.aggregation
         now = self._clock()
         sealed = agg.period.start(now - int(agg.grace_s * NS), self._tz)
+        streaming = self.sync.readings is not None
         self.disk = await self._db(
             lambda: self.store.enforce_limits(
-                now, sealed, int(cfg.retention_days * 86400 * NS), int(cfg.max_disk_mb * 1e6)
+                now,
+                sealed,
+                int(cfg.retention_days * 86400 * NS),
+                int(cfg.max_disk_mb * 1e6),
+                (self.store.cursor(READINGS_CURSOR) or 0) if streaming else None,
             )
         )
         if self.disk.deleted:

@@ -454,14 +454,15 @@ class Store:
         wal = self.path.with_name(self.path.name + "-wal")
         return int((pages - free) * page_size) + (wal.stat().st_size if wal.exists() else 0)
 
-    def evictable_before(self, sealed_ns: int) -> dict[int, int]:
+    def evictable_before(self, sealed_ns: int, unsent_from_id: int | None = None) -> dict[int, int]:
         """Per series: readings older than this may go. A meter's readings are done with once
         the platform has settled every activity record of theirs (acknowledged, or rejected:
         a rejected record is kept and needs attention, but must not hold the disk forever):
         the horizon is the start of its oldest unsettled record, else the end of its last.
         A counter without records yet keeps everything (its first period is not sealed); a
         gauge of a meter without records is done with at `sealed_ns`. The last good reading
-        before the horizon stays: it opens the next period."""
+        before the horizon stays: it opens the next period. With `unsent_from_id` (the raw
+        readings stream's cursor), no reading after it goes either: the platform wants it."""
         settled = self.conn.execute(
             f"SELECT a.meter_id, MAX(a.period_end_ns), MIN(CASE WHEN o.state IN"
             f" ('acked', 'rejected', 'discarded') THEN NULL ELSE a.period_start_ns END)"
@@ -480,6 +481,13 @@ class Store:
                 (series, h),
             ).fetchone()
             out[series] = min(h, row[0]) if row and row[0] is not None else h
+            if unsent_from_id is not None:
+                (first_unsent,) = self.conn.execute(
+                    "SELECT MIN(ts_ns) FROM readings WHERE id > ? AND series = ?",
+                    (unsent_from_id, series),
+                ).fetchone()
+                if first_unsent is not None:
+                    out[series] = min(out[series], int(first_unsent))
         return out
 
     def evict(self, older_than_ns: int, horizons: dict[int, int]) -> int:
@@ -503,12 +511,18 @@ class Store:
         return deleted
 
     def enforce_limits(
-        self, now_ns: int, sealed_ns: int, retention_ns: int, cap_bytes: int | None
+        self,
+        now_ns: int,
+        sealed_ns: int,
+        retention_ns: int,
+        cap_bytes: int | None,
+        unsent_from_id: int | None = None,
     ) -> EvictionResult:
         """Retention, then the disk cap (see docs/architecture.md, eviction order): readings
         past retention go; over the cap, the oldest evictable readings go, in doubling steps
-        of time, until use is under 90 % of the cap or nothing evictable is left."""
-        horizons = self.evictable_before(sealed_ns)
+        of time, until use is under 90 % of the cap or nothing evictable is left. Readings
+        after `unsent_from_id` (not yet acked on the raw readings stream) stay."""
+        horizons = self.evictable_before(sealed_ns, unsent_from_id)
         deleted = self.evict(now_ns - retention_ns, horizons)
         used = self.used_bytes()
         if cap_bytes is not None and used > cap_bytes:

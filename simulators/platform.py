@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import psycopg
 
 from cloud_sync.contract import Ack, AckStatus, ContractError, parse_batch, parse_readings_batch
 from cloud_sync.transport import MqttConfig, TransportError, describe_error
@@ -93,6 +94,10 @@ CREATE TABLE IF NOT EXISTS rejections (
 """
 
 SCHEMA_LOCK = 0x74616E6A69  # PostgreSQL advisory lock key ("tanji") held while creating tables
+# content a database refuses (e.g. PostgreSQL takes no NUL in text): rejected with the reason;
+# other database errors (connection lost, ...) are not the batch's fault: no ack, so the
+# gateway sends it again
+DATA_ERRORS = (sqlite3.DataError, sqlite3.IntegrityError, psycopg.DataError, psycopg.IntegrityError)
 GROUP_COMMIT_MAX = 100  # batches stored in one commit when they arrive together
 MAX_PAYLOAD = 64 * 1024 * 1024  # a decompressed batch larger than this is refused
 GZIP_MAGIC = b"\x1f\x8b"
@@ -114,8 +119,6 @@ class Database:
             ("postgresql://", "postgres://")
         )
         if self.postgres:
-            import psycopg
-
             self._pg = psycopg.connect(str(target), autocommit=True)
             self._begin = "BEGIN"
         else:
@@ -182,11 +185,21 @@ class Refused(Exception):
 class PlatformStore:
     """The platform simulator's database: a SQLite file, or PostgreSQL given a DSN. Several
     simulator instances may share one PostgreSQL database: unique constraints decide which
-    of two concurrent copies of a batch is stored and which is a duplicate."""
+    of two concurrent copies of a batch is stored and which is a duplicate, and a
+    transaction-level lock per gateway (taken in a fixed order) makes one instance's checks
+    against what another is storing for the same gateway see a settled state. SQLite takes
+    one writer at a time anyway."""
 
     def __init__(self, target: Path | str, instance: str = "platform") -> None:
+        self.target = target
         self.db = Database(target)
         self.instance = instance
+
+    def reopen(self) -> None:
+        """A fresh connection (after the database server dropped the old one)."""
+        with contextlib.suppress(Exception):
+            self.db.close()
+        self.db = Database(self.target)
 
     def receive(self, topic: str, payload: bytes) -> Ack | None:
         """Store a batch (activity or raw readings, by the topic) and say what to ack; None
@@ -197,6 +210,10 @@ class PlatformStore:
         """Several batches in one commit (group commit: one fsync for all); each is stored or
         refused on its own. Ack them only after this returns."""
         with self.db.transaction():
+            if self.db.postgres:
+                gateways = sorted({"/".join(t.rsplit("/", 3)[-3:-1]) for t, _ in messages})
+                for gateway in gateways:  # in a fixed order: no deadlock between instances
+                    self.db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (gateway,))
             return [self._receive(topic, payload) for topic, payload in messages]
 
     def _receive(self, topic: str, payload: bytes) -> Ack | None:
@@ -222,6 +239,9 @@ class PlatformStore:
                     self._store(batch)
         except Refused as verdict:
             return verdict.ack
+        except DATA_ERRORS as exc:  # valid by the contract, yet not storable here
+            reason = f"the platform cannot store this batch: {exc}"
+            return Ack(batch["batch_id"], AckStatus.REJECTED, reason[:1000])
         return Ack(batch["batch_id"], AckStatus.ACCEPTED)
 
     def _store_readings(self, batch: dict[str, Any]) -> None:
@@ -250,6 +270,7 @@ class PlatformStore:
                         Ack(bid, AckStatus.REJECTED, f"reading {r['seq']} held with other content")
                     )
                 continue
+            held[r["seq"]] = (r["ts_ns"], r["value"])  # a number twice in one batch
             new.append(
                 (uscc, gw, r["seq"], r["meter_id"], r["point"], r["quantity"], r["unit"],
                  int(r["ts_ns"]), None if r["source_ts_ns"] is None else int(r["source_ts_ns"]),
@@ -301,6 +322,7 @@ class PlatformStore:
                     )
                 )
             revisions[r["revision"]] = (r["record_id"], r.get("supersedes"))
+            held[r["record_id"]] = text  # a record twice in one batch is stored once
             rows.append(
                 (r["record_id"], bid, r["uscc"], r["gateway_id"], r["meter_id"], r["point"],
                  r["period_start"], r["period_end"], r["quantity"], r["unit"], r["revision"],
@@ -459,6 +481,13 @@ class PlatformReceiver:
             except (aiomqtt.MqttError, TransportError) as exc:
                 self.last_error = describe_error(exc, self.mqtt)
                 log.warning("platform: broker unreachable (%s)", self.last_error)
+            except Exception as exc:  # the database failed: nothing acked, the gateways resend
+                self.last_error = f"database: {exc}"
+                log.error("platform: %s; reconnecting", self.last_error, exc_info=exc)
+                try:
+                    await asyncio.to_thread(self.store.reopen)
+                except Exception as again:  # still down: tried again after the backoff
+                    log.error("platform: database still unavailable: %s", again)
             self.connected = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)

@@ -201,3 +201,25 @@ async def test_raw_readings_stream_delivers_every_stored_reading_once(
     ]
     assert len(mine) > 20
     assert theirs == [(i, m, p, ts, None if v is None else str(v)) for i, m, p, ts, v in mine]
+
+
+def test_platform_simulator_options_are_checked_before_it_starts(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["sim", "platform", *args])
+        return result.exit_code, result.output
+
+    code, out = run("--dsn", "postgresql://u:hunter2@127.0.0.1:1/x")
+    assert code == 2
+    assert "u:***@127.0.0.1" in out
+    assert "hunter2" not in out
+    code, out = run("--broker", "mqtts://127.0.0.1:1", "--ca-file", str(tmp_path / "none.pem"))
+    assert code == 2
+    assert f"ca_file {tmp_path / 'none.pem'}" in out
+    code, out = run("--group", "platform")
+    assert code == 2
+    assert "--client-id of its own" in out
+    assert "Traceback" not in out

@@ -106,3 +106,22 @@ def forget_acks(db: Path) -> None:
     Outbox(conn)
     conn.execute("UPDATE outbox SET state='pending', acked_ns=NULL, ack_status=NULL")
     conn.close()
+
+
+def test_postgres_refuses_what_it_cannot_store_with_the_reason(postgres: Postgres):
+    """Text PostgreSQL cannot hold (a NUL) is rejected with the reason, not a crash."""
+    import json
+
+    from cloud_sync import AckStatus, build_readings_batch, reading_message
+    from tests.unit.test_aggregation import reading
+
+    store = PlatformStore(postgres.dsn)
+    message = reading_message(1, reading(0, None, "bad\x00reason"))
+    batch = json.dumps(build_readings_batch(USCC, "gw", [message])).encode()
+    ack = store.receive(f"tanji/v1/{USCC}/gw/readings", batch)
+    assert ack is not None
+    assert ack.status is AckStatus.REJECTED
+    assert "cannot store" in (ack.reason or "")
+    ok = reading_message(2, reading(1, "1.00"))
+    fine = json.dumps(build_readings_batch(USCC, "gw", [ok])).encode()
+    assert store.receive(f"tanji/v1/{USCC}/gw/readings", fine).status is AckStatus.ACCEPTED

@@ -175,3 +175,25 @@ def test_readings_batches_are_checked_stored_once_and_conflicts_refused(tmp_path
     # the readings topic takes readings batches only
     wrong = store.receive(topic, json.dumps(build_batch(USCC, "gw", records())).encode())
     assert wrong.status is AckStatus.REJECTED
+
+
+def test_a_record_or_reading_twice_in_one_batch_is_stored_once(tmp_path: Path):
+    from cloud_sync import build_readings_batch, reading_message
+
+    store = PlatformStore(tmp_path / "p.db")
+    r0 = records()[0]
+    twice = json.dumps(build_batch(USCC, "gw", [r0, r0])).encode()
+    assert store.receive(f"tanji/v1/{USCC}/gw/activity", twice).status is AckStatus.ACCEPTED
+    assert store.counts() == (1, 1)
+    m = reading_message(1, reading(0, "1.00"))
+    again = json.dumps(build_readings_batch(USCC, "gw", [m, m])).encode()
+    assert store.receive(f"tanji/v1/{USCC}/gw/readings", again).status is AckStatus.ACCEPTED
+    assert len(store.readings()) == 1
+
+
+def test_messages_the_checker_cannot_take_are_contract_errors():
+    for payload in (b"[" * 100_000, b'{"schema": "\\udc00", "batch_id": "x"}'):
+        with pytest.raises(ContractError):
+            parse_batch(payload)
+        with pytest.raises(ContractError):
+            Ack.from_json(payload)

@@ -70,3 +70,17 @@ def test_token_bucket_paces_the_backlog():
     t[0] += 100  # saved up for at most one second
     assert bucket.available(100) == 4
     assert TokenBucket(0).available(7) == 7  # 0: no limit
+
+
+def test_without_a_backlog_live_batches_use_the_whole_window():
+    outbox, _, live = outbox_with(old=0, new=30)
+    assert plan(outbox, 1001 * S, window=20, allowance=5) == live[:20]
+
+
+def test_a_clock_set_back_does_not_strand_batches_in_flight():
+    outbox, _, live = outbox_with(old=0, new=5)
+    now = 1001 * S
+    outbox.mark_sent(live, now)
+    assert plan(outbox, now + S, window=5, allowance=5) == []  # all in flight
+    back = now - 3600 * S  # the clock steps back an hour: those sends lie "in the future"
+    assert plan(outbox, back, window=5, allowance=5) == live

@@ -156,3 +156,14 @@ async def test_gateway_refuses_readings_while_the_store_is_at_its_cap(tmp_path: 
     gateway._pending = [reading(meter, "active_power", T0 + NS)]
     assert await gateway.flush() == 1
     await gateway.close()
+
+
+def test_readings_not_yet_streamed_to_the_platform_stay(tmp_path: Path):
+    store = open_store(tmp_path)
+    minutes = [T0 + m * MIN for m in range(30)]
+    store.append_readings([reading("M2", "power", t) for t in minutes])  # gauges, no records
+    streamed = store.readings_after(0, 10)[-1][0]  # the stream has the first ten
+    store.evict(T0 + 30 * MIN, store.evictable_before(T0 + 30 * MIN, unsent_from_id=streamed))
+    assert timestamps(store, "M2", "power") == minutes[10:]  # not one unsent reading went
+    store.evict(T0 + 30 * MIN, store.evictable_before(T0 + 30 * MIN))  # without the stream
+    assert timestamps(store, "M2", "power") == minutes[29:]

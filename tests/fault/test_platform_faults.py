@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
 from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.demo import DEMO_USCC, prepare_site
 from gateway.runtime import status_path_for
-from tests.conftest import TlsBroker, free_port
+from tests.conftest import BrokerTls, TlsBroker, free_port
 from tests.support.procs import Proc, wait_until
 from tests.support.proxy import TcpProxy
 
@@ -105,6 +106,30 @@ class Chain:
             p.kill()
 
 
+def retained_status(t: TlsBroker) -> dict[str, Any]:
+    """The gateway's retained status message, as a platform subscribing now sees it."""
+    config = MqttConfig(
+        broker_url=t.broker.url,
+        ca_file=t.ca.cert_path,
+        cert_file=t.platform.cert,
+        key_file=t.platform.key,
+        protocol="3.1.1",
+    )
+
+    async def read() -> dict[str, Any]:
+        kwargs = config.client_kwargs("status-reader") | {"clean_session": True}
+        async with aiomqtt.Client(**kwargs) as client:
+            await client.subscribe(Topics("tanji/v1", DEMO_USCC, "demo-gw").status, qos=1)
+            async with asyncio.timeout(5):
+                async for message in client.messages:
+                    assert isinstance(message.payload, bytes)
+                    loaded: dict[str, Any] = json.loads(message.payload)
+                    return loaded
+        raise AssertionError("no retained status")
+
+    return asyncio.run(read())
+
+
 def _column(db: Path, sql: str) -> list[str]:
     if not db.exists():
         return []
@@ -172,7 +197,10 @@ def test_gateway_killed_before_acks_and_mid_publish_platform_down(
     try:
         wait_until(lambda: len(chain.gateway_records()) >= 20, 60, "records made")
         assert chain.acked() == 0
+        assert retained_status(t)["state"] == "online"
         chain.gateway.kill()  # kill -9 with batches published but not acked
+        # the broker published the gateway's last will: the platform knows it died
+        wait_until(lambda: retained_status(t).get("reason") == "lost", 30, "last will")
         chain.gateway.start()
         chain.platform.start()
         for _ in range(3):  # kill -9 at random moments while the backlog drains
@@ -217,3 +245,32 @@ def test_link_cut_mid_message_and_silently_dead(tmp_path: Path, tls_mosquitto: T
     finally:
         chain.stop_all()
         proxy.close()
+
+
+def test_expired_broker_certificate_then_renewed(tmp_path: Path, tls_mosquitto: TlsBroker):
+    """TLS fails on an expired broker certificate: the gateway says so in `tanji status`,
+    never falls back to plaintext, keeps everything; once the certificate is renewed it
+    delivers all of it, once."""
+    t = tls_mosquitto
+    good = t.broker.tls
+    assert good is not None
+    t.broker.stop()
+    t.broker.tls = BrokerTls(good.ca, t.ca.issue("expired-broker", server=True, expired=True))
+    t.broker.start()
+    chain = Chain(tmp_path, t, t.broker.port)
+    chain.start()
+    try:
+        wait_until(lambda: len(chain.gateway_records()) >= 6, 60, "records made")
+        link = chain.status()["link"]
+        assert not link["connected"]
+        assert "certificate has expired" in (link["last_error"] or ""), link
+        assert chain.acked() == 0
+        assert not chain.platform_records()
+        t.broker.stop()
+        t.broker.tls = good  # renewed
+        t.broker.start()
+        wait_until(lambda: chain.acked() >= 3, 90, "delivering after the renewal")
+        wait_until(lambda: chain.status()["outbox"]["pending_batches"] <= 2, 90, "drained")
+        chain.finish()
+    finally:
+        chain.stop_all()

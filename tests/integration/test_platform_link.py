@@ -223,3 +223,17 @@ def test_platform_simulator_options_are_checked_before_it_starts(tmp_path: Path)
     assert code == 2
     assert "--client-id of its own" in out
     assert "Traceback" not in out
+
+
+def test_password_from_the_environment_and_its_absence_named(monkeypatch: pytest.MonkeyPatch):
+    from cloud_sync import TransportError
+
+    config = MqttConfig(
+        broker_url="mqtts://127.0.0.1:8883", username="gw", password_env="TANJI_TEST_PW"
+    )
+    monkeypatch.delenv("TANJI_TEST_PW", raising=False)
+    with pytest.raises(TransportError, match="environment variable TANJI_TEST_PW is not set"):
+        config.password()
+    monkeypatch.setenv("TANJI_TEST_PW", "from-env")
+    assert config.client_kwargs("gw")["password"] == "from-env"
+    assert "from-env" not in repr(config)  # the setting names the variable, not the secret

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 
 from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.demo import DEMO_USCC, prepare_site
 from gateway.runtime import status_path_for
 from tests.conftest import BrokerTls, TlsBroker, free_port
+from tests.support.mqtt import retained
 from tests.support.procs import Proc, wait_until
 from tests.support.proxy import TcpProxy
 
@@ -113,21 +113,8 @@ def retained_status(t: TlsBroker) -> dict[str, Any]:
         ca_file=t.ca.cert_path,
         cert_file=t.platform.cert,
         key_file=t.platform.key,
-        protocol="3.1.1",
     )
-
-    async def read() -> dict[str, Any]:
-        kwargs = config.client_kwargs("status-reader") | {"clean_session": True}
-        async with aiomqtt.Client(**kwargs) as client:
-            await client.subscribe(Topics("tanji/v1", DEMO_USCC, "demo-gw").status, qos=1)
-            async with asyncio.timeout(5):
-                async for message in client.messages:
-                    assert isinstance(message.payload, bytes)
-                    loaded: dict[str, Any] = json.loads(message.payload)
-                    return loaded
-        raise AssertionError("no retained status")
-
-    return asyncio.run(read())
+    return asyncio.run(retained(config, Topics("tanji/v1", DEMO_USCC, "demo-gw").status))
 
 
 def _column(db: Path, sql: str) -> list[str]:

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 
 from cloud_sync import CloudSync, MqttConfig, Topics
-from gateway.demo import DEMO_USCC, run_demo
+from gateway.demo import DEMO_USCC, DemoSummary, run_demo
 from gateway.store import Store
 from simulators.platform import PlatformStore
 from tests.conftest import BrokerTls, Mosquitto, TlsBroker, _mosquitto_binary, require
+from tests.support.mqtt import retained
 from tests.support.pki import CertificateAuthority
 
 
@@ -32,36 +31,30 @@ def tls_settings(t: TlsBroker, who: str = "gateway", **extra: Any) -> dict[str, 
     }
 
 
-async def retained_status(config: MqttConfig, topic: str) -> dict[str, Any]:
-    async with aiomqtt.Client(**config.client_kwargs("status-reader") | {"properties": None}) as c:
-        await c.subscribe(topic, qos=1)
-        async with asyncio.timeout(5):
-            async for message in c.messages:
-                assert isinstance(message.payload, bytes)
-                loaded: dict[str, Any] = json.loads(message.payload)
-                return loaded
-    raise AssertionError("no retained status")
+async def tls_demo(tmp_path: Path, t: TlsBroker, seconds: float, **extra: Any) -> DemoSummary:
+    """The demo chain over mutual TLS: gateway and platform each with their certificate."""
+    return await run_demo(
+        tmp_path,
+        meters=2,
+        interval_s=2,
+        duration_s=seconds,
+        broker_port=t.broker.port,
+        mqtt_extra=tls_settings(t, **extra),
+        platform_mqtt=MqttConfig(**tls_settings(t, "platform")),
+    )
 
 
 async def test_mutual_tls_chain_delivers_everything_and_announces_itself(
     tmp_path: Path, tls_mosquitto: TlsBroker
 ):
     t = tls_mosquitto
-    summary = await run_demo(
-        tmp_path,
-        meters=2,
-        interval_s=2,
-        duration_s=8,
-        broker_port=t.broker.port,
-        mqtt_extra=tls_settings(t),
-        platform_mqtt=MqttConfig(**tls_settings(t, "platform")),
-    )
+    summary = await tls_demo(tmp_path, t, 8)
     assert summary.records_created > 2
     assert summary.platform_records == summary.records_created
     assert summary.batches_pending == 0
     assert summary.totals_match
     # the gateway said goodbye: retained offline/stopped replaces the birth message
-    status = await retained_status(
+    status = await retained(
         MqttConfig(**tls_settings(t, "platform")),
         Topics("tanji/v1", DEMO_USCC, "demo-gw").status,
     )
@@ -176,16 +169,7 @@ def test_tls_files_with_a_plaintext_url_are_a_configuration_error(tmp_path: Path
 async def test_raw_readings_stream_delivers_every_stored_reading_once(
     tmp_path: Path, tls_mosquitto: TlsBroker
 ):
-    t = tls_mosquitto
-    summary = await run_demo(
-        tmp_path,
-        meters=2,
-        interval_s=2,
-        duration_s=6,
-        broker_port=t.broker.port,
-        mqtt_extra=tls_settings(t, readings=True, readings_batch_size=7),
-        platform_mqtt=MqttConfig(**tls_settings(t, "platform")),
-    )
+    summary = await tls_demo(tmp_path, tls_mosquitto, 6, readings=True, readings_batch_size=7)
     assert summary.totals_match
     stored = Store(tmp_path / "gateway.db")
     try:

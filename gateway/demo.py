@@ -216,18 +216,10 @@ def demo_site(
     }
 
 
-def prepare_site(
-    workdir: Path,
-    meters: int,
-    base_port: int,
-    broker_port: int,
-    interval_s: int,
-    mqtt_protocol: str = "5",
-    mqtt_extra: dict[str, Any] | None = None,
-) -> SiteConfig:
-    """Validate the demo site and write it as site.toml (for check-config and `tanji run`)."""
+def write_site(workdir: Path, site: dict[str, Any]) -> SiteConfig:
+    """Validate a demo site (`demo_site`) and write it as site.toml (for check-config and
+    `tanji run`)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    site = demo_site(workdir, meters, base_port, broker_port, interval_s, mqtt_protocol, mqtt_extra)
     config = parse_site_config(site, "demo site")
     (workdir / "site.toml").write_text(tomli_w.dumps(site), encoding="utf-8")
     return config
@@ -321,7 +313,7 @@ async def run_demo(
         broker_port = free_port_range(1)
     base_port = free_port_range(meters)
     # the embedded broker (amqtt) speaks MQTT 3.1.1 only; Mosquitto takes 5
-    config = prepare_site(
+    site = demo_site(
         workdir,
         meters,
         base_port,
@@ -330,6 +322,7 @@ async def run_demo(
         "3.1.1" if embedded else "5",
         mqtt_extra,
     )
+    config = write_site(workdir, site)
     started = time.monotonic()
     broker = EmbeddedBroker("127.0.0.1", broker_port) if embedded else contextlib.nullcontext()
     fleet = MeterFleet(meters, base_port)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from cloud_sync import CloudSync, MqttConfig, Topics
-from gateway.demo import DEMO_USCC, prepare_site
+from gateway.demo import DEMO_USCC, demo_site, write_site
 from gateway.runtime import status_path_for
 from tests.conftest import BrokerTls, TlsBroker, free_port
 from tests.support.mqtt import retained
@@ -47,7 +47,7 @@ class Chain:
             "batch_size": 2,
             **mqtt,
         }
-        self.site = prepare_site(tmp, METERS, base, broker_port, 2, "5", self.mqtt)
+        self.site = write_site(tmp, demo_site(tmp, METERS, base, broker_port, 2, "5", self.mqtt))
         self.meters = Proc(
             ["sim", "modbus", "--meters", str(METERS), "--base-port", str(base)],
             tmp / "meters.log",

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck pytest system-deps clean
+.PHONY: demo test lint typecheck pytest system-deps interop-deps clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -49,7 +49,15 @@ lint: $(DEVSTAMP)
 typecheck: $(DEVSTAMP)
 	$(BIN)/mypy
 
-pytest: $(DEVSTAMP) system-deps
+# an independent OPC UA server for the interop test (node-opcua, pinned by package-lock.json);
+# without npm the test says so and is skipped
+interop-deps:
+	@if command -v npm >/dev/null 2>&1 && [ ! -d bench/opcua_interop/node_modules/node-opcua ]; then \
+	  echo "installing node-opcua for the OPC UA interop test (npm ci)"; \
+	  (cd bench/opcua_interop && npm ci --no-audit --no-fund --loglevel=error); \
+	fi
+
+pytest: $(DEVSTAMP) system-deps interop-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest

@@ -4,6 +4,7 @@ Each protocol is one module registered by name; the gateway uses only what is ex
 """
 
 from collectors import modbus as _modbus  # noqa: F401  (registers the modbus_* protocols)
+from collectors import opcua as _opcua  # noqa: F401  (registers opcua)
 from collectors.base import (
     Collector,
     CollectorStats,

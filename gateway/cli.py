@@ -64,6 +64,8 @@ discover_app = typer.Typer(
     help="Find devices and the meter profiles that fit them.", no_args_is_help=True
 )
 app.add_typer(discover_app, name="discover")
+keys_app = typer.Typer(help="Create the gateway's own certificates.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -1157,6 +1159,186 @@ def sim_modbus(
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(main())
+
+
+@keys_app.command("opcua")
+def keys_opcua(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the certificate and key")],
+    gateway_id: Annotated[
+        str, typer.Option(help="the application URI becomes urn:tanji:gateway:<this>")
+    ],
+    days: Annotated[int, typer.Option(min=1, max=36500, help="validity")] = 3650,
+) -> None:
+    """Create the gateway's OPC UA application instance certificate (self-signed, RSA 2048,
+    SHA-256) and its private key; print the thumbprint to register at the servers.
+
+    Example: tanji keys opcua --out /etc/tanji/opcua --gateway-id line-gw-01
+    """
+    from collectors.opcua.security import (
+        create_application_certificate,
+        load_certificate,
+        thumbprint,
+    )
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", gateway_id):
+        err.print(f"--gateway-id {gateway_id!r}: letters, digits, '_', '.', '-' only")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    existing = [out_dir / n for n in ("tanji-gateway.der", "tanji-gateway.key.pem")]
+    if any(p.exists() for p in existing):
+        err.print(
+            f"{out_dir} already holds a gateway certificate or key; servers trust that one."
+            " Move it away first to make a new one."
+        )
+        raise typer.Exit(EXIT_BAD_INPUT)
+    uri = f"urn:tanji:gateway:{gateway_id}"
+    try:
+        made = create_application_certificate(out_dir, uri, days=days)
+    except OSError as exc:
+        err.print(f"cannot write to {out_dir}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    out.print(f"certificate  {made.certificate}", highlight=False)
+    out.print(f"private key  {made.private_key} (mode 0600)", highlight=False)
+    out.print(f"application URI  {uri}", highlight=False)
+    out.print(f"thumbprint (SHA-1)  {thumbprint(load_certificate(made.certificate))}")
+    out.print(
+        "Give the certificate to each OPC UA server's administrator to trust; in site.toml:\n"
+        f'  certificate = "{made.certificate}"\n  private_key = "{made.private_key}"\n'
+        '  trust_dir = "/etc/tanji/opcua/trusted"   # the servers\' certificates you trust',
+        highlight=False,
+        markup=False,
+    )
+
+
+@sim_app.command("opcua")
+def sim_opcua(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port of the server")] = 4840,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    filler_namespaces: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=100,
+            help="namespaces registered before the plant's, so its index changes from one"
+            " start to the next (clients must address nodes by namespace URI)",
+        ),
+    ] = 0,
+) -> None:
+    """Serve a simulated plant over OPC UA until Ctrl-C: lines with an energy meter (kWh
+    counter, kW) and production counters (units made, product code).
+
+    Example: tanji sim opcua --port 4840, then in site.toml a point with
+    node = "nsu=urn:tanji:sim:plant;s=Line1.Meter.ActiveEnergyImport"
+    """
+    from simulators.opcua_plant import PLANT_NS, PlantServer
+
+    _logging(False)
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # our own message says it
+
+    async def main() -> None:
+        try:
+            plant = await PlantServer(host, port, filler_namespaces=filler_namespaces).__aenter__()
+        except OSError as exc:
+            err.print(f"cannot start the OPC UA simulator: {exc}", highlight=False, markup=False)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        out.print(f"{plant.endpoint}  namespace {PLANT_NS} (index {plant.namespace_index})")
+        for line in plant.lines:
+            for path in (
+                "Meter.ActiveEnergyImport",
+                "Meter.ActivePower",
+                "Production.UnitsProduced",
+                "Production.ProductCode",
+            ):
+                out.print(f"  nsu={PLANT_NS};s={line.name}.{path}", highlight=False)
+        err.print("serving the simulated plant; Ctrl-C stops")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await plant.__aexit__(None, None, None)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(main())
+
+
+@discover_app.command("opcua")
+def discover_opcua(
+    endpoint: Annotated[str, typer.Argument(help="opc.tcp://host:port/path")],
+    security_policy: Annotated[
+        str, typer.Option(help="None, Basic256Sha256 or Aes256_Sha256_RsaPss")
+    ] = "None",
+    security_mode: Annotated[str, typer.Option(help="None, Sign or SignAndEncrypt")] = "None",
+    certificate: Annotated[Path | None, typer.Option(help="the gateway's certificate")] = None,
+    private_key: Annotated[Path | None, typer.Option(help="its private key")] = None,
+    trust_dir: Annotated[Path | None, typer.Option(help="trusted server certificates")] = None,
+    username: Annotated[str | None, typer.Option()] = None,
+    password_file: Annotated[Path | None, typer.Option()] = None,
+    timeout: Annotated[float, typer.Option(min=0.5, max=60, help="seconds per request")] = 5.0,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="nodes to visit")] = 20000,
+) -> None:
+    """Browse an OPC UA server for energy and production variables (data type, engineering
+    unit, a guessed quantity) and print a site.toml fragment; exit 1 when none is found.
+
+    Example: tanji discover opcua opc.tcp://127.0.0.1:4840/tanji/plant
+    """
+    from pydantic import ValidationError
+
+    from collectors.opcua.collector import SecurityMismatch, connect
+    from collectors.opcua.config import OpcUaConnection
+    from collectors.opcua.discover import browse, site_fragment
+    from collectors.opcua.security import TrustError
+
+    try:
+        conn = OpcUaConnection.model_validate(
+            {
+                "endpoint": endpoint,
+                "security_policy": security_policy,
+                "security_mode": security_mode,
+                "certificate": str(certificate) if certificate else None,
+                "private_key": str(private_key) if private_key else None,
+                "trust_dir": str(trust_dir) if trust_dir else None,
+                "username": username,
+                "password_file": str(password_file) if password_file else None,
+                "timeout_s": timeout,
+            }
+        )
+    except ValidationError as exc:
+        for found in problems_from(exc):
+            err.print(f"option {found}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+
+    async def main() -> list[Any]:
+        client = await connect(conn)
+        try:
+            return await browse(client, limit)
+        finally:
+            await client.disconnect()
+
+    try:
+        candidates = _run(main())
+    except (TrustError, SecurityMismatch) as exc:
+        err.print(f"{endpoint}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    except (OSError, TimeoutError, ua_errors()) as exc:
+        err.print(f"{endpoint}: cannot browse: {exc!r}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    table = Table(title=f"{endpoint}: variables")
+    for col in ("node", "path", "type", "unit", "guess"):
+        table.add_column(col)
+    useful = [c for c in candidates if c.quantity is not None]
+    for c in useful or candidates[:50]:
+        guess = f"{c.quantity} ({c.kind})" if c.quantity else "-"
+        table.add_row(c.node, c.path, c.data_type, c.unit or "-", guess)
+    err.print(table)
+    if not useful:
+        err.print(f"{len(candidates)} variables, none with an energy or power unit or a count")
+        raise typer.Exit(EXIT_FINDING)
+    print(site_fragment(endpoint, useful))
+
+
+def ua_errors() -> type[Exception]:
+    from asyncua.ua.uaerrors import UaError
+
+    return UaError
 
 
 @discover_app.command("modbus")

@@ -34,6 +34,7 @@ from gateway.report import per_unit
 from gateway.runtime import Gateway
 from simulators.broker import EmbeddedBroker
 from simulators.modbus_fleet import MeterFleet
+from simulators.opcua_plant import LineSpec, PlantServer, node_id
 from simulators.platform import PlatformReceiver
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,51 @@ MAIN_FROM = 4  # with this many meters or more, the last is a main meter in fron
 MAIN_LOSSES = 0.01  # the simulated feeder's losses between the main meter and the others
 DEMO_COUNTER_ADDRESS = {"units_a": 41, "units_b": 43}
 DEMO_PRODUCTS = {0: {"units_a": "cell-a", "units_b": "cell-b"}, 1: {"units_a": "module-x"}}
+# the OPC UA line: a simulated plant's line (simulators/opcua_plant.py) read by subscription
+OPCUA_METER = "P1"
+OPCUA_LINE = LineSpec("Line1", kw=24.0, units_per_min=90.0, product="pack-z")
+
+
+def opcua_meter(port: int, cal_date: date) -> dict[str, Any]:
+    """The demo's OPC UA meter on line 3: energy and the units it made, by subscription."""
+    return {
+        "id": OPCUA_METER,
+        "serial": "SIM-OPC-00001",
+        "model": "tanji simulated plant meter (not a real product)",
+        "carrier": "electricity",
+        "accuracy_class": "1",
+        "line": "line-3",
+        "protocol": "opcua",
+        "calibration": _certificate(90, cal_date),
+        "connection": {
+            "endpoint": f"opc.tcp://127.0.0.1:{port}/tanji/plant",
+            "poll_interval_s": 1.0,
+            "timeout_s": 2.0,
+        },
+        "points": [
+            {
+                "quantity": "active_energy_import",
+                "kind": "counter",
+                "unit": "kWh",
+                "node": node_id(f"{OPCUA_LINE.name}.Meter.ActiveEnergyImport"),
+            },
+            {
+                "quantity": "active_power",
+                "kind": "gauge",
+                "unit": "kW",
+                "node": node_id(f"{OPCUA_LINE.name}.Meter.ActivePower"),
+            },
+            {
+                "name": "units",
+                "quantity": "production_count",
+                "kind": "counter",
+                "unit": "unit",
+                "node": node_id(f"{OPCUA_LINE.name}.Production.UnitsProduced"),
+                "data_type": "integer",
+                "product": OPCUA_LINE.product,
+            },
+        ],
+    }
 
 
 def demo_meter_id(index: int) -> str:
@@ -139,6 +185,7 @@ def demo_site(
     interval_s: int,
     mqtt_protocol: str = "5",
     mqtt_extra: dict[str, Any] | None = None,
+    opcua_port: int | None = None,
 ) -> dict[str, Any]:
     """The demo's site configuration, as a site.toml would hold it (plaintext MQTT: the
     demo's broker listens on 127.0.0.1 only)."""
@@ -196,6 +243,8 @@ def demo_site(
                 ),
             }
         )
+    if opcua_port is not None:
+        site_meters.append(opcua_meter(opcua_port, today - timedelta(days=60)))
     return {
         "enterprise": {"name": "Demo Factory (simulated)", "uscc": DEMO_USCC},
         "gateway_id": "demo-gw",
@@ -257,6 +306,7 @@ class DemoParts:
     gateway: Gateway
     platform: PlatformReceiver
     config: SiteConfig
+    plant: PlantServer | None = None
 
 
 def _measured_at(boundary_ns: int, boundary: dict[str, Any]) -> int:
@@ -271,17 +321,27 @@ def _measured_at(boundary_ns: int, boundary: dict[str, Any]) -> int:
 
 def _simulator_total(parts: DemoParts) -> Decimal:
     """The meters' own counter advance over the same spans as the platform's records."""
-    by_id = {demo_meter_id(m.index): m for m in parts.fleet.meters}
+    counters: dict[str, Callable[[float], Decimal]] = {
+        demo_meter_id(m.index): m.counter_kwh_at for m in parts.fleet.meters
+    }
+    if parts.plant is not None:
+        plant = parts.plant
+        counters[OPCUA_METER] = lambda t: Decimal(plant.energy_kwh(OPCUA_LINE.name, t))
     total = Decimal(0)
     for record in parts.platform.store.records():
         start, end = record["start"], record["end"]
         if record["point"] != "active_energy_import" or start["distance_ns"] is None:
             continue
-        meter = by_id[str(record["meter_id"])]
+        counter = counters[str(record["meter_id"])]
         begin = _measured_at(_ns(record["period_start"]), start)
         finish = _measured_at(_ns(record["period_end"]), end)
-        total += meter.counter_kwh_at(finish / 1e9) - meter.counter_kwh_at(begin / 1e9)
+        total += counter(finish / 1e9) - counter(begin / 1e9)
     return total
+
+
+def _shown(kwh: Decimal) -> str:
+    """kWh for people: at most six decimals (a float counter's exact value has ~50 digits)."""
+    return str(kwh.quantize(Decimal("0.000001")) if kwh.as_tuple().exponent < -6 else kwh)  # type: ignore[operator]
 
 
 def _ns(iso: str) -> int:
@@ -298,6 +358,7 @@ async def run_demo(
     stop: asyncio.Event | None = None,
     mqtt_extra: dict[str, Any] | None = None,
     platform_mqtt: MqttConfig | None = None,
+    opcua: bool = True,
 ) -> DemoSummary:
     """Run the whole chain until `duration_s` passes (or cancelled) and summarise it.
 
@@ -305,7 +366,7 @@ async def run_demo(
     Mosquitto); without, it starts the embedded one. Setting `stop` ends the run early,
     with the same orderly drain and summary. `mqtt_extra` adds to the site's `[mqtt]` (TLS
     files, credentials) and `platform_mqtt` is the platform simulator's link (default: the
-    site's).
+    site's). With `opcua` a simulated plant adds line 3, read over OPC UA.
     """
     stop = stop or asyncio.Event()
     embedded = broker_port is None
@@ -313,6 +374,7 @@ async def run_demo(
         broker_port = free_port_range(1)
     base_port = free_port_range(meters)
     # the embedded broker (amqtt) speaks MQTT 3.1.1 only; Mosquitto takes 5
+    opcua_port = free_port_range(1) if opcua else None
     site = demo_site(
         workdir,
         meters,
@@ -321,20 +383,28 @@ async def run_demo(
         interval_s,
         "3.1.1" if embedded else "5",
         mqtt_extra,
+        opcua_port,
     )
     config = write_site(workdir, site)
-    started = time.monotonic()
     broker = EmbeddedBroker("127.0.0.1", broker_port) if embedded else contextlib.nullcontext()
     fleet = MeterFleet(meters, base_port)
     if meters >= MAIN_FROM:
         fleet.make_main(meters - 1, range(meters - 1), MAIN_LOSSES)
-    async with broker, fleet:
+    plant = (
+        PlantServer(port=opcua_port, lines=(OPCUA_LINE,))
+        if opcua_port is not None
+        else contextlib.nullcontext()
+    )
+    async with broker, fleet, plant:
+        started = time.monotonic()  # the chain's time, from when its parts are up
         platform = PlatformReceiver(workdir / "platform.db", platform_mqtt or config.mqtt)
         gateway = Gateway(config)
         gateway.calibrations.add(DEMO_STANDARD_ID, DEMO_STANDARD, "demo", time.time_ns())
         if meters > DCC_METER:
             import_demo_dcc(gateway, config)
-        parts = DemoParts(fleet, gateway, platform, config)
+        parts = DemoParts(
+            fleet, gateway, platform, config, plant if isinstance(plant, PlantServer) else None
+        )
         async with asyncio.TaskGroup() as tg:
             platform_task = tg.create_task(platform.run())
             gateway_task = tg.create_task(gateway.run())
@@ -362,7 +432,7 @@ async def run_demo(
         diff = platform_total - sim_total
         # per meter, the records' sum is the counter's advance between its first and last
         # boundary; each interpolated boundary is within one register step of the truth
-        tolerance = 2 * ENERGY_RESOLUTION_KWH * meters
+        tolerance = 2 * ENERGY_RESOLUTION_KWH * len(config.meters)
         _, platform_records = platform.store.counts()
         received = [ActivityRecord.model_validate(r) for r in platform.store.records()]
         allocation = allocate(received)
@@ -401,7 +471,7 @@ async def run_demo(
             products={
                 f"{p.line}/{p.product}": {
                     "units": str(p.output),
-                    "kwh": str(p.energy.get(KWH, Decimal(0))),
+                    "kwh": _shown(p.energy.get(KWH, Decimal(0))),
                     "kwh_per_unit": per_unit(p.per_unit(KWH)),
                 }
                 for p in allocation.products

@@ -20,7 +20,7 @@ import pytest
 
 from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.demo import DEMO_USCC, demo_site, write_site
-from gateway.runtime import status_path_for
+from gateway.runtime import STATUS_INTERVAL_S, status_path_for
 from tests.conftest import BrokerTls, TlsBroker, free_port
 from tests.support.mqtt import retained
 from tests.support.procs import Proc, wait_until
@@ -74,6 +74,11 @@ class Chain:
         return len(
             _column(self.tmp / "gateway.db", "SELECT batch_id FROM outbox WHERE state='acked'")
         )
+
+    def link_up(self, after_ns: int) -> bool | None:
+        """Whether the link was up, by a status written after `after_ns` (None: none yet)."""
+        status = self.status()
+        return bool(status["link"]["connected"]) if int(status["written_ns"]) > after_ns else None
 
     def status(self) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads(status_path_for(self.site.store.path).read_text())
@@ -219,14 +224,17 @@ def test_link_cut_mid_message_and_silently_dead(tmp_path: Path, tls_mosquitto: T
         assert proxy.cuts == 4
         # a link that goes silent without closing (a dead router): noticed by keep-alive
         bound = MqttConfig(**chain.mqtt).dead_link_bound_s
+        settled = time.time_ns()
+        wait_until(lambda: chain.link_up(after_ns=settled) is True, 60, "connected again")
         before = proxy.connections
         proxy.blackhole = True
-        silent = time.monotonic()
-        wait_until(lambda: not chain.status()["link"]["connected"], 3 * bound, "noticed")
+        silent, silent_ns = time.monotonic(), time.time_ns()
+        wait_until(lambda: chain.link_up(after_ns=silent_ns) is False, 3 * bound, "noticed")
         noticed_after = time.monotonic() - silent
         proxy.blackhole = False
         wait_until(lambda: proxy.connections > before, 60, "reconnected")
-        assert noticed_after <= bound + 2 * 1.0 + 1.0  # bound + status file interval + slack
+        # within the stated bound, give or take the status file's interval and a second
+        assert noticed_after <= bound + STATUS_INTERVAL_S + 1.0
         wait_until(lambda: chain.status()["outbox"]["pending_batches"] <= 2, 60, "drained")
         chain.finish()
     finally:

@@ -76,9 +76,15 @@ async def test_energy_per_product_through_the_chain(tmp_path: Path, mosquitto: M
         tmp_path, meters=3, interval_s=2, duration_s=9, broker_port=mosquitto.port
     )
     assert summary.totals_match, summary
-    assert summary.calibration == {"M1": "valid", "M2": "valid", "M3": "expired"}
+    assert summary.calibration == {"M1": "valid", "M2": "valid", "M3": "expired", "P1": "valid"}
     assert Decimal(summary.platform_kwh_expanded_uncertainty) > 0
-    assert set(summary.products) == {"line-1/cell-a", "line-1/cell-b", "line-2/module-x"}
+    assert set(summary.products) == {
+        "line-1/cell-a",
+        "line-1/cell-b",
+        "line-2/module-x",
+        "line-3/pack-z",  # the plant's line, over OPC UA
+    }
+    assert Decimal(summary.products["line-3/pack-z"]["units"]) > 0
     a, b = (Decimal(summary.products[f"line-1/cell-{x}"]["units"]) for x in "ab")
     assert a > 0
     assert abs(a - 2 * b) <= 2  # the simulator makes A twice as fast as B, counters floor
@@ -86,7 +92,7 @@ async def test_energy_per_product_through_the_chain(tmp_path: Path, mosquitto: M
         ActivityRecord.model_validate(r) for r in PlatformStore(tmp_path / "platform.db").records()
     ]
     counted = {r.product for r in records if r.product}
-    assert counted == {"cell-a", "cell-b", "module-x"}
+    assert counted == {"cell-a", "cell-b", "module-x", "pack-z"}
     energy = {
         m: sum(r.quantity for r in records if r.meter_id == m and r.point == "active_energy_import")
         for m in ("M1", "M2", "M3")

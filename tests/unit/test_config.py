@@ -101,7 +101,8 @@ CASES = [
     (
         ["meters", 0, "protocol"],
         "bacnet",
-        "meters[0].protocol: must be one of: modbus_rtu, modbus_rtu_over_tcp, modbus_tcp (got 'bacnet')",
+        "meters[0].protocol: must be one of: modbus_rtu, modbus_rtu_over_tcp, modbus_tcp, opcua"
+        " (got 'bacnet')",
     ),
     (["meters", 0, "calibration", "due_date"], "2027-13-01", "meters[0].calibration.due_date:"),
     (

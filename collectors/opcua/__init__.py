@@ -1,0 +1,33 @@
+"""OPC UA collectors: subscriptions (or polling) on nodes addressed by namespace URI."""
+
+from collectors.base import CollectorType, register
+from collectors.opcua.collector import OpcUaCollector
+from collectors.opcua.config import OpcUaConnection, OpcUaDevice, OpcUaPoint, parse_node
+from gateway.models import DeviceSpec
+
+
+def explain(device: DeviceSpec) -> list[str]:
+    assert isinstance(device, OpcUaDevice)
+    conn = device.connection
+    lines = [
+        f"{conn.endpoint}, security {conn.security_policy}/{conn.security_mode},"
+        f" publishing every {conn.poll_interval_s} s"
+    ]
+    for p in device.points:
+        how = (
+            f"subscribed (sampling {p.sampling_interval_ms or conn.poll_interval_s * 1000:g} ms,"
+            f" queue {p.queue_size}" + (f", deadband {p.deadband}" if p.deadband else "") + ")"
+            if p.mode == "subscribe"
+            else f"read every {conn.poll_interval_s} s"
+        )
+        lines.append(f"{p.name}: {p.node} {how}")
+    return lines
+
+
+register(
+    CollectorType(
+        name="opcua", device_model=OpcUaDevice, create=OpcUaCollector.from_spec, explain=explain
+    )
+)
+
+__all__ = ["OpcUaCollector", "OpcUaConnection", "OpcUaDevice", "OpcUaPoint", "parse_node"]

@@ -1,0 +1,240 @@
+"""A simulated plant behind an OPC UA server (asyncua): production lines, each with an energy
+meter (kWh counter, kW) and production counters (units made, the current product code).
+
+Node ids are strings in the plant's namespace `urn:tanji:sim:plant`, e.g.
+`nsu=urn:tanji:sim:plant;s=Line1.Meter.ActiveEnergyImport`. `filler_namespaces` registers
+other namespaces first, so the plant's namespace *index* differs from one start to the next
+while its URI and the node ids stay: what a real server's restart may do, and why tanji
+addresses nodes by namespace URI. Binds 127.0.0.1 by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from asyncua import ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.server import Server
+from asyncua.server.user_managers import UserManager
+from cryptography.hazmat.primitives import serialization
+
+from collectors.opcua.security import create_application_certificate, load_certificate
+
+PLANT_NS = "urn:tanji:sim:plant"
+# Engineering units per OPC UA Part 8 (EUInformation, UNECE Recommendation 20 common codes;
+# UnitId = the code's three ASCII letters as a 24-bit number)
+UNECE = "http://www.opcfoundation.org/UA/units/un/cefact"
+
+
+def eu(code: str, display: str, description: str) -> ua.EUInformation:
+    unit_id = (ord(code[0]) << 16) | (ord(code[1]) << 8) | ord(code[2])
+    return ua.EUInformation(
+        NamespaceUri=UNECE,
+        UnitId=unit_id,
+        DisplayName=ua.LocalizedText(display),
+        Description=ua.LocalizedText(description),
+    )
+
+
+KWH = eu("KWH", "kWh", "kilowatt hour")
+KW = eu("KWT", "kW", "kilowatt")
+UNIT = eu("C62", "1", "one (a count)")
+
+
+@dataclass(frozen=True)
+class LineSpec:
+    """One simulated line: its mean draw, output rate and product."""
+
+    name: str
+    kw: float
+    units_per_min: float
+    product: str
+
+
+DEFAULT_LINES = (
+    LineSpec("Line1", 42.0, 12.0, "CELL-A"),
+    LineSpec("Line2", 18.5, 30.0, "MODULE-X"),
+)
+
+
+PLANT_APPLICATION_URI = "urn:tanji:sim:plant:server"
+SECURE_POLICIES = [
+    ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+]
+
+
+@dataclass(frozen=True)
+class PlantSecurity:
+    """The plant server's security: its own certificate (made in `workdir`), every secure
+    policy and mode beside None, and who may log in: users by password and/or by user
+    certificate (X.509 identity). With any users configured, anonymous sessions are refused."""
+
+    workdir: Path
+    users: tuple[tuple[str, str], ...] = ()  # (username, password)
+    user_certificates: tuple[Path, ...] = ()
+
+
+class _Users(UserManager):
+    """asyncua user manager: the configured passwords and user certificates."""
+
+    def __init__(self, security: PlantSecurity) -> None:
+        self.passwords = dict(security.users)
+        self.certificates = {
+            load_certificate(p).public_bytes(serialization.Encoding.DER)
+            for p in security.user_certificates
+        }
+
+    def get_user(
+        self,
+        iserver: Any,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
+        if username is not None:  # `certificate` is then the channel's, not an identity
+            known = self.passwords.get(username) == password
+            return User(role=UserRole.User, name=username) if known else None
+        if certificate is not None:  # an X.509 identity token's certificate (verified)
+            der = (
+                certificate
+                if isinstance(certificate, bytes)
+                else certificate.public_bytes(serialization.Encoding.DER)
+            )
+            known = der in self.certificates
+            return User(role=UserRole.User, name="certificate") if known else None
+        return None
+
+
+def _nid(path: str, idx: int) -> ua.NodeId:
+    return ua.NodeId(ua.String(path), ua.Int16(idx))
+
+
+def node_id(path: str) -> str:
+    """The configuration form of a plant node: namespace URI and string id."""
+    return f"nsu={PLANT_NS};s={path}"
+
+
+class PlantServer:
+    """`async with PlantServer(port=...)`: serves the plant until the block ends."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 4840,
+        lines: tuple[LineSpec, ...] = DEFAULT_LINES,
+        filler_namespaces: int = 0,
+        tick_s: float = 0.5,
+        security: PlantSecurity | None = None,
+    ) -> None:
+        self.endpoint = f"opc.tcp://{host}:{port}/tanji/plant"
+        self.lines = lines
+        self.filler_namespaces = filler_namespaces
+        self.tick_s = tick_s
+        self.security = security
+        self.certificate: Path | None = None  # the server's, when secured
+        self.server: Server | None = None
+        self.namespace_index: int | None = None
+        self._variables: dict[str, Any] = {}
+        self._t0 = time.time()  # the counters are functions of wall-clock time since then
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> PlantServer:
+        sec = self.security
+        users = _Users(sec) if sec and (sec.users or sec.user_certificates) else None
+        server = Server(user_manager=users)
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("tanji simulated plant (not a real device)")
+        if sec is not None:
+            cert = create_application_certificate(
+                sec.workdir, PLANT_APPLICATION_URI, name="tanji simulated plant", days=365
+            )
+            await server.set_application_uri(PLANT_APPLICATION_URI)
+            await server.load_certificate(str(cert.certificate))
+            await server.load_private_key(str(cert.private_key))
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity, *SECURE_POLICIES])
+            tokens: list[type] = []
+            if sec.users:
+                tokens.append(ua.UserNameIdentityToken)
+            if sec.user_certificates:
+                tokens.append(ua.X509IdentityToken)
+            server.set_identity_tokens(tokens or [ua.AnonymousIdentityToken])
+            self.certificate = cert.certificate
+        for i in range(self.filler_namespaces):
+            await server.register_namespace(f"urn:tanji:sim:filler:{i}")
+        idx = self.namespace_index = await server.register_namespace(PLANT_NS)
+        plant = await server.nodes.objects.add_object(_nid("Plant", idx), "Plant")
+        for line in self.lines:
+            obj = await plant.add_object(_nid(line.name, idx), line.name)
+            meter = await obj.add_object(_nid(f"{line.name}.Meter", idx), "EnergyMeter")
+            production = await obj.add_object(_nid(f"{line.name}.Production", idx), "Production")
+            await self._variable(meter, f"{line.name}.Meter.ActiveEnergyImport", 0.0, KWH)
+            await self._variable(meter, f"{line.name}.Meter.ActivePower", line.kw, KW)
+            await self._variable(
+                production,
+                f"{line.name}.Production.UnitsProduced",
+                ua.Variant(0, ua.VariantType.UInt32),
+                UNIT,
+            )
+            await self._variable(production, f"{line.name}.Production.ProductCode", line.product)
+        self.server = server
+        await server.start()
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _variable(
+        self, parent: Any, path: str, value: Any, unit: ua.EUInformation | None = None
+    ) -> None:
+        idx = self.namespace_index
+        assert idx is not None
+        var = await parent.add_variable(_nid(path, idx), path.rsplit(".", 1)[-1], value)
+        if unit is not None:
+            await var.add_property(_nid(f"{path}.EngineeringUnits", idx), "EngineeringUnits", unit)
+        self._variables[path] = var
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = time.time()
+            for line in self.lines:
+                energy = ua.Variant(self.energy_kwh(line.name, now), ua.VariantType.Double)
+                units = ua.Variant(self.units(line.name, now), ua.VariantType.UInt32)
+                await self._write(f"{line.name}.Meter.ActiveEnergyImport", energy, now)
+                await self._write(f"{line.name}.Production.UnitsProduced", units, now)
+
+    async def _write(self, path: str, value: ua.Variant, at: float) -> None:
+        """The value with the time it is the value for as its source timestamp."""
+        when: Any = datetime.fromtimestamp(at, UTC)  # asyncua types it DateTime, takes datetime
+        await self._variables[path].write_value(
+            ua.DataValue(value, SourceTimestamp=when, ServerTimestamp=when)
+        )
+
+    def _line(self, name: str) -> LineSpec:
+        return next(line for line in self.lines if line.name == name)
+
+    def energy_kwh(self, line: str, at: float | None = None) -> float:
+        """The line's energy counter at Unix time `at` (default now): it runs at `kw`."""
+        t = time.time() if at is None else at
+        return self._line(line).kw * max(0.0, t - self._t0) / 3600
+
+    def units(self, line: str, at: float | None = None) -> int:
+        t = time.time() if at is None else at
+        return int(self._line(line).units_per_min * max(0.0, t - self._t0) / 60)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None

@@ -7,6 +7,7 @@ else from the gateway.
 from __future__ import annotations
 
 import enum
+import math
 import re
 from datetime import date, datetime
 from decimal import Decimal
@@ -353,6 +354,14 @@ class Meter(Frozen):
 
 
 POINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def float_step(raw: float, mantissa_bits: int) -> Decimal:
+    """The spacing of binary floats with `mantissa_bits` (23: float32, 52: float64) at `raw`:
+    a float32 kWh counter at 123 456.7 kWh steps by 1/128 kWh. Normal numbers only."""
+    # raw = m * 2**e with 0.5 <= m < 1: its binade starts at 2**(e - 1)
+    exponent = max(math.frexp(abs(raw))[1] - 1, -126 if mantissa_bits == 23 else -1022)
+    return Decimal(2) ** (exponent - mantissa_bits)
 
 
 class PointSpec(Frozen):

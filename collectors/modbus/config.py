@@ -8,14 +8,20 @@ by `link_key`.
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from collectors.modbus.decode import UNSIGNED_BITS, ByteOrder, DataType, register_count
-from gateway.models import ConnectionSpec, DeviceSpec, PointKind, PointSpec, in_range
+from gateway.models import (
+    ConnectionSpec,
+    DeviceSpec,
+    PointKind,
+    PointSpec,
+    float_step,
+    in_range,
+)
 
 FunctionCode = Literal[1, 2, 3, 4]
 """1 coils, 2 discrete inputs (bits); 3 holding registers, 4 input registers (16-bit words)."""
@@ -141,9 +147,7 @@ class ModbusPoint(PointSpec):
         if mantissa_bits is None:
             return abs(self.scale) if self.data_type != "bool" else None
         raw = float(abs((value - self.offset) / self.scale)) if self.scale else 0.0
-        # raw = m * 2**e with 0.5 <= m < 1: its binade starts at 2**(e - 1) (normal numbers)
-        exponent = max(math.frexp(raw)[1] - 1, -126 if mantissa_bits == 23 else -1022)
-        return Decimal(2) ** (exponent - mantissa_bits) * abs(self.scale)
+        return float_step(raw, mantissa_bits) * abs(self.scale)
 
 
 class ModbusDevice(DeviceSpec):

@@ -8,7 +8,6 @@ would then silently name another node. Validated by pydantic; knows nothing of I
 
 from __future__ import annotations
 
-import math
 import re
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -16,7 +15,14 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.models import ConnectionSpec, DeviceSpec, PointKind, PointSpec, in_range
+from gateway.models import (
+    ConnectionSpec,
+    DeviceSpec,
+    PointKind,
+    PointSpec,
+    float_step,
+    in_range,
+)
 
 _NODE = re.compile(r"^nsu=(?P<uri>[^;]+);(?P<kind>[sigb])=(?P<id>.+)$", re.DOTALL)
 MANTISSA_BITS = {"float": 23, "double": 52}
@@ -133,9 +139,7 @@ class OpcUaPoint(PointSpec):
         bits = MANTISSA_BITS.get(self.data_type)
         if bits is None:
             return abs(self.scale)
-        raw = float(abs(value / self.scale))
-        exponent = max(math.frexp(raw)[1] - 1, -126 if bits == 23 else -1022)
-        return Decimal(2) ** (exponent - bits) * abs(self.scale)
+        return float_step(float(value / self.scale), bits) * abs(self.scale)
 
 
 class OpcUaDevice(DeviceSpec):

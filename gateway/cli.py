@@ -1222,25 +1222,76 @@ def sim_opcua(
             " start to the next (clients must address nodes by namespace URI)",
         ),
     ] = 0,
+    pki: Annotated[
+        Path | None,
+        typer.Option(
+            help="secure the server: its certificate goes here, and it offers Basic256Sha256"
+            " and Aes256_Sha256_RsaPss (Sign, SignAndEncrypt) beside None"
+        ),
+    ] = None,
+    user: Annotated[str | None, typer.Option(help="a user name that may log in")] = None,
+    password_file: Annotated[Path | None, typer.Option(help="that user's password")] = None,
+    user_certificate: Annotated[
+        list[Path] | None, typer.Option(help="a certificate that may log in (repeatable)")
+    ] = None,
 ) -> None:
     """Serve a simulated plant over OPC UA until Ctrl-C: lines with an energy meter (kWh
     counter, kW) and production counters (units made, product code).
 
     Example: tanji sim opcua --port 4840, then in site.toml a point with
-    node = "nsu=urn:tanji:sim:plant;s=Line1.Meter.ActiveEnergyImport"
+    node = "nsu=urn:tanji:sim:plant;s=Line1.Meter.ActiveEnergyImport".
+    Secured: tanji sim opcua --pki /tmp/plant-pki --user operator --password-file pw.txt
     """
-    from simulators.opcua_plant import PLANT_NS, PlantServer
+    from collectors.opcua.security import load_certificate, thumbprint
+    from simulators.opcua_plant import PLANT_NS, PlantSecurity, PlantServer
 
+    problems = []
+    if (user is None) != (password_file is None):
+        problems.append("--user and --password-file go together")
+    if (user or user_certificate) and pki is None:
+        problems.append("users need a secured server: give --pki DIR")
+    password = None
+    if password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"--password-file {password_file}: {exc}")
+    for cert in user_certificate or []:
+        try:
+            load_certificate(cert)
+        except (OSError, ValueError) as exc:
+            problems.append(f"--user-certificate {cert}: not a certificate ({exc})")
+    if problems:
+        for problem in problems:
+            err.print(problem, highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    security = (
+        PlantSecurity(
+            pki,
+            users=((user, password),) if user and password is not None else (),
+            user_certificates=tuple(user_certificate or ()),
+        )
+        if pki is not None
+        else None
+    )
     _logging(False)
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # our own message says it
 
     async def main() -> None:
+        server = PlantServer(host, port, filler_namespaces=filler_namespaces, security=security)
         try:
-            plant = await PlantServer(host, port, filler_namespaces=filler_namespaces).__aenter__()
+            plant = await server.__aenter__()
         except OSError as exc:
             err.print(f"cannot start the OPC UA simulator: {exc}", highlight=False, markup=False)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         out.print(f"{plant.endpoint}  namespace {PLANT_NS} (index {plant.namespace_index})")
+        if plant.certificate is not None:
+            cert = load_certificate(plant.certificate)
+            out.print(
+                f"server certificate {plant.certificate} (thumbprint {thumbprint(cert)}):"
+                " copy it into the gateway's trust_dir",
+                highlight=False,
+            )
         for line in plant.lines:
             for path in (
                 "Meter.ActiveEnergyImport",

@@ -24,7 +24,11 @@ from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from cryptography.hazmat.primitives import serialization
 
-from collectors.opcua.security import create_application_certificate, load_certificate
+from collectors.opcua.security import (
+    ApplicationCertificate,
+    create_application_certificate,
+    load_certificate,
+)
 
 PLANT_NS = "urn:tanji:sim:plant"
 # Engineering units per OPC UA Part 8 (EUInformation, UNECE Recommendation 20 common codes;
@@ -155,9 +159,15 @@ class PlantServer:
         server.set_endpoint(self.endpoint)
         server.set_server_name("tanji simulated plant (not a real device)")
         if sec is not None:
-            cert = create_application_certificate(
-                sec.workdir, PLANT_APPLICATION_URI, name="tanji simulated plant", days=365
+            cert = ApplicationCertificate(
+                sec.workdir / "tanji-plant.der",
+                sec.workdir / "tanji-plant.key.pem",
+                PLANT_APPLICATION_URI,
             )
+            if not (cert.certificate.exists() and cert.private_key.exists()):  # else: keep it,
+                cert = create_application_certificate(  # so trust survives a restart
+                    sec.workdir, PLANT_APPLICATION_URI, "tanji simulated plant", 365, "tanji-plant"
+                )
             await server.set_application_uri(PLANT_APPLICATION_URI)
             await server.load_certificate(str(cert.certificate))
             await server.load_private_key(str(cert.private_key))

@@ -39,9 +39,13 @@ class ApplicationCertificate:
 
 
 def create_application_certificate(
-    out_dir: Path, application_uri: str, name: str = "tanji gateway", days: int = 3650
+    out_dir: Path,
+    application_uri: str,
+    name: str = "tanji gateway",
+    days: int = 3650,
+    stem: str = "tanji-gateway",
 ) -> ApplicationCertificate:
-    """Write `<out_dir>/tanji-gateway.der` and `tanji-gateway.key.pem` (mode 0600)."""
+    """Write `<out_dir>/<stem>.der` and `<stem>.key.pem` (mode 0600)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     key = cert_gen.generate_private_key()
     hostname = socket.gethostname()
@@ -53,8 +57,8 @@ def create_application_certificate(
         [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
         days=days,
     )
-    cert_path = out_dir / "tanji-gateway.der"
-    key_path = out_dir / "tanji-gateway.key.pem"
+    cert_path = out_dir / f"{stem}.der"
+    key_path = out_dir / f"{stem}.key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
     key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
     key_path.chmod(0o600)

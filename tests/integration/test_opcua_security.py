@@ -173,3 +173,18 @@ async def test_discover_lists_energy_and_production_and_its_fragment_loads(tmp_p
         {"enterprise": {"name": "t", "uscc": "91350100M000100Y43"}, "gateway_id": "gw", **completed}
     )
     assert len(site.meters[0].points) == 6  # 2 lines x (energy, power, units)
+
+
+def test_sim_opcua_options_are_checked(tmp_path: Path):
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["sim", "opcua", *args])
+        return result.exit_code, result.output
+
+    assert run("--user", "operator") == (
+        2,
+        "--user and --password-file go together\nusers need a secured server: give --pki DIR\n",
+    )
+    (tmp_path / "not-a-cert").write_text("hello")
+    code, out = run("--pki", str(tmp_path), "--user-certificate", str(tmp_path / "not-a-cert"))
+    assert code == 2
+    assert "not a certificate" in out

@@ -1234,6 +1234,10 @@ def sim_opcua(
     user_certificate: Annotated[
         list[Path] | None, typer.Option(help="a certificate that may log in (repeatable)")
     ] = None,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(help="faults to replay, the Modbus simulator's TOML (meter = line index)"),
+    ] = None,
 ) -> None:
     """Serve a simulated plant over OPC UA until Ctrl-C: lines with an energy meter (kWh
     counter, kW) and production counters (units made, product code).
@@ -1243,9 +1247,22 @@ def sim_opcua(
     Secured: tanji sim opcua --pki /tmp/plant-pki --user operator --password-file pw.txt
     """
     from collectors.opcua.security import load_certificate, thumbprint
-    from simulators.opcua_plant import PLANT_NS, PlantSecurity, PlantServer
+    from simulators.modbus_fleet import Scenario
+    from simulators.opcua_plant import NOT_OVER_OPCUA, PLANT_NS, PlantSecurity, PlantServer
 
     problems = []
+    plan = None
+    if scenario is not None:
+        try:
+            plan = Scenario.load(scenario)
+            unusable = sorted({e.fault.value for e in plan.events if e.fault in NOT_OVER_OPCUA})
+            if unusable:
+                problems.append(
+                    f"--scenario: {', '.join(unusable)} is not simulated over OPC UA"
+                    " (silent, exception, busy, frozen, replaced, noise, clear are)"
+                )
+        except ValueError as exc:
+            problems.append(f"--scenario: {exc}")
     if (user is None) != (password_file is None):
         problems.append("--user and --password-file go together")
     if (user or user_certificate) and pki is None:
@@ -1281,8 +1298,11 @@ def sim_opcua(
         server = PlantServer(host, port, filler_namespaces=filler_namespaces, security=security)
         try:
             plant = await server.__aenter__()
-        except OSError as exc:
+            if plan is not None:
+                plant.play(plan)
+        except (OSError, ValueError) as exc:
             err.print(f"cannot start the OPC UA simulator: {exc}", highlight=False, markup=False)
+            await server.__aexit__(None, None, None)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         out.print(f"{plant.endpoint}  namespace {PLANT_NS} (index {plant.namespace_index})")
         if plant.certificate is not None:

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from asyncua import ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
+from asyncua.ua.status_codes import StatusCodes
 from cryptography.hazmat.primitives import serialization
 
 from collectors.opcua.security import (
@@ -29,6 +31,7 @@ from collectors.opcua.security import (
     create_application_certificate,
     load_certificate,
 )
+from simulators.modbus_fleet import FaultKind, Scenario
 
 PLANT_NS = "urn:tanji:sim:plant"
 # Engineering units per OPC UA Part 8 (EUInformation, UNECE Recommendation 20 common codes;
@@ -118,6 +121,26 @@ class _Users(UserManager):
         return None
 
 
+# faults a plant line takes from the Modbus simulator's scenario files (docs/simulators.md):
+# the status its variables then carry (a PLC reporting on the meter behind it)
+FAULT_STATUS = {
+    FaultKind.SILENT: StatusCodes.BadCommunicationError,  # the meter stopped answering
+    FaultKind.EXCEPTION: StatusCodes.BadDeviceFailure,
+    FaultKind.BUSY: StatusCodes.UncertainLastUsableValue,
+}
+NOT_OVER_OPCUA = (FaultKind.SLOW, FaultKind.ROLLOVER)
+
+
+@dataclass
+class _Segment:
+    """From `t` on, a line's counters start at `energy`/`units` and run (or stand still)."""
+
+    t: float
+    energy: float
+    units: float
+    running: bool
+
+
 def _nid(path: str, idx: int) -> ua.NodeId:
     return ua.NodeId(ua.String(path), ua.Int16(idx))
 
@@ -148,8 +171,12 @@ class PlantServer:
         self.server: Server | None = None
         self.namespace_index: int | None = None
         self._variables: dict[str, Any] = {}
-        self._t0 = time.time()  # the counters are functions of wall-clock time since then
+        t0 = time.time()  # the counters are functions of wall-clock time since then
+        self._segments = {line.name: [_Segment(t0, 0.0, 0.0, True)] for line in lines}
+        self._status: dict[str, int | None] = {line.name: None for line in lines}
+        self._noise: dict[str, float] = {line.name: 0.0 for line in lines}
         self._task: asyncio.Task[None] | None = None
+        self._scenario_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> PlantServer:
         sec = self.security
@@ -218,29 +245,91 @@ class PlantServer:
             for line in self.lines:
                 energy = ua.Variant(self.energy_kwh(line.name, now), ua.VariantType.Double)
                 units = ua.Variant(self.units(line.name, now), ua.VariantType.UInt32)
-                await self._write(f"{line.name}.Meter.ActiveEnergyImport", energy, now)
-                await self._write(f"{line.name}.Production.UnitsProduced", units, now)
+                kw = line.kw * (1 + random.uniform(-1, 1) * self._noise[line.name])
+                power = ua.Variant(kw, ua.VariantType.Double)
+                await self._write(f"{line.name}.Meter.ActiveEnergyImport", energy, now, line.name)
+                await self._write(f"{line.name}.Meter.ActivePower", power, now, line.name)
+                await self._write(f"{line.name}.Production.UnitsProduced", units, now, line.name)
 
-    async def _write(self, path: str, value: ua.Variant, at: float) -> None:
-        """The value with the time it is the value for as its source timestamp."""
+    async def _write(self, path: str, value: ua.Variant, at: float, line: str) -> None:
+        """The value with the time it is the value for as its source timestamp, and the
+        line's fault status if it has one."""
         when: Any = datetime.fromtimestamp(at, UTC)  # asyncua types it DateTime, takes datetime
+        code = self._status[line]
+        status = ua.StatusCode(ua.UInt32(code if code is not None else StatusCodes.Good))
         await self._variables[path].write_value(
-            ua.DataValue(value, SourceTimestamp=when, ServerTimestamp=when)
+            ua.DataValue(value, StatusCode=status, SourceTimestamp=when, ServerTimestamp=when)
         )
 
     def _line(self, name: str) -> LineSpec:
         return next(line for line in self.lines if line.name == name)
 
+    def _segment(self, line: str, t: float) -> _Segment:
+        segments = self._segments[line]
+        return next((s for s in reversed(segments) if s.t <= t), segments[0])
+
     def energy_kwh(self, line: str, at: float | None = None) -> float:
         """The line's energy counter at Unix time `at` (default now): it runs at `kw`."""
         t = time.time() if at is None else at
-        return self._line(line).kw * max(0.0, t - self._t0) / 3600
+        seg = self._segment(line, t)
+        run = max(0.0, t - seg.t) if seg.running else 0.0
+        return seg.energy + self._line(line).kw * run / 3600
 
     def units(self, line: str, at: float | None = None) -> int:
         t = time.time() if at is None else at
-        return int(self._line(line).units_per_min * max(0.0, t - self._t0) / 60)
+        seg = self._segment(line, t)
+        run = max(0.0, t - seg.t) if seg.running else 0.0
+        return int(seg.units + self._line(line).units_per_min * run / 60)
+
+    def inject(self, line: int | Literal["all"], kind: FaultKind, **params: float) -> None:
+        """A fault on line `line` (0-based) or all: the Modbus simulator's kinds, as far as
+        they mean something behind an OPC UA server (slow and rollover do not)."""
+        if kind in NOT_OVER_OPCUA:
+            raise ValueError(f"fault {kind.value!r} is not simulated over OPC UA")
+        names = [x.name for x in self.lines] if line == "all" else [self.lines[line].name]
+        now = time.time()
+        for name in names:
+            energy = self.energy_kwh(name, now)
+            units = float(self.units(name, now))
+            match kind:
+                case FaultKind.FROZEN:
+                    self._segments[name].append(_Segment(now, energy, units, False))
+                case FaultKind.REPLACED:
+                    self._segments[name].append(_Segment(now, 0.0, 0.0, True))
+                case FaultKind.NOISE:
+                    self._noise[name] = params.get("level", 0.05)
+                case FaultKind.CLEAR:
+                    if not self._segment(name, now).running:
+                        self._segments[name].append(_Segment(now, energy, units, True))
+                    self._status[name] = None
+                    self._noise[name] = 0.0
+                case _:
+                    self._status[name] = FAULT_STATUS[kind]
+
+    def play(self, scenario: Scenario) -> None:
+        """Replay a scenario file's events (meter index = line index) relative to now."""
+        for event in scenario.events:
+            if event.meter != "all" and not 0 <= event.meter < len(self.lines):
+                raise ValueError(f"scenario event for line {event.meter}: no such line")
+            if event.fault in NOT_OVER_OPCUA:
+                raise ValueError(f"fault {event.fault.value!r} is not simulated over OPC UA")
+        self._scenario_task = asyncio.get_running_loop().create_task(self._play(scenario))
+
+    async def _play(self, scenario: Scenario) -> None:
+        start = time.monotonic()
+        timeline: list[tuple[float, int | Literal["all"], FaultKind, dict[str, float]]] = []
+        for e in scenario.events:
+            params = {"level": float(e.level)} if e.level is not None else {}
+            timeline.append((e.at_s, e.meter, e.fault, params))
+            if e.duration_s is not None:
+                timeline.append((e.at_s + e.duration_s, e.meter, FaultKind.CLEAR, {}))
+        for at_s, line, kind, params in sorted(timeline, key=lambda x: x[0]):
+            await asyncio.sleep(max(0.0, start + at_s - time.monotonic()))
+            self.inject(line, kind, **params)
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._scenario_task is not None:
+            self._scenario_task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

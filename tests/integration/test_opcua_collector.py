@@ -213,3 +213,63 @@ async def test_production_counters_reach_the_store(tmp_path: Path, mosquitto: Mo
     assert units[-1].value is not None
     assert 0 < units[-1].value <= made
     assert energy
+
+
+async def test_plant_faults_reach_the_readings_as_status_and_frozen_counters():
+    """The Modbus simulator's fault kinds on a plant line: a meter that stops answering
+    (Bad status), one that is busy (Uncertain, value kept), a frozen counter, a clear."""
+    from simulators.modbus_fleet import FaultKind
+
+    port = free_port()
+    async with PlantServer(port=port) as plant:
+        collector = OpcUaCollector("P1", device(port, ENERGY), clock)
+        readings: list[Reading] = []
+
+        async def pump() -> None:
+            async for batch in collector.stream():
+                readings.extend(batch)
+
+        task = asyncio.create_task(pump())
+        try:
+            await asyncio.sleep(1.5)
+            marks = {"start": len(readings)}
+            plant.inject(0, FaultKind.SILENT)
+            await asyncio.sleep(1.5)
+            marks["silent"] = len(readings)
+            plant.inject(0, FaultKind.BUSY)
+            await asyncio.sleep(1.5)
+            marks["busy"] = len(readings)
+            plant.inject(0, FaultKind.CLEAR)
+            plant.inject(0, FaultKind.FROZEN)
+            await asyncio.sleep(2.0)
+            marks["frozen"] = len(readings)
+            plant.inject(0, FaultKind.CLEAR)
+            await asyncio.sleep(1.5)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    silent = readings[marks["start"] : marks["silent"]]
+    assert "BadCommunicationError" in {r.quality.reason for r in silent}
+    busy = readings[marks["silent"] : marks["busy"]]
+    uncertain = [r for r in busy if r.quality.status is QualityStatus.UNCERTAIN]
+    assert uncertain
+    assert uncertain[-1].quality.reason == "UncertainLastUsableValue"
+    assert uncertain[-1].value is not None  # an uncertain value is kept, marked
+    frozen = [r.value for r in readings[marks["busy"] : marks["frozen"]] if r.value is not None]
+    assert len(set(frozen[-3:])) == 1  # the counter stands still
+    after = [r.value for r in good(readings[marks["frozen"] :], "energy")]
+    assert after
+    assert after[-1] > frozen[-1]  # and runs again, from where it stood
+
+
+def test_scenario_faults_that_mean_nothing_over_opcua_are_refused(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    plan = tmp_path / "faults.toml"
+    plan.write_text('[[events]]\nat_s = 1\nmeter = 0\nfault = "slow"\ndelay_s = 2\n')
+    result = CliRunner().invoke(app, ["sim", "opcua", "--scenario", str(plan)])
+    assert result.exit_code == 2
+    assert "slow is not simulated over OPC UA" in result.output

@@ -505,7 +505,11 @@ def _demo_table(parts: DemoParts) -> Table:
         power = st.last_values.get("active_power")
         table.add_row(
             meter.id,
-            str(getattr(meter.connection, "port", "")),
+            str(
+                getattr(meter.connection, "port", None)
+                or urlsplit(getattr(meter.connection, "endpoint", "")).port
+                or ""
+            ),
             str(energy) if energy is not None else "-",
             f"{float(power):.2f}" if power is not None else "-",
             str(st.readings),

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import tomli_w
 
 from cloud_sync.transport import MqttConfig
 from gateway import balance, uncertainty
+from gateway.aggregation import EXACT
 from gateway.allocation import allocate
 from gateway.calibration import file_source
 from gateway.config import SiteConfig, parse_site_config
@@ -424,10 +425,11 @@ async def run_demo(
                 platform_task.cancel()
         stats = await gateway.sync.stats()
         await gateway.close()
-        platform_total = sum(
-            (v for (_, q), v in platform.store.totals().items() if q == "active_energy_import"),
-            Decimal(0),
-        )
+        with localcontext(EXACT):
+            platform_total = sum(
+                (v for (_, q), v in platform.store.totals().items() if q == "active_energy_import"),
+                Decimal(0),
+            )
         sim_total = _simulator_total(parts)
         diff = platform_total - sim_total
         # per meter, the records' sum is the counter's advance between its first and last

@@ -16,10 +16,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 from gateway import uncertainty
+from gateway.aggregation import EXACT
 from gateway.allocation import Allocation
 from gateway.models import ActivityFlag, ActivityRecord
 from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
@@ -62,6 +63,11 @@ def latest_revisions(records: Iterable[ActivityRecord]) -> list[ActivityRecord]:
 
 
 def totals(records: Sequence[ActivityRecord]) -> list[Total]:
+    with localcontext(EXACT):  # float-derived quantities carry ~30 digits: sums stay exact
+        return _totals(records)
+
+
+def _totals(records: Sequence[ActivityRecord]) -> list[Total]:
     out: dict[tuple[str, str, str], Total] = {}
     members: dict[tuple[str, str, str], list[ActivityRecord]] = {}
     for r in latest_revisions(records):
@@ -108,6 +114,11 @@ class Rollup:
 def rollup(records: Sequence[ActivityRecord], by: Interval, tz: ZoneInfo) -> list[Rollup]:
     """Latest revisions summed per point and period of `by` (which the records' interval must
     divide, so each record falls in exactly one); exact, as the records' boundaries telescope."""
+    with localcontext(EXACT):
+        return _rollup(records, by, tz)
+
+
+def _rollup(records: Sequence[ActivityRecord], by: Interval, tz: ZoneInfo) -> list[Rollup]:
     out: dict[tuple[str, str, int], Rollup] = {}
     for r in latest_revisions(records):
         if not Interval.parse(r.interval).divides(by):

@@ -22,7 +22,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import psycopg
 
 from cloud_sync.contract import Ack, AckStatus, ContractError, parse_batch, parse_readings_batch
 from cloud_sync.transport import MqttConfig, TransportError, describe_error
+from gateway.aggregation import EXACT
 
 log = logging.getLogger(__name__)
 
@@ -360,9 +361,10 @@ class PlatformStore:
     def totals(self) -> dict[tuple[str, str], Decimal]:
         """(meter_id, point) -> sum of the latest revision of each period's record."""
         out: dict[tuple[str, str], Decimal] = {}
-        for r in self.records():
-            key = (str(r["meter_id"]), str(r["point"]))
-            out[key] = out.get(key, Decimal(0)) + Decimal(str(r["quantity"]))
+        with localcontext(EXACT):  # float-derived quantities have ~30 digits: add them exactly
+            for r in self.records():
+                key = (str(r["meter_id"]), str(r["point"]))
+                out[key] = out.get(key, Decimal(0)) + Decimal(str(r["quantity"]))
         return out
 
     def records(self, revisions: bool = False) -> list[dict[str, Any]]:

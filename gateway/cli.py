@@ -1396,6 +1396,9 @@ def discover_opcua(
     except (OSError, TimeoutError, ua_errors()) as exc:
         err.print(f"{endpoint}: cannot browse: {exc!r}", highlight=False, markup=False)
         raise typer.Exit(EXIT_FINDING) from None
+    except (ValueError, TypeError) as exc:  # an unreadable key, certificate or password file
+        err.print(f"{endpoint}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     table = Table(title=f"{endpoint}: variables")
     for col in ("node", "path", "type", "unit", "guess"):
         table.add_column(col)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import random
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -55,12 +56,17 @@ class SecurityMismatch(Exception):
     """The server offers no endpoint with the configured security policy and mode."""
 
 
-def first_certificate(chain: bytes) -> bytes:
-    """The server's own certificate from an endpoint's (possibly chained) DER bytes: a DER
-    SEQUENCE's length is in its header."""
-    if len(chain) > 4 and chain[0] == 0x30 and chain[1] == 0x82:
-        return chain[: 4 + int.from_bytes(chain[2:4], "big")]
-    return chain
+def first_certificate(chain: bytes | None) -> bytes:
+    """The server's own certificate from an endpoint's (possibly chained) DER bytes: the
+    first DER SEQUENCE, whose length is in its header. ValueError when there is none."""
+    if not chain or len(chain) < 2 or chain[0] != 0x30:
+        raise ValueError("the server's endpoint carries no certificate")
+    if chain[1] < 0x80:
+        return chain[: 2 + chain[1]]
+    n = chain[1] & 0x7F
+    if not 1 <= n <= 4 or len(chain) < 2 + n:
+        raise ValueError("the server's certificate is not DER")
+    return chain[: 2 + n + int.from_bytes(chain[2 : 2 + n], "big")]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -82,7 +88,9 @@ def to_ns(ts: datetime | None) -> int | None:
 
 
 def status_name(code: ua.StatusCode) -> str:
-    name = getattr(code, "name", None)
+    """The status code's name without its info bits (0x80050400 is BadCommunicationError)."""
+    base = int(code.value) & 0xFFFF0000
+    name = getattr(ua.StatusCode(ua.UInt32(base)), "name", None)
     return str(name) if name else f"0x{int(code.value):08X}"
 
 
@@ -138,12 +146,13 @@ class _Placing:
     counter reads like a polled one instead of leaving a gap.
     """
 
-    def __init__(self, meter_id: str, points: Sequence[OpcUaPoint]) -> None:
+    def __init__(self, meter_id: str, points: Sequence[OpcUaPoint], stale_ns: int) -> None:
         self.meter_id = meter_id
         self.points = points
+        self.stale_ns = stale_ns  # older than the last kept by up to this: a stale sample
         self.source: dict[str, int] = {}  # point -> newest source timestamp kept
         self.placed: dict[str, int] = {}  # point -> gateway time of its last reading
-        self.last: dict[str, ua.DataValue] = {}  # point -> its last good sample
+        self.last: dict[str, ua.DataValue] = {}  # point -> its last sample (bad ones too)
 
     def readings(
         self, samples: Sequence[tuple[OpcUaPoint, ua.DataValue]], now_ns: int
@@ -159,18 +168,30 @@ class _Placing:
         for point, dv, src in sorted(timed, key=lambda t: (t[0].name, t[2] or 0)):
             at = now_ns
             if src is not None:
-                if src <= self.source.get(point.name, -1):
-                    continue  # this sample, or a newer one, is in already
+                kept = self.source.get(point.name)
+                if kept is not None and self._stale(point.name, dv, src, kept):
+                    continue
                 self.source[point.name] = src
                 at = now_ns - (newest[point.name] - src)
             out.append(self._place(point, dv, at))
-            if not _bad(dv):
-                self.last[point.name] = dv
+            self.last[point.name] = dv  # a bad one too: then bad is what holds
         sampled = {r.point for r in out}
         for point in self.points:  # unchanged since their last sample: still that value now
             if point.name not in sampled and point.name in self.last:
                 out.append(self._place(point, self.last[point.name], now_ns))
         return out
+
+    def _stale(self, name: str, dv: ua.DataValue, src: int, kept: int) -> bool:
+        """Whether a sample adds nothing: the very sample kept last (same time, status and
+        value), or one a little older than it (a first notification overtaken by the read).
+        A sample much older means the server's clock was set back: it counts."""
+        if src == kept:
+            last = self.last.get(name)
+            return last is not None and (last.StatusCode, _value(last)) == (
+                dv.StatusCode,
+                _value(dv),
+            )
+        return kept - self.stale_ns < src < kept
 
     def _place(self, point: OpcUaPoint, dv: ua.DataValue, at: int) -> Reading:
         at = max(at, self.placed.get(point.name, -1) + 1)
@@ -236,7 +257,7 @@ class OpcUaCollector:
                 self.stats.exceptions[reason] += 1
                 yield self._bad(self.device.points, reason)
                 backoff = conn.backoff_max_s
-            except (OSError, TimeoutError, ConnectionError, UaError) as exc:
+            except (OSError, TimeoutError, ConnectionError, UaError, ValueError, TypeError) as exc:
                 reason = _reason(exc)
                 log.warning("%s: OPC UA %s: %s", self.meter_id, conn.endpoint, reason)
                 self.stats.timeouts += isinstance(exc, TimeoutError)
@@ -272,11 +293,16 @@ class OpcUaCollector:
                     (i, r) for i, r in zip(subscribed, results, strict=True)
                     if isinstance(r, ua.StatusCode)
                 ]  # fmt: skip
-                if failed:
+                if failed:  # reported once; read by polling instead (a refused node then
+                    # reads bad, which is dropped for a reported point)
                     yield self._refuse([(points[i], status_name(r)) for i, r in failed])
                     gone = {i for i, _ in failed}
                     subscribed = [i for i in subscribed if i not in gone]
-            placing = _Placing(self.meter_id, points)  # per session: a new server clock
+                    polled = sorted([*polled, *gone])
+            # per session (a new server, a new clock); a sample up to two publishing intervals
+            # older than the last kept is stale, one older still means a clock set back
+            stale_ns = int(max(2 * conn.poll_interval_s, 5.0) * 1e9)
+            placing = _Placing(self.meter_id, points, stale_ns)
             # every point once now: what changed while we were away is bounded by this read
             first = await self._read(client, points, nodes, range(len(points)))
             yield placing.readings(first, self.clock())
@@ -309,7 +335,15 @@ class OpcUaCollector:
             if uri not in namespaces:
                 unknown.append((point, "BadNamespaceUnknown"))
                 continue
-            identifier: Any = int(ident) if kind == "i" else ident
+            identifier: Any = (
+                int(ident)
+                if kind == "i"
+                else uuid.UUID(ident)
+                if kind == "g"
+                else bytes.fromhex(ident)
+                if kind == "b"
+                else ident
+            )
             nodes.append(
                 client.get_node(
                     ua.NodeId(identifier, ua.Int16(namespaces.index(uri)), _ID_TYPES[kind])
@@ -419,6 +453,10 @@ async def _secure(client: Client, conn: OpcUaConnection) -> None:
         server_certificate=server_der,
         mode=mode,
     )
+
+
+def _value(dv: ua.DataValue) -> Any:
+    return dv.Value.Value if dv.Value is not None else None
 
 
 def _bad(dv: ua.DataValue) -> bool:

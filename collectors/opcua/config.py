@@ -9,6 +9,7 @@ would then silently name another node. Validated by pydantic; knows nothing of I
 from __future__ import annotations
 
 import re
+import uuid
 from decimal import Decimal
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -42,6 +43,15 @@ def parse_node(text: str) -> tuple[str, str, str]:
     kind, ident = m["kind"], m["id"]
     if kind == "i" and not (ident.isdigit() and int(ident) < 2**32):
         raise ValueError(f"{text!r}: a numeric identifier (i=) is 0..4294967295")
+    if kind == "g":
+        try:
+            uuid.UUID(ident)
+        except ValueError:
+            raise ValueError(
+                f"{text!r}: a GUID identifier (g=) is like 72962B91-FA75-..."
+            ) from None
+    if kind == "b" and not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", ident):
+        raise ValueError(f"{text!r}: an opaque identifier (b=) is written as hex bytes")
     return m["uri"], kind, ident
 
 
@@ -75,6 +85,10 @@ class OpcUaConnection(ConnectionSpec):
         parts = urlsplit(v)
         if parts.scheme != "opc.tcp" or not parts.hostname:
             raise ValueError("must be like opc.tcp://host:4840/path")
+        try:
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError:
+            raise ValueError("port must be 1..65535") from None
         if parts.username or parts.password:
             raise ValueError("put no credentials in the endpoint: use username, password_file")
         return v
@@ -88,6 +102,11 @@ class OpcUaConnection(ConnectionSpec):
             )
         if self.password_file and not self.username:
             raise ValueError("a password_file needs a username")
+        if self.username and self.security_policy == "None":
+            raise ValueError(
+                "a username login needs security_policy and security_mode: over a None channel"
+                " the server is not checked and the password may go in clear"
+            )
         if self.security_policy != "None":
             missing = [
                 f for f in ("certificate", "private_key", "trust_dir") if getattr(self, f) is None

@@ -9,6 +9,7 @@ the unit (kWh, Wh, MWh: an energy counter; kW, W: power) or, for counts, from th
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -71,15 +72,22 @@ async def browse(client: Client, limit: int = 20000) -> list[Candidate]:
     seen: set[ua.NodeId] = set()
     while queue and len(seen) < limit:
         node, path = queue.pop(0)
-        for child in await node.get_children(refs=ObjectIds.HierarchicalReferences):
+        try:
+            children = await node.get_children(refs=ObjectIds.HierarchicalReferences)
+        except UaError:
+            continue  # not browsable for us: the rest of the tree still is
+        for child in children:
             if child.nodeid in seen or child.nodeid == SERVER_OBJECT:
                 continue
             seen.add(child.nodeid)
-            name = (await child.read_browse_name()).Name
-            where = f"{path}/{name}" if path else name
-            node_class = await child.read_node_class()
-            if node_class == ua.NodeClass.Variable and name != "EngineeringUnits":
-                found.append(await _candidate(client, child, where, namespaces))
+            try:
+                name = str((await child.read_browse_name()).Name)
+                where = f"{path}/{name}" if path else name
+                node_class = await child.read_node_class()
+                if node_class == ua.NodeClass.Variable and name != "EngineeringUnits":
+                    found.append(await _candidate(client, child, where, namespaces))
+            except (UaError, IndexError, ValueError):
+                continue  # one unreadable node (access denied, ...) is skipped
             if node_class in (ua.NodeClass.Object, ua.NodeClass.Variable):
                 queue.append((child, where))
     return found
@@ -117,7 +125,7 @@ def site_fragment(endpoint: str, candidates: list[Candidate]) -> str:
         'protocol = "opcua"',
         "",
         "[meters.connection]",
-        f'endpoint = "{endpoint}"',
+        f"endpoint = {json.dumps(endpoint)}",
         "poll_interval_s = 5.0",
         "",
     ]
@@ -132,11 +140,11 @@ def site_fragment(endpoint: str, candidates: list[Candidate]) -> str:
         unit = {"active_energy_import": "kWh", "active_power": "kW"}.get(c.quantity or "", "unit")
         lines += [
             "[[meters.points]]",
-            f'name = "{name}"',
+            f"name = {json.dumps(name or 'point')}",
             f'quantity = "{c.quantity}"',
             f'kind = "{c.kind}"',
             f'unit = "{unit}"',
-            f'node = "{c.node}"',
+            f"node = {json.dumps(c.node)}",  # a JSON string is a valid TOML basic string
             f'data_type = "{_data_type(c.data_type)}"',
         ]
         if c.scale != 1:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,9 @@ def create_application_certificate(
     cert_path = out_dir / f"{stem}.der"
     key_path = out_dir / f"{stem}.key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable
+    with os.fdopen(fd, "wb") as f:  # by others, not even for a moment
+        f.write(cert_gen.dump_private_key_as_pem(key))
     key_path.chmod(0o600)
     return ApplicationCertificate(cert_path, key_path, application_uri)
 

@@ -251,6 +251,7 @@ async def test_plant_faults_reach_the_readings_as_status_and_frozen_counters():
                 await task
     silent = readings[marks["start"] : marks["silent"]]
     assert "BadCommunicationError" in {r.quality.reason for r in silent}
+    assert silent[-1].value is None  # bad holds: the last good value is not repeated as good
     busy = readings[marks["silent"] : marks["busy"]]
     uncertain = [r for r in busy if r.quality.status is QualityStatus.UNCERTAIN]
     assert uncertain

@@ -43,3 +43,36 @@ def test_security_needs_certificate_key_and_trust_folder():
         OpcUaConnection.model_validate({**base, "security_mode": "Sign"})
     with pytest.raises(ValueError, match="no credentials in the endpoint"):
         OpcUaConnection.model_validate({"endpoint": "opc.tcp://u:p@127.0.0.1:4840/p"})
+
+
+def test_guid_and_opaque_identifiers_are_checked():
+    assert parse_node("nsu=u;g=72962b91-fa75-4ae6-8d28-b404dc7daf63")[1] == "g"
+    assert parse_node("nsu=u;b=0a0bff")[2] == "0a0bff"
+    with pytest.raises(ValueError, match="GUID"):
+        parse_node("nsu=u;g=not-a-guid")
+    with pytest.raises(ValueError, match="hex bytes"):
+        parse_node("nsu=u;b=xyz")
+
+
+def test_a_password_login_needs_a_secure_channel():
+    with pytest.raises(ValueError, match="password may go in clear"):
+        OpcUaConnection.model_validate(
+            {"endpoint": "opc.tcp://127.0.0.1:4840/p", "username": "operator"}
+        )
+    with pytest.raises(ValueError, match=r"port must be 1\.\.65535"):
+        OpcUaConnection.model_validate({"endpoint": "opc.tcp://127.0.0.1:99999/p"})
+
+
+def test_status_names_ignore_info_bits_and_certificates_are_cut_from_chains():
+    from asyncua import ua
+
+    from collectors.opcua.collector import first_certificate, status_name
+
+    assert status_name(ua.StatusCode(ua.UInt32(0x80050400))) == "BadCommunicationError"
+    assert status_name(ua.StatusCode(ua.UInt32(0x80050000))) == "BadCommunicationError"
+    short = bytes([0x30, 0x03, 1, 2, 3])
+    assert first_certificate(short + b"\x30\x01\x00") == short
+    long = bytes([0x30, 0x81, 0x80]) + bytes(0x80)
+    assert first_certificate(long + short) == long
+    with pytest.raises(ValueError, match="no certificate"):
+        first_certificate(b"")

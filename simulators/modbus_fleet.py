@@ -281,6 +281,32 @@ class Scenario(Frozen):
             where = ".".join(str(p) for p in first[0]["loc"])
             raise ValueError(f"{path}: {where}: {first[0]['msg']}") from None
 
+    async def replay(
+        self, inject: Callable[..., None], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Call `inject(target, kind, **params)` for each event at its time after now, and
+        with `clear` when an event's `duration_s` has passed (the Modbus fleet and the OPC UA
+        plant replay the same files)."""
+        start = clock()
+        timeline: list[tuple[float, int | Literal["all"], FaultKind, dict[str, float]]] = []
+        for e in self.events:
+            params = {
+                k: float(v)
+                for k, v in (
+                    ("delay_s", e.delay_s),
+                    ("code", e.code),
+                    ("in_s", e.in_s),
+                    ("level", e.level),
+                )
+                if v is not None
+            }
+            timeline.append((e.at_s, e.meter, e.fault, params))
+            if e.duration_s is not None:
+                timeline.append((e.at_s + e.duration_s, e.meter, FaultKind.CLEAR, {}))
+        for at_s, target, kind, params in sorted(timeline, key=lambda x: x[0]):
+            await asyncio.sleep(max(0.0, start + at_s - clock()))
+            inject(target, kind, **params)
+
 
 # --- servers ----------------------------------------------------------------------------------
 
@@ -484,25 +510,4 @@ class MeterFleet:
         for event in scenario.events:
             if event.meter != "all" and not 0 <= event.meter < len(self.meters):
                 raise ValueError(f"scenario event for meter {event.meter}: no such meter")
-        self._scenario_task = asyncio.get_running_loop().create_task(self._play(scenario))
-
-    async def _play(self, scenario: Scenario) -> None:
-        start = time.monotonic()
-        timeline: list[tuple[float, int | Literal["all"], FaultKind, dict[str, float]]] = []
-        for e in scenario.events:
-            params = {
-                k: float(v)
-                for k, v in (
-                    ("delay_s", e.delay_s),
-                    ("code", e.code),
-                    ("in_s", e.in_s),
-                    ("level", e.level),
-                )
-                if v is not None
-            }
-            timeline.append((e.at_s, e.meter, e.fault, params))
-            if e.duration_s is not None:
-                timeline.append((e.at_s + e.duration_s, e.meter, FaultKind.CLEAR, {}))
-        for at_s, meter, kind, params in sorted(timeline, key=lambda x: x[0]):
-            await asyncio.sleep(max(0.0, start + at_s - time.monotonic()))
-            self.inject(meter, kind, **params)
+        self._scenario_task = asyncio.get_running_loop().create_task(scenario.replay(self.inject))

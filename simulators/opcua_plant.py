@@ -313,19 +313,7 @@ class PlantServer:
                 raise ValueError(f"scenario event for line {event.meter}: no such line")
             if event.fault in NOT_OVER_OPCUA:
                 raise ValueError(f"fault {event.fault.value!r} is not simulated over OPC UA")
-        self._scenario_task = asyncio.get_running_loop().create_task(self._play(scenario))
-
-    async def _play(self, scenario: Scenario) -> None:
-        start = time.monotonic()
-        timeline: list[tuple[float, int | Literal["all"], FaultKind, dict[str, float]]] = []
-        for e in scenario.events:
-            params = {"level": float(e.level)} if e.level is not None else {}
-            timeline.append((e.at_s, e.meter, e.fault, params))
-            if e.duration_s is not None:
-                timeline.append((e.at_s + e.duration_s, e.meter, FaultKind.CLEAR, {}))
-        for at_s, line, kind, params in sorted(timeline, key=lambda x: x[0]):
-            await asyncio.sleep(max(0.0, start + at_s - time.monotonic()))
-            self.inject(line, kind, **params)
+        self._scenario_task = asyncio.get_running_loop().create_task(scenario.replay(self.inject))
 
     async def __aexit__(self, *exc: object) -> None:
         if self._scenario_task is not None:

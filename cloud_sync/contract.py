@@ -2,7 +2,8 @@
 
 The schemas in cloud_sync/schemas/ are the contract; both the gateway and the platform
 simulator validate against them. Changing a schema means a new version file: activity
-batches are at version 2 (docs/platform-contract.md lists what changed from 1), acks at 1.
+batches and raw readings batches are at version 2 (docs/platform-contract.md lists what
+changed from 1; the platform still takes readings batches of version 1), acks at 1.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ CONTRACT_VERSION = 2
 BATCH_SCHEMA_ID = "tanji.activity-batch/2"
 BATCH_SCHEMA_FILE = "activity-batch.v2.json"
 ACK_SCHEMA_ID = "tanji.ack/1"
-READINGS_SCHEMA_ID = "tanji.readings-batch/1"
-READINGS_SCHEMA_FILE = "readings-batch.v1.json"
+READINGS_SCHEMA_ID = "tanji.readings-batch/2"
+READINGS_SCHEMA_FILE = "readings-batch.v2.json"
+READINGS_SCHEMA_FILES = {  # what a platform takes: gateways are upgraded one by one
+    "tanji.readings-batch/1": "readings-batch.v1.json",
+    READINGS_SCHEMA_ID: READINGS_SCHEMA_FILE,
+}
 
 
 @dataclass(frozen=True)
@@ -118,10 +123,13 @@ def reading_message(seq: int, r: Reading) -> dict[str, Any]:
         "meter_id": r.meter_id,
         "point": r.point,
         "quantity": r.quantity.value,
+        "kind": r.kind.value,
         "unit": r.unit,
         "ts_ns": str(r.ts_ns),
         "source_ts_ns": None if r.source_ts_ns is None else str(r.source_ts_ns),
+        "server_ts_ns": None if r.server_ts_ns is None else str(r.server_ts_ns),
         "value": None if r.value is None else str(r.value),
+        "text": r.text,
         "quality": r.quality.status.value,
         "reason": r.quality.reason,
         "raw": r.raw.hex(),
@@ -131,7 +139,7 @@ def reading_message(seq: int, r: Reading) -> dict[str, Any]:
 def build_readings_batch(
     uscc: str, gateway_id: str, readings: Sequence[dict[str, Any]]
 ) -> dict[str, Any]:
-    """A raw readings batch (readings-batch.v1.json) of readings already in contract form."""
+    """A raw readings batch (readings-batch.v2.json) of readings already in contract form."""
     batch = {
         "schema": READINGS_SCHEMA_ID,
         "batch_id": batch_id(uscc, gateway_id, readings, "readings"),
@@ -154,8 +162,36 @@ def parse_batch(payload: bytes) -> dict[str, Any]:
 
 
 def parse_readings_batch(payload: bytes) -> dict[str, Any]:
-    """Decode and check a raw readings batch; ContractError on any problem."""
-    return _checked(payload, READINGS_SCHEMA_FILE, "readings")
+    """Decode and check a raw readings batch of version 1 or 2; ContractError on any problem.
+    A version 1 reading comes out as version 2 has it (kind from its quantity, no server
+    timestamp, no text)."""
+    message = _json(payload, "the message")
+    version = message.get("schema") if isinstance(message, dict) else None
+    schema_file = READINGS_SCHEMA_FILES.get(version) if isinstance(version, str) else None
+    if schema_file is None:
+        known = ", ".join(READINGS_SCHEMA_FILES)
+        raise ContractError(f"schema: {version!r} is not a readings batch this takes ({known})")
+    checked = _checked(message, schema_file, "readings")
+    if schema_file != READINGS_SCHEMA_FILE:
+        checked["readings"] = [
+            {"kind": _V1_KINDS.get(r["quantity"], "gauge"), "server_ts_ns": None, "text": None, **r}
+            for r in checked["readings"]
+        ]
+    return checked
+
+
+# version 1 readings carry no kind: the counters among its quantities (its other ones are
+# gauges; it has no labels)
+_V1_KINDS = {
+    "active_energy_import": "counter",
+    "active_energy_export": "counter",
+    "reactive_energy_import": "counter",
+    "reactive_energy_export": "counter",
+    "gas_volume": "counter",
+    "steam_mass": "counter",
+    "water_volume": "counter",
+    "production_count": "counter",
+}
 
 
 def _json(payload: bytes, what: str) -> Any:
@@ -167,8 +203,8 @@ def _json(payload: bytes, what: str) -> Any:
         raise ContractError(f"{what} is nested too deeply to read") from None
 
 
-def _checked(payload: bytes, schema_file: str, key: str) -> dict[str, Any]:
-    message = _json(payload, "the message")
+def _checked(payload: bytes | dict[str, Any], schema_file: str, key: str) -> dict[str, Any]:
+    message = _json(payload, "the message") if isinstance(payload, bytes) else payload
     validate(schema_file, message)
     expected = batch_id(message["uscc"], message["gateway_id"], message[key], key)
     if message["batch_id"] != expected:

@@ -117,7 +117,8 @@ OPCUA_LINE = LineSpec("Line1", kw=24.0, units_per_min=90.0, product="pack-z")
 
 
 def opcua_meter(port: int, cal_date: date) -> dict[str, Any]:
-    """The demo's OPC UA meter on line 3: energy and the units it made, by subscription."""
+    """The demo's OPC UA meter on line 3: energy, the units it made and the product code and
+    production order it made them under, by subscription."""
     return {
         "id": OPCUA_METER,
         "serial": "SIM-OPC-00001",
@@ -153,6 +154,14 @@ def opcua_meter(port: int, cal_date: date) -> dict[str, Any]:
                 "node": node_id(f"{OPCUA_LINE.name}.Production.UnitsProduced"),
                 "data_type": "integer",
                 "product": OPCUA_LINE.product,
+            },
+            {
+                "quantity": "product_code",
+                "node": node_id(f"{OPCUA_LINE.name}.Production.ProductCode"),
+            },
+            {
+                "quantity": "production_order",
+                "node": node_id(f"{OPCUA_LINE.name}.Production.ProductionOrder"),
             },
         ],
     }
@@ -295,6 +304,7 @@ class DemoSummary:
     calibration: dict[str, str]  # meter -> its calibration status in the last period
     balance: dict[str, int]  # periods of the main meter vs its sub-meters: ok, imbalance, …
     products: dict[str, dict[str, str]]  # line/product -> units, kWh, kWh per unit
+    labels: dict[str, dict[str, str]]  # meter -> its label points' last text (product code, …)
     workdir: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -477,6 +487,9 @@ async def run_demo(
                     "kwh_per_unit": per_unit(p.per_unit(KWH)),
                 }
                 for p in allocation.products
+            },
+            labels={
+                m: dict(st.last_labels) for m, st in gateway.meter_status.items() if st.last_labels
             },
             workdir=str(workdir),
         )

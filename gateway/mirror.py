@@ -68,6 +68,8 @@ def to_point(r: Reading, calibration: str | None = None) -> Point:
         p = p.tag("calibration", calibration)
     if r.value is not None:
         return p.field("value", float(r.value))
+    if r.text is not None:  # a label: the product code or order, as a string field
+        return p.field("text", r.text)
     return p.field("reason", r.quality.reason or "bad")
 
 

@@ -7,6 +7,7 @@ else from the gateway.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import re
 from datetime import date, datetime
@@ -19,7 +20,9 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -79,6 +82,9 @@ class Quantity(enum.StrEnum):
     WATER_VOLUME = "water_volume"
     PRODUCTION_COUNT = "production_count"
     STATUS = "status"  # a device status word or bit field (dimensionless)
+    # labels (kind `label`): text a device shows, kept so energy can be put to what was made
+    PRODUCT_CODE = "product_code"  # the product the line is making now
+    PRODUCTION_ORDER = "production_order"  # the production (work) order it runs under
 
     @property
     def unit(self) -> str:
@@ -108,6 +114,8 @@ def _unit_of(q: Quantity) -> str:
         Quantity.WATER_VOLUME: "m3",
         Quantity.PRODUCTION_COUNT: "unit",
         Quantity.STATUS: "1",
+        Quantity.PRODUCT_CODE: "",  # text, no unit
+        Quantity.PRODUCTION_ORDER: "",
     }[q]
 
 
@@ -117,6 +125,11 @@ QUANTITY_UNITS: dict[Quantity, str] = {q: _unit_of(q) for q in Quantity}
 class PointKind(enum.StrEnum):
     COUNTER = "counter"  # cumulative, monotonic, may roll over
     GAUGE = "gauge"  # instantaneous
+    LABEL = "label"  # text (a product code, an order number): never a number, never aggregated
+
+
+LABEL_QUANTITIES = frozenset({Quantity.PRODUCT_CODE, Quantity.PRODUCTION_ORDER})
+LABEL_MAX_CHARS = 256
 
 
 class Carrier(enum.StrEnum):
@@ -166,9 +179,15 @@ class Reading(Frozen):
     """One value read from a device, with the exact bytes it arrived as.
 
     `point` names the point within its meter (unique there; by default its quantity's name).
-    `ts_ns` is the gateway's UTC clock in nanoseconds since the epoch; `raw` are the register
-    words or variant bytes as received, so a verifier can decode them again. `value` is None
-    exactly when the quality is bad.
+    `ts_ns` is the gateway's UTC clock in nanoseconds since the epoch; `source_ts_ns` the
+    device's time of the value and `server_ts_ns` the time a server (an OPC UA server in front
+    of the device) last saw it, when the protocol gives them. `raw` are the register words or
+    variant bytes as received, so a verifier can decode them again. A number is in `value`; a
+    label point's text (kind `label`: a product code, an order number) is in `text`. Both are
+    None exactly when the quality is bad.
+
+    `text` and `server_ts_ns` are left out of the JSON form when None: readings hashed into
+    evidence before they existed keep their hashes.
     """
 
     meter_id: str
@@ -178,14 +197,37 @@ class Reading(Frozen):
     unit: str
     ts_ns: NsTimestamp
     source_ts_ns: NsTimestamp | None = None
+    server_ts_ns: NsTimestamp | None = None
     raw: HexBytes = b""
     value: Decimal | None
+    text: str | None = Field(default=None, max_length=LABEL_MAX_CHARS)
     quality: Quality
 
     @field_validator("raw", mode="before")
     @classmethod
     def _raw_from_hex(cls, v: Any) -> Any:
         return bytes.fromhex(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _value_or_text(self) -> Reading:
+        label = self.kind is PointKind.LABEL
+        if label != (self.quantity in LABEL_QUANTITIES):
+            raise ValueError(f"kind {self.kind.value} does not fit {self.quantity.value}")
+        if (self.value if label else self.text) is not None:
+            raise ValueError("a label reading carries text, any other a value")
+        missing = (self.text if label else self.value) is None
+        if missing != (self.quality.status is QualityStatus.BAD):
+            raise ValueError("a reading has a value (or text) exactly when its quality is not bad")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("text", 0) is None:
+            del data["text"]
+        if data.get("server_ts_ns", 0) is None:
+            del data["server_ts_ns"]
+        return data
 
     @classmethod
     def trusted(
@@ -200,9 +242,12 @@ class Reading(Frozen):
         value: Decimal | None,
         quality: Quality,
         source_ts_ns: int | None = None,
+        server_ts_ns: int | None = None,
+        text: str | None = None,
     ) -> Reading:
-        """A Reading from values that are already of the field types (a collector's decoded
-        value, its validated point configuration, the clock), without validating them again.
+        """A Reading from values that are already of the field types and consistent (a
+        collector's decoded value, its validated point configuration, the clock), without
+        validating them again.
 
         Collectors make tens of thousands of readings a second; validation would be most of
         their CPU. This sets exactly what pydantic's model_construct sets (the documented
@@ -222,13 +267,19 @@ class Reading(Frozen):
                 "unit": unit,
                 "ts_ns": ts_ns,
                 "source_ts_ns": source_ts_ns,
+                "server_ts_ns": server_ts_ns,
                 "raw": raw,
                 "value": value,
+                "text": text,
                 "quality": quality,
             },
         )
         # shared sets: frozen models never add to them
-        _set(r, "__pydantic_fields_set__", _TRUSTED_FIELDS if source_ts_ns is None else _ALL)
+        _set(
+            r,
+            "__pydantic_fields_set__",
+            _FIELDS_SET[source_ts_ns is None, server_ts_ns is None, text is None],
+        )
         _set(r, "__pydantic_extra__", None)
         _set(r, "__pydantic_private__", None)
         return r
@@ -236,8 +287,11 @@ class Reading(Frozen):
 
 _new = object.__new__
 _set = object.__setattr__
-_ALL = set(Reading.model_fields)
-_TRUSTED_FIELDS = _ALL - {"source_ts_ns"}
+_OPTIONAL = ("source_ts_ns", "server_ts_ns", "text")
+_FIELDS_SET = {
+    unset: set(Reading.model_fields) - {name for name, u in zip(_OPTIONAL, unset, strict=True) if u}
+    for unset in itertools.product((False, True), repeat=3)
+}
 
 
 # --- meters and their metrology ----------------------------------------------------------------
@@ -405,9 +459,14 @@ class PointSpec(Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _name_defaults_to_quantity(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("name") is None and "quantity" in data:
-            return {**data, "name": str(data["quantity"])}
+    def _defaults_from_quantity(cls, data: Any) -> Any:
+        """The name defaults to the quantity's; a label quantity implies kind and unit."""
+        if not isinstance(data, dict) or "quantity" not in data:
+            return data
+        if data.get("name") is None:
+            data = {**data, "name": str(data["quantity"])}
+        if data["quantity"] in LABEL_QUANTITIES:
+            data = {"kind": PointKind.LABEL, "unit": "", **data}
         return data
 
     @model_validator(mode="after")
@@ -419,6 +478,14 @@ class PointSpec(Frozen):
             raise ValueError(
                 f"product is only for production_count points, not {self.quantity.value}"
             )
+        if (self.kind is PointKind.LABEL) != (self.quantity in LABEL_QUANTITIES):
+            labels = ", ".join(sorted(LABEL_QUANTITIES))
+            raise ValueError(
+                f"kind {self.kind.value} does not fit {self.quantity.value}: the label"
+                f" quantities ({labels}) and only they are of kind label"
+            )
+        if self.kind is PointKind.LABEL and (lo is not None or hi is not None):
+            raise ValueError("a label point is text: it has no plausible_min or plausible_max")
         if self.unit != self.quantity.unit:
             raise ValueError(
                 f"unit {self.unit!r} does not match {self.quantity.value}, which is stored in"

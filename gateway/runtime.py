@@ -52,6 +52,7 @@ class MeterStatus:
     readings: int = 0
     bad: int = 0
     last_values: dict[str, Decimal] = field(default_factory=dict)
+    last_labels: dict[str, str] = field(default_factory=dict)  # product code, order now
     last_reason: str | None = None
     last_ts_ns: int | None = None
     restarts: int = 0
@@ -173,14 +174,16 @@ class Gateway:
     def _note(status: MeterStatus, readings: list[Reading]) -> None:
         status.readings += len(readings)
         status.last_ts_ns = readings[-1].ts_ns if readings else status.last_ts_ns
-        last = status.last_values
         for r in readings:
-            if r.value is None:
+            if r.value is not None:
+                status.last_values[r.point] = r.value
+            elif r.text is not None:
+                status.last_labels[r.point] = r.text
+            else:
                 status.bad += 1
                 status.last_reason = r.quality.reason
-            else:
-                last[r.point] = r.value
-                status.last_reason = None
+                continue
+            status.last_reason = None
 
     # --- status ------------------------------------------------------------------------------
 
@@ -221,6 +224,7 @@ class Gateway:
                     "bad": st.bad,
                     "last_reason": st.last_reason,
                     "last_ts_ns": str(st.last_ts_ns) if st.last_ts_ns else None,
+                    "labels": st.last_labels,
                     "restarts": st.restarts,
                     "poll": st.poll.snapshot(),
                 }

@@ -28,9 +28,16 @@ from gateway.models import (
 )
 from gateway.periods import datetime_to_ns
 
-SCHEMA_VERSION = 5  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name, 3 by
+SCHEMA_VERSION = 6  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name, 3 by
 #                     series, 4 records know their outbox batch, 5 interpolated boundaries,
-#                     revisions and allocation in the records, named reading cursors
+#                     revisions and allocation in the records, named reading cursors,
+#                     6 readings keep a server timestamp and a label's text
+MIGRATIONS = {  # from version: the statements that make it the next one, in place
+    5: (
+        "ALTER TABLE readings ADD COLUMN server_ts_ns INTEGER",
+        "ALTER TABLE readings ADD COLUMN text TEXT",
+    ),
+}
 
 # one statement each (executescript would COMMIT in the middle of our transaction)
 SCHEMA_STATEMENTS = (
@@ -70,7 +77,9 @@ CREATE TABLE IF NOT EXISTS readings (
     raw          BLOB    NOT NULL,
     value        TEXT,             -- exact decimal as text, NULL when quality is bad
     quality      TEXT    NOT NULL,
-    reason       TEXT
+    reason       TEXT,
+    server_ts_ns INTEGER,          -- when an OPC UA server last saw the value
+    text         TEXT              -- a label point's text, NULL for numbers and when bad
 )
 """,
     """
@@ -121,7 +130,8 @@ _GOOD = Quality.good()
 def _reading_from_row(row: tuple[Any, ...]) -> Reading:
     """A stored reading (validated when it was written; the enums and the decimal are parsed
     again, so a damaged row still fails loudly)."""
-    meter_id, point, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason = row
+    (meter_id, point, quantity, kind, unit, ts_ns, source_ts_ns, raw, value, quality, reason,
+     server_ts_ns, text) = row  # fmt: skip
     return Reading.trusted(
         str(meter_id),
         str(point),
@@ -135,12 +145,14 @@ def _reading_from_row(row: tuple[Any, ...]) -> Reading:
         if quality == "good" and reason is None
         else Quality(status=QualityStatus(quality), reason=reason),
         int(source_ts_ns) if source_ts_ns is not None else None,
+        int(server_ts_ns) if server_ts_ns is not None else None,
+        str(text) if text is not None else None,
     )
 
 
 _READING_COLUMNS = (
     "s.meter_id, s.point, s.quantity, s.kind, s.unit,"
-    " r.ts_ns, r.source_ts_ns, r.raw, r.value, r.quality, r.reason"
+    " r.ts_ns, r.source_ts_ns, r.raw, r.value, r.quality, r.reason, r.server_ts_ns, r.text"
 )
 _SELECT_READINGS = f"SELECT {_READING_COLUMNS} FROM readings r JOIN series s ON s.id = r.series"
 _USABLE = "r.id NOT IN (SELECT reading_id FROM set_aside)"  # what aggregation may use
@@ -159,6 +171,8 @@ def _row(r: Reading, series: dict[tuple[str, str], int]) -> tuple[Any, ...]:
         None if value is None else str(value),
         quality.status,
         quality.reason,
+        d["server_ts_ns"],
+        d["text"],
     )
 
 
@@ -190,8 +204,13 @@ class Store:
         if not usable:
             self.conn.close()
             raise StoreError(
-                f"{path}: store schema version {version}, this tanji needs {SCHEMA_VERSION};"
-                " move the old file aside (it is not modified) and start with a new one"
+                f"{path}: store schema version {version}, this tanji needs {SCHEMA_VERSION}"
+                + (
+                    " (the file is from a newer tanji: run that one)"
+                    if version > SCHEMA_VERSION
+                    else f" and can bring forward versions {min(MIGRATIONS)} and up only"
+                    "; move the old file aside (it is not modified) and start with a new one"
+                )
             )
         # the series table in memory: ids for the writer's hot path, what each one measures
         self._series: dict[tuple[str, str], int] = {}
@@ -207,6 +226,11 @@ class Store:
             empty = not self.conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE name='readings'"
             ).fetchone()
+            if not empty:  # older versions we can bring forward in place
+                while version in MIGRATIONS:
+                    for statement in MIGRATIONS[version]:
+                        self.conn.execute(statement)
+                    version += 1
             usable = empty or version == SCHEMA_VERSION
             if usable:
                 for statement in SCHEMA_STATEMENTS:
@@ -270,8 +294,8 @@ class Store:
         series = self._series
         with transaction(self.conn):
             self.conn.executemany(
-                "INSERT INTO readings (series, ts_ns, source_ts_ns, raw, value, quality, reason)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO readings (series, ts_ns, source_ts_ns, raw, value, quality, reason,"
+                " server_ts_ns, text) VALUES (?,?,?,?,?,?,?,?,?)",
                 map(_row, readings, repeat(series)),
             )
 

@@ -1,5 +1,6 @@
 """A simulated plant behind an OPC UA server (asyncua): production lines, each with an energy
-meter (kWh counter, kW) and production counters (units made, the current product code).
+meter (kWh counter, kW) and production data (units made, the current product code and
+production order, which a changeover switches).
 
 Node ids are strings in the plant's namespace `urn:tanji:sim:plant`, e.g.
 `nsu=urn:tanji:sim:plant;s=Line1.Meter.ActiveEnergyImport`. `filler_namespaces` registers
@@ -175,6 +176,9 @@ class PlantServer:
         self._segments = {line.name: [_Segment(t0, 0.0, 0.0, True)] for line in lines}
         self._status: dict[str, int | None] = {line.name: None for line in lines}
         self._noise: dict[str, float] = {line.name: 0.0 for line in lines}
+        # what each line makes now, under which production order (a changeover starts the next)
+        self._product = {line.name: line.product for line in lines}
+        self._orders = {line.name: 1 for line in lines}
         self._task: asyncio.Task[None] | None = None
         self._scenario_task: asyncio.Task[None] | None = None
 
@@ -223,6 +227,9 @@ class PlantServer:
                 UNIT,
             )
             await self._variable(production, f"{line.name}.Production.ProductCode", line.product)
+            await self._variable(
+                production, f"{line.name}.Production.ProductionOrder", self.order(line.name)
+            )
         self.server = server
         await server.start()
         self._task = asyncio.create_task(self._run())
@@ -259,6 +266,29 @@ class PlantServer:
         status = ua.StatusCode(ua.UInt32(code if code is not None else StatusCodes.Good))
         await self._variables[path].write_value(
             ua.DataValue(value, StatusCode=status, SourceTimestamp=when, ServerTimestamp=when)
+        )
+
+    def order(self, line: str) -> str:
+        """The production order line `line` runs under now (made up: `Line1-PO00001`)."""
+        return f"{line}-PO{self._orders[line]:05d}"
+
+    def product(self, line: str) -> str:
+        return self._product[line]
+
+    async def changeover(self, line: int, product: str) -> None:
+        """Line `line` (0-based) starts making `product` under a new production order; both
+        texts change on the server now."""
+        name = self.lines[line].name
+        self._product[name] = product
+        self._orders[name] += 1
+        now = time.time()
+        code, order = ua.Variant(product, ua.VariantType.String), self.order(name)
+        await self._write(f"{name}.Production.ProductCode", code, now, name)
+        await self._write(
+            f"{name}.Production.ProductionOrder",
+            ua.Variant(order, ua.VariantType.String),
+            now,
+            name,
         )
 
     def _line(self, name: str) -> LineSpec:

@@ -84,6 +84,9 @@ CREATE TABLE IF NOT EXISTS readings (
     reason      TEXT,
     raw         TEXT NOT NULL,
     batch_id    TEXT NOT NULL REFERENCES reading_batches(batch_id),
+    kind        TEXT,                 -- readings batch 2 on: counter, gauge or label
+    server_ts_ns BIGINT,
+    text        TEXT,                 -- a label's text (product code, production order)
     PRIMARY KEY (uscc, gateway_id, seq)
 );
 CREATE TABLE IF NOT EXISTS rejections (
@@ -94,6 +97,11 @@ CREATE TABLE IF NOT EXISTS rejections (
 )
 """
 
+ADDED_COLUMNS = (  # (table, column, type) added since the first release of these tables
+    ("readings", "kind", "TEXT"),
+    ("readings", "server_ts_ns", "BIGINT"),
+    ("readings", "text", "TEXT"),
+)
 SCHEMA_LOCK = 0x74616E6A69  # PostgreSQL advisory lock key ("tanji") held while creating tables
 # content a database refuses (e.g. PostgreSQL takes no NUL in text): rejected with the reason;
 # other database errors (connection lost, ...) are not the batch's fault: no ack, so the
@@ -136,6 +144,18 @@ class Database:
                 self.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
             for statement in TABLES.format(serial=serial).split(";"):
                 self.execute(statement)
+            for table, column, sql_type in ADDED_COLUMNS:  # a database made before they were
+                if column not in self.columns(table):
+                    self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
+    def columns(self, table: str) -> set[str]:
+        if self.postgres:
+            rows = self.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                (table,),
+            ).fetchall()
+            return {str(r[0]) for r in rows}
+        return {str(r[1]) for r in self.execute(f"PRAGMA table_info({table})").fetchall()}
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """A cursor (DB-API: fetchone, fetchall, rowcount)."""
@@ -256,29 +276,35 @@ class PlatformStore:
             raise Refused(Ack(bid, AckStatus.DUPLICATE))
         seqs = [r["seq"] for r in readings]
         held = {
-            int(seq): (str(ts), value)
-            for seq, ts, value in self.db.execute(
-                "SELECT seq, ts_ns, value FROM readings WHERE uscc=? AND gateway_id=?"
+            int(seq): (str(ts), value, text)
+            for seq, ts, value, text in self.db.execute(
+                "SELECT seq, ts_ns, value, text FROM readings WHERE uscc=? AND gateway_id=?"
                 " AND seq BETWEEN ? AND ?",
                 (uscc, gw, min(seqs), max(seqs)),
             ).fetchall()
         }
         new = []
         for r in readings:
+            content = (r["ts_ns"], r["value"], r["text"])
             if r["seq"] in held:
-                if held[r["seq"]] != (r["ts_ns"], r["value"]):
+                if held[r["seq"]] != content:
                     raise Refused(
                         Ack(bid, AckStatus.REJECTED, f"reading {r['seq']} held with other content")
                     )
                 continue
-            held[r["seq"]] = (r["ts_ns"], r["value"])  # a number twice in one batch
+            held[r["seq"]] = content  # a number twice in one batch
             new.append(
                 (uscc, gw, r["seq"], r["meter_id"], r["point"], r["quantity"], r["unit"],
-                 int(r["ts_ns"]), None if r["source_ts_ns"] is None else int(r["source_ts_ns"]),
-                 r["value"], r["quality"], r["reason"], r["raw"], bid)
+                 int(r["ts_ns"]), _ns(r["source_ts_ns"]), r["value"], r["quality"], r["reason"],
+                 r["raw"], bid, r["kind"], _ns(r["server_ts_ns"]), r["text"])
             )  # fmt: skip
         if new:
-            self.db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", new)
+            self.db.executemany(
+                "INSERT INTO readings (uscc, gateway_id, seq, meter_id, point, quantity, unit,"
+                " ts_ns, source_ts_ns, value, quality, reason, raw, batch_id, kind, server_ts_ns,"
+                " text) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                new,
+            )
 
     def _store(self, batch: dict[str, Any]) -> None:
         bid = str(batch["batch_id"])
@@ -390,10 +416,11 @@ class PlatformStore:
     def readings(self) -> list[dict[str, Any]]:
         """Raw readings received, by gateway and number."""
         rows = self.db.execute(
-            "SELECT gateway_id, seq, meter_id, point, ts_ns, value, quality FROM readings"
-            " ORDER BY gateway_id, seq"
+            "SELECT gateway_id, seq, meter_id, point, kind, ts_ns, server_ts_ns, value, text,"
+            " quality FROM readings ORDER BY gateway_id, seq"
         ).fetchall()
-        keys = ("gateway_id", "seq", "meter_id", "point", "ts_ns", "value", "quality")
+        keys = ("gateway_id", "seq", "meter_id", "point", "kind", "ts_ns", "server_ts_ns",
+                "value", "text", "quality")  # fmt: skip
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def by_instance(self) -> dict[str, int]:
@@ -512,3 +539,7 @@ class PlatformReceiver:
                 self.counters.rejected += 1
                 log.warning("platform: rejected %s: %s", ack.batch_id, ack.reason)
             await client.publish(topic.rsplit("/", 1)[0] + "/ack", ack.to_json(), qos=1)
+
+
+def _ns(text: str | None) -> int | None:
+    return None if text is None else int(text)

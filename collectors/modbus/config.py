@@ -100,6 +100,11 @@ class ModbusPoint(PointSpec):
 
     @model_validator(mode="after")
     def _modbus_consistent(self) -> ModbusPoint:
+        if self.kind is PointKind.LABEL:
+            raise ValueError(
+                f"{self.quantity.value} is text; Modbus points here are numbers (read product"
+                " codes and orders over OPC UA)"
+            )
         bits_fc = self.function_code in BIT_FUNCTIONS
         if bits_fc != (self.data_type == "bool"):
             raise ValueError(

@@ -42,10 +42,18 @@ from collectors.opcua.security import (
     check_trusted,
     load_certificate,
 )
-from gateway.models import DeviceSpec, Quality, QualityStatus, Reading
+from gateway.models import (
+    LABEL_MAX_CHARS,
+    DeviceSpec,
+    PointKind,
+    Quality,
+    QualityStatus,
+    Reading,
+)
 
 log = logging.getLogger(__name__)
 GOOD = Quality.good()
+RAW_MAX_BYTES = 2048  # a variant's bytes kept as evidence: any label (256 chars) whole
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
     "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
@@ -95,14 +103,15 @@ def status_name(code: ua.StatusCode) -> str:
 
 
 def reading_of(meter_id: str, point: OpcUaPoint, dv: ua.DataValue, now_ns: int) -> Reading:
-    """A DataValue as a Reading: quality from the status code, the value exact and scaled,
-    the variant's encoded bytes as `raw`, the server's source timestamp kept."""
+    """A DataValue as a Reading: quality from the status code, the value exact and scaled (a
+    label point's text as it is), the variant's encoded bytes as `raw`, the source and server
+    timestamps kept."""
     variant = dv.Value
     raw = variant_to_binary(variant) if variant is not None else b""
-    source_ns = to_ns(dv.SourceTimestamp)
     status = dv.StatusCode or ua.StatusCode(ua.UInt32(StatusCodes.Good))
+    label = point.kind is PointKind.LABEL
 
-    def made(value: Decimal | None, quality: Quality) -> Reading:
+    def made(value: Decimal | str | None, quality: Quality) -> Reading:
         return Reading.trusted(
             meter_id,
             point.name,
@@ -110,26 +119,49 @@ def reading_of(meter_id: str, point: OpcUaPoint, dv: ua.DataValue, now_ns: int) 
             point.kind,
             point.unit,
             now_ns,
-            raw[:256],
-            value,
+            raw[:RAW_MAX_BYTES],
+            value if isinstance(value, Decimal) else None,
             quality,
-            source_ns,
+            to_ns(dv.SourceTimestamp),
+            to_ns(dv.ServerTimestamp),
+            value if isinstance(value, str) else None,
         )
 
     if status.is_bad():
         return made(None, Quality.bad(status_name(status)))
     value = variant.Value if variant is not None else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return made(None, Quality.bad("not-a-number"))
-    if isinstance(value, float) and not math.isfinite(value):
-        return made(None, Quality.bad("not-a-number"))
-    number = Decimal(value) * point.scale
-    implausible = point.implausible(number)
-    if implausible:
-        return made(None, Quality.bad(implausible))
+    reading: Decimal | str
+    if label:
+        text = label_text(value)
+        if text is None:
+            return made(None, Quality.bad("not-a-text"))
+        if len(text) > LABEL_MAX_CHARS:
+            return made(None, Quality.bad("text-too-long"))
+        reading = text
+    else:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return made(None, Quality.bad("not-a-number"))
+        if isinstance(value, float) and not math.isfinite(value):
+            return made(None, Quality.bad("not-a-number"))
+        reading = Decimal(value) * point.scale
+        implausible = point.implausible(reading)
+        if implausible:
+            return made(None, Quality.bad(implausible))
     if status.is_uncertain():
-        return made(number, Quality(status=QualityStatus.UNCERTAIN, reason=status_name(status)))
-    return made(number, GOOD)
+        return made(reading, Quality(status=QualityStatus.UNCERTAIN, reason=status_name(status)))
+    return made(reading, GOOD)
+
+
+def label_text(value: Any) -> str | None:
+    """A label's text from a String, a LocalizedText or an integer (a PLC's numeric product
+    or recipe code); None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, ua.LocalizedText):
+        return value.Text
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 class _Placing:
@@ -392,7 +424,17 @@ class OpcUaCollector:
         self, client: Client, points: list[OpcUaPoint], nodes: list[Node], which: Sequence[int]
     ) -> list[tuple[OpcUaPoint, ua.DataValue]]:
         started = asyncio.get_running_loop().time()
-        values = await client.read_attributes([nodes[i] for i in which])
+        values = await client.uaclient.read(
+            ua.ReadParameters(
+                NodesToRead=[
+                    ua.ReadValueId(
+                        NodeId=nodes[i].nodeid, AttributeId=ua.UInt32(AttributeIds.Value)
+                    )
+                    for i in which
+                ],
+                TimestampsToReturn=ua.TimestampsToReturn.Both,
+            )
+        )
         self.stats.requests += 1
         self.stats.latencies_s.append(asyncio.get_running_loop().time() - started)
         return [

@@ -150,6 +150,8 @@ class OpcUaPoint(PointSpec):
             raise ValueError("scale must not be 0")
         if self.deadband is not None and self.kind is PointKind.COUNTER and self.deadband > 0:
             raise ValueError("a counter takes no deadband: every step of it is energy")
+        if self.kind is PointKind.LABEL and (self.deadband is not None or self.scale != 1):
+            raise ValueError("a label point is text: it takes no deadband or scale")
         return self
 
     def resolution(self, value: Decimal) -> Decimal | None:

@@ -62,6 +62,11 @@ def test_tanji_demo_command_prints_json_summary(tmp_path: Path):
     assert summary["balance"]["imbalance"] == 0
     assert summary["batches_acked"] >= 1
     assert summary["totals_match"] is True
+    # line 3's product code and production order, read over OPC UA as text
+    assert summary["labels"]["P1"] == {
+        "product_code": "pack-z",
+        "production_order": "Line1-PO00001",
+    }
     assert (tmp_path / "site.toml").exists()
 
 

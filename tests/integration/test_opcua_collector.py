@@ -1,6 +1,7 @@
 """The OPC UA collector against the simulated plant (a real asyncua server on loopback):
 subscriptions and polling, status codes as quality, refused nodes reported once, a server
-restart that renumbers its namespaces, a lost session, and production counters in the store."""
+restart that renumbers its namespaces, a lost session, and production counters, product codes
+and production orders in the store."""
 
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ UNITS = {
     "data_type": "integer",
     "product": "CELL-A",
 }
+PRODUCT = {"quantity": "product_code", "node": node_id("Line1.Production.ProductCode")}
+ORDER = {"quantity": "production_order", "node": node_id("Line1.Production.ProductionOrder")}
 POWER_POLLED = {
     "name": "power",
     "quantity": "active_power",
@@ -92,7 +95,9 @@ async def test_subscribed_and_polled_points_read_with_timestamps_and_raw_bytes()
         values = [r.value for r in energy]
         assert values == sorted(values)
         assert values[-1] > 0
-        assert all(r.source_ts_ns for r in energy)  # the server's source timestamp kept
+        assert all(r.source_ts_ns for r in energy)  # the server's timestamps kept
+        assert all(r.server_ts_ns for r in energy)
+        assert all(r.server_ts_ns for r in good(readings, "power"))  # polled: read with both
         assert energy[-1].raw[:1] == bytes([11])  # the variant as encoded: Double (type 11)
         # the plant's Line1 counter at the sample's source time (Line2's differs by far)
         last = energy[-1]
@@ -188,7 +193,7 @@ async def test_production_counters_reach_the_store(tmp_path: Path, mosquitto: Mo
                     "line": "line-1",
                     "protocol": "opcua",
                     "connection": device(port, ENERGY).connection.model_dump(mode="json"),
-                    "points": [ENERGY, UNITS],
+                    "points": [ENERGY, UNITS, PRODUCT, ORDER],
                 }
             ],
         }
@@ -197,7 +202,9 @@ async def test_production_counters_reach_the_store(tmp_path: Path, mosquitto: Mo
     async with PlantServer(port=port, lines=fast) as plant:
         gateway = Gateway(site)
         task = asyncio.create_task(gateway.run())
-        await asyncio.sleep(4.0)
+        await asyncio.sleep(3.0)
+        await plant.changeover(0, "CELL-B")
+        await asyncio.sleep(3.0)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -208,7 +215,17 @@ async def test_production_counters_reach_the_store(tmp_path: Path, mosquitto: Mo
     store = Store(tmp_path / "g.db")
     units = [r for r in store.readings("L1-OPC", "units", 0, 2**63 - 1) if r.value is not None]
     energy = store.readings("L1-OPC", "energy", 0, 2**63 - 1)
+    codes = store.readings("L1-OPC", "product_code", 0, 2**63 - 1)
+    orders = store.readings("L1-OPC", "production_order", 0, 2**63 - 1)
     store.close()
+    # what the line made when, as text readings next to the counters: CELL-A, then CELL-B
+    texts = [r.text for r in codes]
+    assert (texts[0], texts[-1]) == ("CELL-A", "CELL-B"), texts
+    assert texts == sorted(texts)  # no flapping back
+    assert {r.text for r in orders} == {"Line1-PO00001", "Line1-PO00002"}
+    assert all(r.value is None and r.quality.status is QualityStatus.GOOD for r in codes)
+    changed = next(r for r in codes if r.text == "CELL-B")
+    assert None not in (changed.source_ts_ns, changed.server_ts_ns)
     assert len(units) >= 2
     assert units[-1].value is not None
     assert 0 < units[-1].value <= made

@@ -81,7 +81,7 @@ CASES = [
     (
         ["meters", 0, "points", 0, "kind"],
         "meter",
-        "meters[0].points[0].kind: input should be 'counter' or 'gauge'",
+        "meters[0].points[0].kind: input should be 'counter', 'gauge' or 'label'",
     ),
     (
         ["meters", 0, "points", 0, "unit"],
@@ -271,3 +271,14 @@ def test_a_shared_line_has_one_setting():
     (found,) = problems(data)
     assert found.startswith("meter(s) 'M2' share 127.0.0.1:5020 with 'L1-MAIN' but set it up")
     assert "'backoff_max_s': 99.0" in found
+
+
+def test_a_modbus_point_cannot_be_a_label():
+    data = example()
+    data["meters"][0]["points"][0] = {
+        "quantity": "product_code",
+        "address": 0,
+        "data_type": "uint16",
+    }
+    (problem,) = problems(data)
+    assert problem.startswith("meters[0].points[0]: product_code is text; Modbus points here")

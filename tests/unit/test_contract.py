@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,6 +176,61 @@ def test_readings_batches_are_checked_stored_once_and_conflicts_refused(tmp_path
     # the readings topic takes readings batches only
     wrong = store.receive(topic, json.dumps(build_batch(USCC, "gw", records())).encode())
     assert wrong.status is AckStatus.REJECTED
+
+
+def test_readings_batch_2_carries_labels_and_server_times_and_batch_1_is_still_taken(
+    tmp_path: Path,
+):
+    from cloud_sync import build_readings_batch, reading_message
+    from cloud_sync.contract import batch_id
+    from gateway.models import PointKind, Quality, Quantity, Reading
+
+    store = PlatformStore(tmp_path / "p.db")
+    topic = f"tanji/v1/{USCC}/gw/readings"
+    code = Reading(
+        meter_id="P1",
+        point="product_code",
+        quantity=Quantity.PRODUCT_CODE,
+        kind=PointKind.LABEL,
+        unit="",
+        ts_ns=10,
+        server_ts_ns=9,
+        value=None,
+        text="CELL-B",
+        quality=Quality.good(),
+    )
+    batch = build_readings_batch(USCC, "gw", [reading_message(1, code)])
+    assert batch["schema"] == "tanji.readings-batch/2"
+    assert store.receive(topic, json.dumps(batch).encode()).status is AckStatus.ACCEPTED
+    (held,) = store.readings()
+    assert (held["kind"], held["text"], held["value"], held["server_ts_ns"]) == (
+        "label", "CELL-B", None, 9
+    )  # fmt: skip
+    # the same number with another text contradicts it
+    other = reading_message(1, code.model_copy(update={"text": "CELL-C"}))
+    ack = store.receive(topic, json.dumps(build_readings_batch(USCC, "gw", [other])).encode())
+    assert "reading 1 held with other content" in (ack.reason or "")
+    # the schema keeps text and value apart: a good label without text, a label with a value
+    for wrong in ({"text": None}, {"value": "1"}, {"unit": "kWh"}):
+        message = {**reading_message(2, code), **wrong}
+        body = {"uscc": USCC, "gateway_id": "gw", "readings": [message]}
+        bad = {**body, "schema": "tanji.readings-batch/2", "batch_id": _id(batch_id, body)}
+        ack = store.receive(topic, json.dumps(bad).encode())
+        assert ack.status is AckStatus.REJECTED, wrong
+    # a gateway not yet upgraded sends version 1: taken, its readings without the new fields
+    v1 = dict(reading_message(2, reading(0, "1.00")))
+    for added in ("kind", "server_ts_ns", "text"):
+        del v1[added]
+    body = {"uscc": USCC, "gateway_id": "gw", "readings": [v1]}
+    old = {**body, "schema": "tanji.readings-batch/1", "batch_id": _id(batch_id, body)}
+    assert store.receive(topic, json.dumps(old).encode()).status is AckStatus.ACCEPTED
+    assert store.readings()[1]["kind"] == "counter"
+    unknown = store.receive(topic, json.dumps({**old, "schema": "tanji.readings-batch/9"}).encode())
+    assert "not a readings batch this takes" in (unknown.reason or "")
+
+
+def _id(batch_id: Any, body: dict[str, Any]) -> str:
+    return str(batch_id(body["uscc"], body["gateway_id"], body["readings"], "readings"))
 
 
 def test_a_record_or_reading_twice_in_one_batch_is_stored_once(tmp_path: Path):

@@ -76,3 +76,46 @@ def test_status_names_ignore_info_bits_and_certificates_are_cut_from_chains():
     assert first_certificate(long + short) == long
     with pytest.raises(ValueError, match="no certificate"):
         first_certificate(b"")
+
+
+def test_label_points_are_text_without_deadband_or_scale():
+    code = OpcUaPoint.model_validate({"quantity": "product_code", "node": "nsu=u;s=p"})
+    assert (code.kind, code.unit) == ("label", "")
+    with pytest.raises(ValueError, match="takes no deadband or scale"):
+        OpcUaPoint.model_validate({"quantity": "product_code", "node": "nsu=u;s=p", "scale": 2})
+
+
+def test_a_data_value_becomes_a_reading_with_both_timestamps_and_a_labels_text():
+    from datetime import UTC, datetime
+
+    from asyncua import ua
+
+    from collectors.opcua.collector import reading_of
+
+    code = OpcUaPoint.model_validate({"quantity": "product_code", "node": "nsu=u;s=p"})
+    energy = OpcUaPoint.model_validate({**POINT, "node": "nsu=u;s=e"})
+    src, srv = datetime(2026, 12, 7, 1, 0, tzinfo=UTC), datetime(2026, 12, 7, 1, 0, 1, tzinfo=UTC)
+
+    def dv(value, variant_type, status=ua.StatusCodes.Good):
+        return ua.DataValue(
+            Value=ua.Variant(value, variant_type),
+            StatusCode=ua.StatusCode(ua.UInt32(status)),
+            SourceTimestamp=src,
+            ServerTimestamp=srv,
+        )
+
+    r = reading_of("P1", code, dv("BAT-48V", ua.VariantType.String), 7)
+    assert (r.text, r.value, r.quality.status) == ("BAT-48V", None, "good")
+    assert r.source_ts_ns == int(src.timestamp()) * 1_000_000_000
+    assert r.server_ts_ns == r.source_ts_ns + 1_000_000_000
+    assert r.raw == bytes([12, 7, 0, 0, 0]) + b"BAT-48V"  # String variant: type, length, bytes
+    recipe = reading_of("P1", code, dv(4711, ua.VariantType.Int32), 7)
+    assert recipe.text == "4711"
+    assert reading_of("P1", code, dv(1.5, ua.VariantType.Double), 7).quality.reason == "not-a-text"
+    long = reading_of("P1", code, dv("x" * 300, ua.VariantType.String), 7)
+    assert (long.text, long.quality.reason) == (None, "text-too-long")
+    assert len(long.raw) == 305  # kept whole as evidence
+    text_energy = reading_of("P1", energy, dv("12", ua.VariantType.String), 7)
+    assert text_energy.quality.reason == "not-a-number"
+    n = reading_of("P1", energy, dv(12.5, ua.VariantType.Double), 7)
+    assert (n.value, n.text, n.server_ts_ns is not None) == (Decimal("12.5"), None, True)

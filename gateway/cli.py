@@ -1101,7 +1101,7 @@ def sim_modbus(
     mbpoll -1 -a 1 -r 1 -c 2 -t 4:int -B -p 5020 127.0.0.1
     """
     from collectors.modbus.profiles import ProfileError, load_profile
-    from simulators.modbus_fleet import TRANSPORTS, MeterFleet, Scenario
+    from simulators.modbus_fleet import NOT_OVER_MODBUS, TRANSPORTS, MeterFleet, Scenario
 
     problems = []
     if transport not in TRANSPORTS:
@@ -1117,6 +1117,11 @@ def sim_modbus(
     if scenario is not None:
         try:
             plan = Scenario.load(scenario)
+            if any(e.fault in NOT_OVER_MODBUS for e in plan.events):
+                problems.append(
+                    "--scenario: changeover is for the OPC UA plant (tanji sim opcua): the"
+                    " simulated meters make no products"
+                )
         except ValueError as exc:
             problems.append(f"--scenario: {exc}")
     if problems:
@@ -1263,7 +1268,7 @@ def sim_opcua(
             if unusable:
                 problems.append(
                     f"--scenario: {', '.join(unusable)} is not simulated over OPC UA"
-                    " (silent, exception, busy, frozen, replaced, noise, clear are)"
+                    " (silent, exception, busy, frozen, replaced, noise, clear, changeover are)"
                 )
         except ValueError as exc:
             problems.append(f"--scenario: {exc}")

@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
@@ -58,6 +58,10 @@ class FaultKind(enum.StrEnum):
     REPLACED = "replaced"  # a new meter: counters restart from zero now
     NOISE = "noise"  # relative noise of `level` on instantaneous values
     CLEAR = "clear"  # answer normally again (counter shifts from rollover/replaced remain)
+    CHANGEOVER = "changeover"  # the line starts making `product` (the OPC UA plant only)
+
+
+NOT_OVER_MODBUS = (FaultKind.CHANGEOVER,)  # the simulated meters know no products
 
 
 @dataclass
@@ -262,6 +266,15 @@ class ScenarioEvent(Frozen):
     code: ExcCodes | None = Field(default=None, description="a Modbus exception code, 1-11")
     in_s: float | None = Field(default=None, gt=0)
     level: float | None = Field(default=None, gt=0, le=1)
+    product: str | None = Field(
+        default=None, min_length=1, max_length=256, description="what a changeover switches to"
+    )
+
+    @model_validator(mode="after")
+    def _changeover_names_its_product(self) -> ScenarioEvent:
+        if (self.fault is FaultKind.CHANGEOVER) != (self.product is not None):
+            raise ValueError("a changeover, and only a changeover, names its product")
+        return self
 
 
 class Scenario(Frozen):
@@ -288,9 +301,9 @@ class Scenario(Frozen):
         with `clear` when an event's `duration_s` has passed (the Modbus fleet and the OPC UA
         plant replay the same files)."""
         start = clock()
-        timeline: list[tuple[float, int | Literal["all"], FaultKind, dict[str, float]]] = []
+        timeline: list[tuple[float, int | Literal["all"], FaultKind, dict[str, float | str]]] = []
         for e in self.events:
-            params = {
+            params: dict[str, float | str] = {
                 k: float(v)
                 for k, v in (
                     ("delay_s", e.delay_s),
@@ -300,6 +313,8 @@ class Scenario(Frozen):
                 )
                 if v is not None
             }
+            if e.product is not None:
+                params["product"] = e.product
             timeline.append((e.at_s, e.meter, e.fault, params))
             if e.duration_s is not None:
                 timeline.append((e.at_s + e.duration_s, e.meter, FaultKind.CLEAR, {}))
@@ -501,6 +516,8 @@ class MeterFleet:
     # --- faults --------------------------------------------------------------------------------
 
     def inject(self, meter: int | Literal["all"], kind: FaultKind, **params: float) -> None:
+        if kind in NOT_OVER_MODBUS:
+            raise ValueError(f"{kind.value!r} is not simulated by the Modbus meters")
         targets = self.meters if meter == "all" else [self.meters[meter]]
         for m in targets:
             m.inject(kind, self._clock(), **params)
@@ -510,4 +527,6 @@ class MeterFleet:
         for event in scenario.events:
             if event.meter != "all" and not 0 <= event.meter < len(self.meters):
                 raise ValueError(f"scenario event for meter {event.meter}: no such meter")
+            if event.fault in NOT_OVER_MODBUS:
+                raise ValueError(f"scenario event {event.fault.value!r} is for the OPC UA plant")
         self._scenario_task = asyncio.get_running_loop().create_task(scenario.replay(self.inject))

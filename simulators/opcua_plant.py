@@ -257,6 +257,14 @@ class PlantServer:
                 await self._write(f"{line.name}.Meter.ActiveEnergyImport", energy, now, line.name)
                 await self._write(f"{line.name}.Meter.ActivePower", power, now, line.name)
                 await self._write(f"{line.name}.Production.UnitsProduced", units, now, line.name)
+                for path, text in (("ProductCode", self._product[line.name]),
+                                   ("ProductionOrder", self.order(line.name))):  # fmt: skip
+                    await self._write(
+                        f"{line.name}.Production.{path}",
+                        ua.Variant(text, ua.VariantType.String),
+                        now,
+                        line.name,
+                    )
 
     async def _write(self, path: str, value: ua.Variant, at: float, line: str) -> None:
         """The value with the time it is the value for as its source timestamp, and the
@@ -275,21 +283,10 @@ class PlantServer:
     def product(self, line: str) -> str:
         return self._product[line]
 
-    async def changeover(self, line: int, product: str) -> None:
-        """Line `line` (0-based) starts making `product` under a new production order; both
-        texts change on the server now."""
-        name = self.lines[line].name
-        self._product[name] = product
-        self._orders[name] += 1
-        now = time.time()
-        code, order = ua.Variant(product, ua.VariantType.String), self.order(name)
-        await self._write(f"{name}.Production.ProductCode", code, now, name)
-        await self._write(
-            f"{name}.Production.ProductionOrder",
-            ua.Variant(order, ua.VariantType.String),
-            now,
-            name,
-        )
+    def changeover(self, line: int, product: str) -> None:
+        """Line `line` (0-based) starts making `product` under a new production order; the
+        server shows both from its next tick."""
+        self.inject(line, FaultKind.CHANGEOVER, product=product)
 
     def _line(self, name: str) -> LineSpec:
         return next(line for line in self.lines if line.name == name)
@@ -311,9 +308,10 @@ class PlantServer:
         run = max(0.0, t - seg.t) if seg.running else 0.0
         return int(seg.units + self._line(line).units_per_min * run / 60)
 
-    def inject(self, line: int | Literal["all"], kind: FaultKind, **params: float) -> None:
+    def inject(self, line: int | Literal["all"], kind: FaultKind, **params: float | str) -> None:
         """A fault on line `line` (0-based) or all: the Modbus simulator's kinds, as far as
-        they mean something behind an OPC UA server (slow and rollover do not)."""
+        they mean something behind an OPC UA server (slow and rollover do not), and a product
+        changeover (`product`)."""
         if kind in NOT_OVER_OPCUA:
             raise ValueError(f"fault {kind.value!r} is not simulated over OPC UA")
         names = [x.name for x in self.lines] if line == "all" else [self.lines[line].name]
@@ -327,7 +325,10 @@ class PlantServer:
                 case FaultKind.REPLACED:
                     self._segments[name].append(_Segment(now, 0.0, 0.0, True))
                 case FaultKind.NOISE:
-                    self._noise[name] = params.get("level", 0.05)
+                    self._noise[name] = float(params.get("level", 0.05))
+                case FaultKind.CHANGEOVER:
+                    self._product[name] = str(params["product"])
+                    self._orders[name] += 1
                 case FaultKind.CLEAR:
                     if not self._segment(name, now).running:
                         self._segments[name].append(_Segment(now, energy, units, True))

@@ -4,7 +4,9 @@ variables and propose points for site.toml.
 Walks the Objects folder (not the server's own diagnostics), reads each variable's data type
 and its EngineeringUnits property (OPC UA Part 8 EUInformation), and guesses a quantity from
 the unit (kWh, Wh, MWh: an energy counter; kW, W: power) or, for counts, from the name
-(units, pieces, produced, count). Nodes are given as namespace URI + identifier.
+(units, pieces, produced, count); text variables named like a product (product, article,
+recipe, material, sku) or an order (order, batch, lot) are proposed as label points. Nodes are
+given as namespace URI + identifier.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ POWER_UNITS = {"kW": Decimal(1), "W": Decimal("0.001"), "MW": Decimal(1000)}
 COUNT_WORDS = ("unit", "piece", "produced", "count", "output", "pcs")
 SERVER_OBJECT = ua.NodeId(ua.Int32(2253), ua.Int16(0))  # ns=0;i=2253: the Server object
 INTEGER_TYPES = {"SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64"}
+TEXT_TYPES = {"String", "LocalizedText"}
+ORDER_WORDS = ("order", "batch", "lot")  # before product words: "ProductionOrder" is an order
+PRODUCT_WORDS = ("product", "article", "recipe", "material", "sku", "part")
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,14 @@ def guess(name: str, data_type: str, unit: str | None) -> tuple[str | None, str 
     if unit in POWER_UNITS:
         return "active_power", "gauge", POWER_UNITS[unit]
     numeric = data_type in INTEGER_TYPES or data_type in ("Float", "Double")
-    if numeric and any(word in name.lower() for word in COUNT_WORDS):
+    lower = name.lower()
+    if numeric and any(word in lower for word in COUNT_WORDS):
         return "production_count", "counter", Decimal(1)
+    if data_type in TEXT_TYPES:
+        if any(word in lower for word in ORDER_WORDS):
+            return "production_order", "label", Decimal(1)
+        if any(word in lower for word in PRODUCT_WORDS):
+            return "product_code", "label", Decimal(1)
     return None, None, Decimal(1)
 
 
@@ -137,16 +148,21 @@ def site_fragment(endpoint: str, candidates: list[Candidate]) -> str:
         while name in names:
             name += "_2"
         names.add(name)
-        unit = {"active_energy_import": "kWh", "active_power": "kW"}.get(c.quantity or "", "unit")
         lines += [
             "[[meters.points]]",
             f"name = {json.dumps(name or 'point')}",
             f'quantity = "{c.quantity}"',
-            f'kind = "{c.kind}"',
-            f'unit = "{unit}"',
             f"node = {json.dumps(c.node)}",  # a JSON string is a valid TOML basic string
-            f'data_type = "{_data_type(c.data_type)}"',
         ]
+        if c.kind != "label":  # a label's kind and (empty) unit follow from its quantity
+            unit = {"active_energy_import": "kWh", "active_power": "kW"}.get(
+                c.quantity or "", "unit"
+            )
+            lines += [
+                f'kind = "{c.kind}"',
+                f'unit = "{unit}"',
+                f'data_type = "{_data_type(c.data_type)}"',
+            ]
         if c.scale != 1:
             lines.append(f"scale = {c.scale}  # the server's {c.unit}")
         lines.append("")

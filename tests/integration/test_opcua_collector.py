@@ -16,6 +16,7 @@ from collectors.opcua import OpcUaCollector, OpcUaDevice
 from gateway.config import parse_site_config
 from gateway.models import QualityStatus, Reading
 from gateway.runtime import Gateway
+from simulators.modbus_fleet import Scenario
 from simulators.opcua_plant import LineSpec, PlantServer, node_id
 from tests.conftest import Mosquitto, free_port
 
@@ -199,11 +200,15 @@ async def test_production_counters_reach_the_store(tmp_path: Path, mosquitto: Mo
         }
     )
     fast = (LineSpec("Line1", 42.0, 120.0, "CELL-A"),)  # two units a second
+    changeover = tmp_path / "changeover.toml"
+    changeover.write_text(
+        '[[events]]\nat_s = 0\nmeter = 0\nfault = "changeover"\nproduct = "CELL-B"\n'
+    )
     async with PlantServer(port=port, lines=fast) as plant:
         gateway = Gateway(site)
         task = asyncio.create_task(gateway.run())
         await asyncio.sleep(3.0)
-        await plant.changeover(0, "CELL-B")
+        plant.play(Scenario.load(changeover))
         await asyncio.sleep(3.0)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -291,3 +296,19 @@ def test_scenario_faults_that_mean_nothing_over_opcua_are_refused(tmp_path: Path
     result = CliRunner().invoke(app, ["sim", "opcua", "--scenario", str(plan)])
     assert result.exit_code == 2
     assert "slow is not simulated over OPC UA" in result.output
+
+
+def test_a_changeover_is_for_the_plant_and_names_its_product(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    plan = tmp_path / "changeover.toml"
+    plan.write_text('[[events]]\nat_s = 1\nmeter = 0\nfault = "changeover"\nproduct = "X"\n')
+    result = CliRunner().invoke(app, ["sim", "modbus", "--scenario", str(plan)])
+    assert result.exit_code == 2
+    assert "changeover is for the OPC UA plant" in result.output
+    plan.write_text('[[events]]\nat_s = 1\nmeter = 0\nfault = "changeover"\n')
+    result = CliRunner().invoke(app, ["sim", "opcua", "--scenario", str(plan)])
+    assert result.exit_code == 2
+    assert "a changeover, and only a changeover, names its product" in result.output

@@ -172,7 +172,11 @@ async def test_discover_lists_energy_and_production_and_its_fragment_loads(tmp_p
     site = parse_site_config(
         {"enterprise": {"name": "t", "uscc": "91350100M000100Y43"}, "gateway_id": "gw", **completed}
     )
-    assert len(site.meters[0].points) == 6  # 2 lines x (energy, power, units)
+    # 2 lines x (energy, power, units, product code, production order)
+    assert len(site.meters[0].points) == 10
+    labels = {(p.name, p.quantity) for p in site.meters[0].points if p.kind == "label"}
+    assert ("line1.production.productcode", "product_code") in labels
+    assert ("line2.production.productionorder", "production_order") in labels
 
 
 def test_sim_opcua_options_are_checked(tmp_path: Path):

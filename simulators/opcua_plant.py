@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from asyncua import ua
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
+from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from cryptography.hazmat.primitives import serialization
 
@@ -162,12 +164,16 @@ class PlantServer:
         filler_namespaces: int = 0,
         tick_s: float = 0.5,
         security: PlantSecurity | None = None,
+        max_per_call: int | None = None,
     ) -> None:
         self.endpoint = f"opc.tcp://{host}:{port}/tanji/plant"
         self.lines = lines
         self.filler_namespaces = filler_namespaces
         self.tick_s = tick_s
         self.security = security
+        # MaxNodesPerRead and MaxMonitoredItemsPerCall, advertised and enforced (asyncua
+        # advertises 10000 and enforces nothing; real servers refuse larger requests whole)
+        self.max_per_call = max_per_call
         self.certificate: Path | None = None  # the server's, when secured
         self.server: Server | None = None
         self.namespace_index: int | None = None
@@ -210,6 +216,8 @@ class PlantServer:
                 tokens.append(ua.X509IdentityToken)
             server.set_identity_tokens(tokens or [ua.AnonymousIdentityToken])
             self.certificate = cert.certificate
+        if self.max_per_call is not None:
+            await self._limit_requests(server, self.max_per_call)
         for i in range(self.filler_namespaces):
             await server.register_namespace(f"urn:tanji:sim:filler:{i}")
         idx = self.namespace_index = await server.register_namespace(PLANT_NS)
@@ -234,6 +242,39 @@ class PlantServer:
         await server.start()
         self._task = asyncio.create_task(self._run())
         return self
+
+    @staticmethod
+    async def _limit_requests(server: Server, limit: int) -> None:
+        """Reads and monitored item creations of more than `limit` nodes fail with
+        BadTooManyOperations, as OPC UA Part 4 has a server answer them."""
+        for limit_id in (
+            ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+            ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+        ):
+            node = server.get_node(ua.NodeId(ua.Int32(limit_id), ua.Int16(0)))
+            await node.write_value(ua.Variant(limit, ua.VariantType.UInt32))
+        iserver = server.iserver
+        create_session = iserver.create_session
+
+        def limited_session(*args: Any, **kwargs: Any) -> Any:
+            session = create_session(*args, **kwargs)
+            read, create_items = session.read, session.create_monitored_items
+
+            async def checked_read(params: ua.ReadParameters) -> Any:
+                if len(params.NodesToRead) > limit:
+                    raise ServiceError(StatusCodes.BadTooManyOperations)
+                return await read(params)
+
+            async def checked_items(params: ua.CreateMonitoredItemsParameters) -> Any:
+                if len(params.ItemsToCreate) > limit:
+                    raise ServiceError(StatusCodes.BadTooManyOperations)
+                return await create_items(params)
+
+            session.read = checked_read  # type: ignore[method-assign]
+            session.create_monitored_items = checked_items  # type: ignore[method-assign]
+            return session
+
+        iserver.create_session = limited_session  # type: ignore[method-assign]
 
     async def _variable(
         self, parent: Any, path: str, value: Any, unit: ua.EUInformation | None = None

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -30,6 +30,7 @@ from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeNotif
 from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.ua_binary import variant_to_binary
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
@@ -52,6 +53,7 @@ from gateway.models import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 GOOD = Quality.good()
 RAW_MAX_BYTES = 2048  # a variant's bytes kept as evidence: any label (256 chars) whole
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
@@ -256,6 +258,7 @@ class OpcUaCollector:
         self.clock = clock
         self.stats = CollectorStats()
         self._reported: set[str] = set()  # points refused by the server, reported once
+        self._per_read = 0  # the server's MaxNodesPerRead (0: no limit)
 
     @classmethod
     def from_spec(
@@ -307,6 +310,7 @@ class OpcUaCollector:
 
         client = await connect(conn, on_lost)
         try:
+            self._per_read, per_call = await operation_limits(client)
             points, nodes, refused = await self._resolve(client)
             if refused:
                 yield refused
@@ -318,9 +322,10 @@ class OpcUaCollector:
                 subscription = await client.create_subscription(
                     interval_ms, _Notifications(queue, lost)
                 )
-                results = await subscription.create_monitored_items(
-                    [self._item(i, points[i], nodes[i], interval_ms) for i in subscribed]
-                )
+                items = [self._item(i, points[i], nodes[i], interval_ms) for i in subscribed]
+                results = []
+                for chunk in _chunks(items, per_call):  # the server's limit per call
+                    results += await subscription.create_monitored_items(chunk)
                 failed = [
                     (i, r) for i, r in zip(subscribed, results, strict=True)
                     if isinstance(r, ua.StatusCode)
@@ -423,20 +428,22 @@ class OpcUaCollector:
     async def _read(
         self, client: Client, points: list[OpcUaPoint], nodes: list[Node], which: Sequence[int]
     ) -> list[tuple[OpcUaPoint, ua.DataValue]]:
-        started = asyncio.get_running_loop().time()
-        values = await client.uaclient.read(
-            ua.ReadParameters(
-                NodesToRead=[
-                    ua.ReadValueId(
-                        NodeId=nodes[i].nodeid, AttributeId=ua.UInt32(AttributeIds.Value)
-                    )
-                    for i in which
-                ],
-                TimestampsToReturn=ua.TimestampsToReturn.Both,
+        values: list[ua.DataValue] = []
+        for chunk in _chunks(which, self._per_read):  # the server's limit per read
+            started = asyncio.get_running_loop().time()
+            values += await client.uaclient.read(
+                ua.ReadParameters(
+                    NodesToRead=[
+                        ua.ReadValueId(
+                            NodeId=nodes[i].nodeid, AttributeId=ua.UInt32(AttributeIds.Value)
+                        )
+                        for i in chunk
+                    ],
+                    TimestampsToReturn=ua.TimestampsToReturn.Both,
+                )
             )
-        )
-        self.stats.requests += 1
-        self.stats.latencies_s.append(asyncio.get_running_loop().time() - started)
+            self.stats.requests += 1
+            self.stats.latencies_s.append(asyncio.get_running_loop().time() - started)
         return [
             (points[i], dv)
             for i, dv in zip(which, values, strict=True)
@@ -495,6 +502,34 @@ async def _secure(client: Client, conn: OpcUaConnection) -> None:
         server_certificate=server_der,
         mode=mode,
     )
+
+
+LIMITS = (
+    ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+    ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+)
+
+
+async def operation_limits(client: Client) -> tuple[int, int]:
+    """The server's MaxNodesPerRead and MaxMonitoredItemsPerCall (OPC UA Part 5,
+    OperationLimits; 0 where it sets none or does not say): a request over them is refused
+    whole with BadTooManyOperations, so reads and subscriptions are split to fit."""
+    values = await client.read_attributes(
+        [client.get_node(ua.NodeId(ua.Int32(i), ua.Int16(0))) for i in LIMITS]
+    )
+    per_read, per_call = (
+        v if isinstance(v, int) and not isinstance(v, bool) and v > 0 and not _bad(dv) else 0
+        for dv in values
+        for v in (_value(dv),)
+    )
+    return per_read, per_call
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """`items` in slices of at most `size` (all at once when size is 0)."""
+    if size <= 0:
+        return [items]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _value(dv: ua.DataValue) -> Any:

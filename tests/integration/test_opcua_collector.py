@@ -12,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from collectors.opcua import OpcUaCollector, OpcUaDevice
 from gateway.config import parse_site_config
 from gateway.models import QualityStatus, Reading
@@ -312,3 +314,26 @@ def test_a_changeover_is_for_the_plant_and_names_its_product(tmp_path: Path):
     result = CliRunner().invoke(app, ["sim", "opcua", "--scenario", str(plan)])
     assert result.exit_code == 2
     assert "a changeover, and only a changeover, names its product" in result.output
+
+
+async def test_requests_are_split_to_the_servers_operation_limits():
+    """A server that takes at most 2 nodes per read and 2 monitored items per call (and
+    refuses larger requests whole with BadTooManyOperations, as real ones do)."""
+    from asyncua.client.client import Client
+    from asyncua.ua.uaerrors import BadTooManyOperations
+
+    port = free_port()
+    power = {**POWER_POLLED, "node": node_id("Line1.Meter.ActivePower")}
+    points = [ENERGY, UNITS, PRODUCT, ORDER, power]
+    async with PlantServer(port=port, max_per_call=2) as plant:
+        async with Client(plant.endpoint) as client:  # the limit is real
+            energy = client.get_node(f"ns={plant.namespace_index};s=Line1.Meter.ActivePower")
+            with pytest.raises(BadTooManyOperations):
+                await client.read_attributes([energy] * 3)
+        collector = OpcUaCollector("P1", device(port, *points), clock)
+        readings = await collect(collector, 2.5)
+    for name in ("energy", "units", "product_code", "production_order", "power"):
+        assert good(readings, name), name
+    assert collector.stats.disabled_points == []
+    # the first read of 5 points took 3 requests, then one per polled cycle
+    assert collector.stats.requests >= 4

@@ -475,6 +475,9 @@ def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
     table.add_column("problem", overflow="fold")
     for col in ("readings (bad)", "cycles (overrun)", "timeouts (retried)", "p50/p95 ms"):
         table.add_column(col, justify="right")
+    labelled = any(st.get("labels") for st in snapshot["meters"].values())
+    if labelled:  # what the lines make now (product code, production order)
+        table.add_column("making", overflow="fold")
     for meter_id, st in snapshot["meters"].items():
         poll = st["poll"]
         latency = poll["latency_ms"]
@@ -490,6 +493,7 @@ def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
             f"{poll['cycles']} ({poll['overruns']})",
             f"{poll['timeouts']} ({poll['retries']})",
             f"{p50:.1f}/{p95:.1f}" if p50 is not None and p95 is not None else "-",
+            *([" / ".join(st.get("labels", {}).values()) or "-"] if labelled else []),
         )
     return table
 

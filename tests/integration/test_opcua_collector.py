@@ -217,6 +217,8 @@ async def test_production_counters_reach_the_store(tmp_path: Path, mosquitto: Mo
             await task
         await gateway.close()
         made = plant.units("Line1")
+    labels = gateway.status_snapshot()["meters"]["L1-OPC"]["labels"]  # `tanji status`
+    assert labels == {"product_code": "CELL-B", "production_order": "Line1-PO00002"}
     from gateway.store import Store
 
     store = Store(tmp_path / "g.db")

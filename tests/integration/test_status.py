@@ -122,3 +122,29 @@ def test_status_flags_failed_aggregation_and_late_readings_set_aside(tmp_path: P
     assert result.exit_code == 1
     assert "backlog 3 batches (oldest 120 s)" in result.output
     assert "1 DEAD LETTERS" in result.output
+
+
+def test_status_shows_what_the_lines_make(tmp_path: Path):
+    import time
+
+    from collectors import CollectorStats
+
+    example = Path(__file__).parents[2] / "deploy" / "site.example.toml"
+    site = tmp_path / "site.toml"
+    site.write_text(example.read_text())
+    meter = {"readings": 10, "bad": 0, "last_reason": None, "last_ts_ns": None, "restarts": 0}
+    labels = {"product_code": "pack-z", "production_order": "Line1-PO00007"}
+    snapshot = {
+        "schema": "tanji.gateway-status/1",
+        "gateway_id": "gw",
+        "written_ns": str(time.time_ns()),
+        "meters": {
+            "L1-MAIN": {**meter, "poll": CollectorStats().snapshot()},
+            "P1": {**meter, "labels": labels, "poll": CollectorStats().snapshot()},
+        },
+    }
+    (tmp_path / "tanji.db.status.json").write_text(json.dumps(snapshot))
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["status", "-c", str(site)])
+    assert result.exit_code == 0, result.output
+    assert "making" in result.output
+    assert "pack-z / Line1-PO00007" in result.output

@@ -1044,7 +1044,11 @@ def trace(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     store, registry = _store_and_registry(site)
     m = found[0]
-    counters = [p for p in m.points if p.kind == "counter"] or list(m.points)
+    counters = (
+        [p for p in m.points if p.kind == "counter"]
+        or [p for p in m.points if p.kind != "label"]
+        or list(m.points)
+    )
     reading = store.last_at(m.id, counters[0].name, datetime_to_ns(when))
     links = chain_of(m.meter(), reading, when, registry.entries, registry.find)
     if as_json:

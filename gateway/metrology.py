@@ -21,7 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from gateway.models import CalibrationRecord, CalibrationStatus, Meter, Reading
+from gateway.models import (
+    CalibrationRecord,
+    CalibrationStatus,
+    Meter,
+    PointKind,
+    QualityStatus,
+    Reading,
+)
 
 # worst first: a period takes the first of these that any of its days has
 SEVERITY = (
@@ -151,8 +158,10 @@ def trace(
         links.append(
             Link(
                 "reading",
-                LinkState.VERIFIED if reading.value is not None else LinkState.EXPIRED,
-                f"{reading.point} = {reading.value} {reading.unit} ({reading.quality.status})",
+                LinkState.EXPIRED
+                if reading.quality.status is QualityStatus.BAD
+                else LinkState.VERIFIED,
+                f"{reading.point} = {_shown(reading)} ({reading.quality.status})",
                 {"ts_ns": str(reading.ts_ns), "raw": reading.raw.hex()},
             )
         )
@@ -261,3 +270,9 @@ def class_meets(carrier: str, actual: str, required: str) -> bool | None:
     # an S class (IEC 62053-22) also holds its limit at low currents: a plain class does not
     # meet an S requirement even with the same limit at reference conditions
     return have <= need and (actual.endswith("S") or not required.endswith("S"))
+
+
+def _shown(reading: Reading) -> str:
+    if reading.kind is PointKind.LABEL:
+        return repr(reading.text)
+    return f"{reading.value} {reading.unit}"

@@ -20,9 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -132,6 +130,21 @@ LABEL_QUANTITIES = frozenset({Quantity.PRODUCT_CODE, Quantity.PRODUCTION_ORDER})
 LABEL_MAX_CHARS = 256
 
 
+def text_problem(text: str) -> str | None:
+    """Why a label's text cannot be kept as it is (a reason code), or None: too long, not
+    encodable as UTF-8 (a decoder's surrogate escapes of a PLC's GBK bytes), or with control
+    characters (NUL padding a collector has not cut off, line breaks)."""
+    if len(text) > LABEL_MAX_CHARS:
+        return "text-too-long"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "text-not-utf8"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        return "text-with-control-characters"
+    return None
+
+
 class Carrier(enum.StrEnum):
     """Energy carrier (or output) a meter measures."""
 
@@ -186,7 +199,7 @@ class Reading(Frozen):
     label point's text (kind `label`: a product code, an order number) is in `text`. Both are
     None exactly when the quality is bad.
 
-    `text` and `server_ts_ns` are left out of the JSON form when None: readings hashed into
+    `text` and `server_ts_ns` are left out of the dumped forms when None: readings hashed into
     evidence before they existed keep their hashes.
     """
 
@@ -197,10 +210,10 @@ class Reading(Frozen):
     unit: str
     ts_ns: NsTimestamp
     source_ts_ns: NsTimestamp | None = None
-    server_ts_ns: NsTimestamp | None = None
+    server_ts_ns: NsTimestamp | None = Field(default=None, exclude_if=lambda v: v is None)
     raw: HexBytes = b""
     value: Decimal | None
-    text: str | None = Field(default=None, max_length=LABEL_MAX_CHARS)
+    text: str | None = Field(default=None, exclude_if=lambda v: v is None)
     quality: Quality
 
     @field_validator("raw", mode="before")
@@ -215,19 +228,13 @@ class Reading(Frozen):
             raise ValueError(f"kind {self.kind.value} does not fit {self.quantity.value}")
         if (self.value if label else self.text) is not None:
             raise ValueError("a label reading carries text, any other a value")
+        problem = None if self.text is None else text_problem(self.text)
+        if problem:
+            raise ValueError(f"text: {problem}")
         missing = (self.text if label else self.value) is None
         if missing != (self.quality.status is QualityStatus.BAD):
             raise ValueError("a reading has a value (or text) exactly when its quality is not bad")
         return self
-
-    @model_serializer(mode="wrap")
-    def _without_unset_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if data.get("text", 0) is None:
-            del data["text"]
-        if data.get("server_ts_ns", 0) is None:
-            del data["server_ts_ns"]
-        return data
 
     @classmethod
     def trusted(
@@ -465,7 +472,7 @@ class PointSpec(Frozen):
             return data
         if data.get("name") is None:
             data = {**data, "name": str(data["quantity"])}
-        if data["quantity"] in LABEL_QUANTITIES:
+        if isinstance(data["quantity"], str) and data["quantity"] in LABEL_QUANTITIES:
             data = {"kind": PointKind.LABEL, "unit": "", **data}
         return data
 

@@ -145,17 +145,12 @@ class Database:
             for statement in TABLES.format(serial=serial).split(";"):
                 self.execute(statement)
             for table, column, sql_type in ADDED_COLUMNS:  # a database made before they were
-                if column not in self.columns(table):
+                if self.postgres:
+                    self.execute(
+                        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}"
+                    )
+                elif column not in {r[1] for r in self.execute(f"PRAGMA table_info({table})")}:
                     self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-
-    def columns(self, table: str) -> set[str]:
-        if self.postgres:
-            rows = self.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
-                (table,),
-            ).fetchall()
-            return {str(r[0]) for r in rows}
-        return {str(r[1]) for r in self.execute(f"PRAGMA table_info({table})").fetchall()}
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """A cursor (DB-API: fetchone, fetchall, rowcount)."""

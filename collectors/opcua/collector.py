@@ -44,12 +44,12 @@ from collectors.opcua.security import (
     load_certificate,
 )
 from gateway.models import (
-    LABEL_MAX_CHARS,
     DeviceSpec,
     PointKind,
     Quality,
     QualityStatus,
     Reading,
+    text_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,9 @@ def reading_of(meter_id: str, point: OpcUaPoint, dv: ua.DataValue, now_ns: int) 
         text = label_text(value)
         if text is None:
             return made(None, Quality.bad("not-a-text"))
-        if len(text) > LABEL_MAX_CHARS:
-            return made(None, Quality.bad("text-too-long"))
+        problem = text_problem(text)
+        if problem:
+            return made(None, Quality.bad(problem))
         reading = text
     else:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -156,11 +157,12 @@ def reading_of(meter_id: str, point: OpcUaPoint, dv: ua.DataValue, now_ns: int) 
 
 def label_text(value: Any) -> str | None:
     """A label's text from a String, a LocalizedText or an integer (a PLC's numeric product
-    or recipe code); None for anything else."""
-    if isinstance(value, str):
-        return value
+    or recipe code); None for anything else. A string ends at its first NUL, as a PLC's
+    fixed-length character array padded with NULs does (the raw bytes keep the padding)."""
     if isinstance(value, ua.LocalizedText):
-        return value.Text
+        value = value.Text
+    if isinstance(value, str):
+        return value.split("\x00", 1)[0]
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
@@ -428,6 +430,8 @@ class OpcUaCollector:
     async def _read(
         self, client: Client, points: list[OpcUaPoint], nodes: list[Node], which: Sequence[int]
     ) -> list[tuple[OpcUaPoint, ua.DataValue]]:
+        if not which:  # every point refused: a server answers an empty read BadNothingToDo
+            return []
         values: list[ua.DataValue] = []
         for chunk in _chunks(which, self._per_read):  # the server's limit per read
             started = asyncio.get_running_loop().time()
@@ -514,14 +518,12 @@ async def operation_limits(client: Client) -> tuple[int, int]:
     """The server's MaxNodesPerRead and MaxMonitoredItemsPerCall (OPC UA Part 5,
     OperationLimits; 0 where it sets none or does not say): a request over them is refused
     whole with BadTooManyOperations, so reads and subscriptions are split to fit."""
-    values = await client.read_attributes(
-        [client.get_node(ua.NodeId(ua.Int32(i), ua.Int16(0))) for i in LIMITS]
-    )
-    per_read, per_call = (
-        v if isinstance(v, int) and not isinstance(v, bool) and v > 0 and not _bad(dv) else 0
-        for dv in values
-        for v in (_value(dv),)
-    )
+    found = []
+    for limit_id in LIMITS:  # one at a time: a server may take a single node per read
+        (dv,) = await client.read_attributes([client.get_node(ua.NodeId(ua.Int32(limit_id)))])
+        v = _value(dv)
+        found.append(v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0)
+    per_read, per_call = found
     return per_read, per_call
 
 

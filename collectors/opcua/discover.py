@@ -64,13 +64,13 @@ def guess(name: str, data_type: str, unit: str | None) -> tuple[str | None, str 
     if unit in POWER_UNITS:
         return "active_power", "gauge", POWER_UNITS[unit]
     numeric = data_type in INTEGER_TYPES or data_type in ("Float", "Double")
-    lower = name.lower()
-    if numeric and any(word in lower for word in COUNT_WORDS):
+    if numeric and any(word in name.lower() for word in COUNT_WORDS):
         return "production_count", "counter", Decimal(1)
-    if data_type in TEXT_TYPES:
-        if any(word in lower for word in ORDER_WORDS):
+    if data_type in TEXT_TYPES:  # whole words only: "DepartmentName" names no part
+        words = {w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)}
+        if words & set(ORDER_WORDS):
             return "production_order", "label", Decimal(1)
-        if any(word in lower for word in PRODUCT_WORDS):
+        if words & set(PRODUCT_WORDS):
             return "product_code", "label", Decimal(1)
     return None, None, Decimal(1)
 

@@ -298,3 +298,26 @@ def test_an_s_requirement_needs_an_s_class():
     assert class_meets("electricity", "0.5S", "1") is True
     assert class_meets("electricity", "2", "1") is False
     assert class_meets("electricity", "1", "B") is None
+
+
+def test_a_good_label_reading_is_a_verified_link(registry: Registry):
+    from gateway.metrology import LinkState, trace
+    from gateway.models import Carrier, Meter, PointKind, Quality, Quantity, Reading
+
+    meter = Meter(id="P1", serial="S1", model="m", carrier=Carrier.PRODUCTION, accuracy_class="1")
+    code = Reading(
+        meter_id="P1",
+        point="product_code",
+        quantity=Quantity.PRODUCT_CODE,
+        kind=PointKind.LABEL,
+        unit="",
+        ts_ns=1,
+        value=None,
+        text="pack-z",
+        quality=Quality.good(),
+    )
+    at = datetime(2026, 6, 1, 12, tzinfo=SH)
+    (link, *_) = trace(meter, code, at, registry.entries, registry.find)
+    assert (link.state, link.label) == (LinkState.VERIFIED, "product_code = 'pack-z' (good)")
+    bad = code.model_copy(update={"text": None, "quality": Quality.bad("timeout")})
+    assert trace(meter, bad, at, registry.entries, registry.find)[0].state is LinkState.EXPIRED

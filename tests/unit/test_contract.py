@@ -211,7 +211,14 @@ def test_readings_batch_2_carries_labels_and_server_times_and_batch_1_is_still_t
     ack = store.receive(topic, json.dumps(build_readings_batch(USCC, "gw", [other])).encode())
     assert "reading 1 held with other content" in (ack.reason or "")
     # the schema keeps text and value apart: a good label without text, a label with a value
-    for wrong in ({"text": None}, {"value": "1"}, {"unit": "kWh"}):
+    for wrong in (
+        {"text": None},
+        {"value": "1"},
+        {"unit": "kWh"},
+        {"text": "CELL\u0000"},
+        {"kind": "gauge", "unit": "1", "text": None, "value": "3"},  # a product code is a label
+        {"quantity": "active_energy_import"},  # and an energy reading is not
+    ):
         message = {**reading_message(2, code), **wrong}
         body = {"uscc": USCC, "gateway_id": "gw", "readings": [message]}
         bad = {**body, "schema": "tanji.readings-batch/2", "batch_id": _id(batch_id, body)}

@@ -71,7 +71,9 @@ def test_new_fields_appear_in_the_json_form_only_when_set():
         ({**FIELDS, "text": "x"}, "a label reading carries text"),
         ({**FIELDS, "value": None}, "exactly when its quality is not bad"),
         ({**FIELDS, "kind": PointKind.LABEL}, "kind label does not fit active_energy_import"),
-        ({**LABEL, "text": "x" * 257}, "at most 256 characters"),
+        ({**LABEL, "text": "x" * 257}, "text: text-too-long"),
+        ({**LABEL, "text": "CELL\x00\x00"}, "text: text-with-control-characters"),
+        ({**LABEL, "text": "\udcb5\udce7"}, "text: text-not-utf8"),
     ],
 )
 def test_inconsistent_readings_are_refused(fields, message):

@@ -112,6 +112,15 @@ def test_a_data_value_becomes_a_reading_with_both_timestamps_and_a_labels_text()
     recipe = reading_of("P1", code, dv(4711, ua.VariantType.Int32), 7)
     assert recipe.text == "4711"
     assert reading_of("P1", code, dv(1.5, ua.VariantType.Double), 7).quality.reason == "not-a-text"
+    padded = reading_of("P1", code, dv("CELL-A\x00\x00\x00", ua.VariantType.String), 7)
+    assert padded.text == "CELL-A"  # a PLC's char array: the string ends at its first NUL
+    assert padded.raw.endswith(b"CELL-A\x00\x00\x00")  # the padding stays in the evidence
+    gbk = reading_of("P1", code, dv("电池".encode("gbk").decode("utf-8", "surrogateescape"),
+                                    ua.VariantType.String), 7)  # fmt: skip
+    assert (gbk.text, gbk.quality.reason) == (None, "text-not-utf8")
+    two_lines = reading_of("P1", code, dv("A\nB", ua.VariantType.String), 7)
+    assert two_lines.quality.reason == "text-with-control-characters"
+    assert reading_of("P1", code, dv("电池包-48V", ua.VariantType.String), 7).text == "电池包-48V"
     long = reading_of("P1", code, dv("x" * 300, ua.VariantType.String), 7)
     assert (long.text, long.quality.reason) == (None, "text-too-long")
     assert len(long.raw) == 305  # kept whole as evidence
@@ -119,3 +128,23 @@ def test_a_data_value_becomes_a_reading_with_both_timestamps_and_a_labels_text()
     assert text_energy.quality.reason == "not-a-number"
     n = reading_of("P1", energy, dv(12.5, ua.VariantType.Double), 7)
     assert (n.value, n.text, n.server_ts_ns is not None) == (Decimal("12.5"), None, True)
+
+
+@pytest.mark.parametrize(
+    ("name", "quantity"),
+    [
+        ("ProductCode", "product_code"),
+        ("SKU", "product_code"),
+        ("recipe_name", "product_code"),
+        ("ProductionOrder", "production_order"),
+        ("BatchID", "production_order"),
+        ("DepartmentName", None),  # "part" inside another word names nothing
+        ("Pilot", None),
+        ("SlotName", None),
+    ],
+)
+def test_discover_proposes_text_variables_named_like_products_or_orders(name, quantity):
+    from collectors.opcua.discover import guess
+
+    assert guess(name, "String", None)[0] == quantity
+    assert guess(name, "Double", None)[0] != quantity or quantity is None

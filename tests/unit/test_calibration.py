@@ -302,20 +302,11 @@ def test_an_s_requirement_needs_an_s_class():
 
 def test_a_good_label_reading_is_a_verified_link(registry: Registry):
     from gateway.metrology import LinkState, trace
-    from gateway.models import Carrier, Meter, PointKind, Quality, Quantity, Reading
+    from gateway.models import Carrier, Meter, Quality
+    from tests.unit.test_store import LABEL
 
     meter = Meter(id="P1", serial="S1", model="m", carrier=Carrier.PRODUCTION, accuracy_class="1")
-    code = Reading(
-        meter_id="P1",
-        point="product_code",
-        quantity=Quantity.PRODUCT_CODE,
-        kind=PointKind.LABEL,
-        unit="",
-        ts_ns=1,
-        value=None,
-        text="pack-z",
-        quality=Quality.good(),
-    )
+    code = LABEL.model_copy(update={"text": "pack-z"})
     at = datetime(2026, 6, 1, 12, tzinfo=SH)
     (link, *_) = trace(meter, code, at, registry.entries, registry.find)
     assert (link.state, link.label) == (LinkState.VERIFIED, "product_code = 'pack-z' (good)")

@@ -183,22 +183,11 @@ def test_readings_batch_2_carries_labels_and_server_times_and_batch_1_is_still_t
 ):
     from cloud_sync import build_readings_batch, reading_message
     from cloud_sync.contract import batch_id
-    from gateway.models import PointKind, Quality, Quantity, Reading
+    from tests.unit.test_store import LABEL
 
     store = PlatformStore(tmp_path / "p.db")
     topic = f"tanji/v1/{USCC}/gw/readings"
-    code = Reading(
-        meter_id="P1",
-        point="product_code",
-        quantity=Quantity.PRODUCT_CODE,
-        kind=PointKind.LABEL,
-        unit="",
-        ts_ns=10,
-        server_ts_ns=9,
-        value=None,
-        text="CELL-B",
-        quality=Quality.good(),
-    )
+    code = LABEL.model_copy(update={"ts_ns": 10, "server_ts_ns": 9, "text": "CELL-B"})
     batch = build_readings_batch(USCC, "gw", [reading_message(1, code)])
     assert batch["schema"] == "tanji.readings-batch/2"
     assert store.receive(topic, json.dumps(batch).encode()).status is AckStatus.ACCEPTED

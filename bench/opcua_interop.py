@@ -86,6 +86,17 @@ def device(port: int) -> OpcUaDevice:
                     data_type="integer",
                     sampling_interval_ms=250,
                 ),
+                {
+                    "name": "product",
+                    "quantity": "product_code",
+                    "node": f"nsu={NS};s=Line.Production.ProductCode",
+                },
+                {
+                    "name": "order",
+                    "quantity": "production_order",
+                    "node": f"nsu={NS};s=Line.Production.WorkOrder",
+                    "mode": "poll",
+                },
             ],
         }
     )
@@ -144,6 +155,15 @@ def run(seconds: float) -> dict[str, Any]:
             ),
         }
         ok = ok and bool(good) and (monotonic or name == "power")
+    for name in ("product", "order"):  # text: a String by subscription, a LocalizedText polled
+        texts = [r.text for r in readings if r.point == name and r.text is not None]
+        result["points"][name] = {
+            "readings": len([r for r in readings if r.point == name]),
+            "good": len(texts),
+            "last": texts[-1] if texts else None,
+            "server_timestamps": all(r.server_ts_ns for r in readings if r.point == name),
+        }
+        ok = ok and bool(texts)
     result["ok"] = ok
     return result
 

@@ -1,5 +1,5 @@
-// An independent OPC UA server (node-opcua) with an energy counter, a power gauge and a
-// production counter in its own namespace, for tanji's interop check (bench/opcua_interop.py).
+// An independent OPC UA server (node-opcua) with an energy counter, a power gauge, a
+// production counter, a product code and a work order in its own namespace, for tanji's interop check (bench/opcua_interop.py).
 // Listens on 127.0.0.1 only; port from argv[2]. Prints "ready" when it accepts sessions.
 const { OPCUAServer, Variant, DataType } = require("node-opcua");
 
@@ -44,6 +44,24 @@ const NS = "urn:tanji:interop:node-opcua";
     minimumSamplingInterval: 100,
     value: {
       get: () => new Variant({ dataType: DataType.UInt32, value: Math.floor((Date.now() - start) / 500) }),
+    },
+  });
+  // what the line makes: a String, and the order as a LocalizedText (another encoding)
+  ns.addVariable({
+    componentOf: line,
+    nodeId: "s=Line.Production.ProductCode",
+    browseName: "ProductCode",
+    dataType: "String",
+    value: { get: () => new Variant({ dataType: DataType.String, value: "电池包-48V" }) },
+  });
+  ns.addVariable({
+    componentOf: line,
+    nodeId: "s=Line.Production.WorkOrder",
+    browseName: "WorkOrder",
+    dataType: "LocalizedText",
+    value: {
+      get: () =>
+        new Variant({ dataType: DataType.LocalizedText, value: { locale: "zh-CN", text: "WO-2026-0042" } }),
     },
   });
   await server.start();

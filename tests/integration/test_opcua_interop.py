@@ -18,3 +18,6 @@ def test_collector_reads_a_node_opcua_server():
     assert result["points"]["energy"]["good"] >= 4
     assert result["points"]["units"]["never_backwards"]
     assert result["points"]["power"]["last"] == "36"
+    assert result["points"]["product"]["last"] == "电池包-48V"  # a String, UTF-8 both ways
+    assert result["points"]["order"]["last"] == "WO-2026-0042"  # a LocalizedText's text
+    assert result["points"]["order"]["server_timestamps"]

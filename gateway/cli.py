@@ -1253,11 +1253,22 @@ def sim_opcua(
     ] = None,
     scenario: Annotated[
         Path | None,
-        typer.Option(help="faults to replay, the Modbus simulator's TOML (meter = line index)"),
+        typer.Option(
+            help="faults and product changeovers to replay, the Modbus simulator's TOML"
+            " (meter = line index)"
+        ),
+    ] = None,
+    max_per_request: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="advertise and enforce MaxNodesPerRead and MaxMonitoredItemsPerCall (larger"
+            " requests fail with BadTooManyOperations, as on servers that limit them)",
+        ),
     ] = None,
 ) -> None:
     """Serve a simulated plant over OPC UA until Ctrl-C: lines with an energy meter (kWh
-    counter, kW) and production counters (units made, product code).
+    counter, kW) and production data (units made, product code, production order).
 
     Example: tanji sim opcua --port 4840, then in site.toml a point with
     node = "nsu=urn:tanji:sim:plant;s=Line1.Meter.ActiveEnergyImport".
@@ -1312,7 +1323,13 @@ def sim_opcua(
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # our own message says it
 
     async def main() -> None:
-        server = PlantServer(host, port, filler_namespaces=filler_namespaces, security=security)
+        server = PlantServer(
+            host,
+            port,
+            filler_namespaces=filler_namespaces,
+            security=security,
+            max_per_call=max_per_request,
+        )
         try:
             plant = await server.__aenter__()
             if plan is not None:

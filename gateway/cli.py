@@ -81,7 +81,8 @@ def _logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("pymodbus", "amqtt", "transitions", "asyncio"):
+    # asyncua.server: the simulated plant's notes on its own unsecured endpoint (not the site's)
+    for noisy in ("pymodbus", "amqtt", "transitions", "asyncio", "asyncua.server"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 

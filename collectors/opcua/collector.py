@@ -55,6 +55,7 @@ from gateway.models import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 GOOD = Quality.good()
+SESSION_TIMEOUT_MS = 600_000
 RAW_MAX_BYTES = 2048  # a variant's bytes kept as evidence: any label (256 chars) whole
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -462,6 +463,9 @@ async def connect(
     `on_lost` is called when asyncua's watchdog finds the connection gone."""
     client = Client(conn.endpoint, timeout=conn.timeout_s, watchdog_intervall=conn.timeout_s)
     client.name = client.description = "tanji gateway"
+    # a lost session is replaced, never resumed: ask for what servers commonly grant (asyncua's
+    # one hour is revised down by most, with a warning at every connect)
+    client.session_timeout = SESSION_TIMEOUT_MS
     if conn.username:
         client.set_user(conn.username)
         if conn.password_file:

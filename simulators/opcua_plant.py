@@ -25,10 +25,10 @@ from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
-from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from cryptography.hazmat.primitives import serialization
 
+from collectors.opcua.collector import OPERATION_LIMITS
 from collectors.opcua.security import (
     ApplicationCertificate,
     create_application_certificate,
@@ -247,11 +247,8 @@ class PlantServer:
     async def _limit_requests(server: Server, limit: int) -> None:
         """Reads and monitored item creations of more than `limit` nodes fail with
         BadTooManyOperations, as OPC UA Part 4 has a server answer them."""
-        for limit_id in (
-            ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
-            ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
-        ):
-            node = server.get_node(ua.NodeId(ua.Int32(limit_id), ua.Int16(0)))
+        for limit_id in OPERATION_LIMITS:  # the nodes a client reads them from
+            node = server.get_node(ua.NodeId(ua.Int32(limit_id)))
             await node.write_value(ua.Variant(limit, ua.VariantType.UInt32))
         iserver = server.iserver
         create_session = iserver.create_session

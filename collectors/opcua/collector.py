@@ -512,7 +512,7 @@ async def _secure(client: Client, conn: OpcUaConnection) -> None:
     )
 
 
-LIMITS = (
+OPERATION_LIMITS = (  # Server.ServerCapabilities.OperationLimits: per read, per call
     ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
     ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
 )
@@ -523,7 +523,7 @@ async def operation_limits(client: Client) -> tuple[int, int]:
     OperationLimits; 0 where it sets none or does not say): a request over them is refused
     whole with BadTooManyOperations, so reads and subscriptions are split to fit."""
     found = []
-    for limit_id in LIMITS:  # one at a time: a server may take a single node per read
+    for limit_id in OPERATION_LIMITS:  # one at a time: a server may take a single node per read
         (dv,) = await client.read_attributes([client.get_node(ua.NodeId(ua.Int32(limit_id)))])
         v = _value(dv)
         found.append(v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0)

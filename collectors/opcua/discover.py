@@ -28,8 +28,8 @@ COUNT_WORDS = ("unit", "piece", "produced", "count", "output", "pcs")
 SERVER_OBJECT = ua.NodeId(ua.Int32(2253), ua.Int16(0))  # ns=0;i=2253: the Server object
 INTEGER_TYPES = {"SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64"}
 TEXT_TYPES = {"String", "LocalizedText"}
-ORDER_WORDS = ("order", "batch", "lot")  # before product words: "ProductionOrder" is an order
-PRODUCT_WORDS = ("product", "article", "recipe", "material", "sku", "part")
+ORDER_WORDS = frozenset({"order", "batch", "lot"})  # before product words: ProductionOrder
+PRODUCT_WORDS = frozenset({"product", "article", "recipe", "material", "sku", "part"})
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ def guess(name: str, data_type: str, unit: str | None) -> tuple[str | None, str 
         return "production_count", "counter", Decimal(1)
     if data_type in TEXT_TYPES:  # whole words only: "DepartmentName" names no part
         words = {w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)}
-        if words & set(ORDER_WORDS):
+        if words & ORDER_WORDS:
             return "production_order", "label", Decimal(1)
-        if words & set(PRODUCT_WORDS):
+        if words & PRODUCT_WORDS:
             return "product_code", "label", Decimal(1)
     return None, None, Decimal(1)
 

@@ -290,32 +290,30 @@ async def test_plant_faults_reach_the_readings_as_status_and_frozen_counters():
     assert after[-1] > frozen[-1]  # and runs again, from where it stood
 
 
-def test_scenario_faults_that_mean_nothing_over_opcua_are_refused(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("simulator", "event", "message"),
+    [
+        ("opcua", 'fault = "slow"\ndelay_s = 2', "slow is not simulated over OPC UA"),
+        ("modbus", 'fault = "changeover"\nproduct = "X"', "changeover is for the OPC UA plant"),
+        (
+            "opcua",
+            'fault = "changeover"',
+            "a changeover, and only a changeover, names its product",
+        ),
+    ],
+)
+def test_scenario_events_a_simulator_cannot_play_are_refused(
+    tmp_path: Path, simulator: str, event: str, message: str
+):
     from typer.testing import CliRunner
 
     from gateway.cli import app
 
-    plan = tmp_path / "faults.toml"
-    plan.write_text('[[events]]\nat_s = 1\nmeter = 0\nfault = "slow"\ndelay_s = 2\n')
-    result = CliRunner().invoke(app, ["sim", "opcua", "--scenario", str(plan)])
+    plan = tmp_path / "scenario.toml"
+    plan.write_text(f"[[events]]\nat_s = 1\nmeter = 0\n{event}\n")
+    result = CliRunner().invoke(app, ["sim", simulator, "--scenario", str(plan)])
     assert result.exit_code == 2
-    assert "slow is not simulated over OPC UA" in result.output
-
-
-def test_a_changeover_is_for_the_plant_and_names_its_product(tmp_path: Path):
-    from typer.testing import CliRunner
-
-    from gateway.cli import app
-
-    plan = tmp_path / "changeover.toml"
-    plan.write_text('[[events]]\nat_s = 1\nmeter = 0\nfault = "changeover"\nproduct = "X"\n')
-    result = CliRunner().invoke(app, ["sim", "modbus", "--scenario", str(plan)])
-    assert result.exit_code == 2
-    assert "changeover is for the OPC UA plant" in result.output
-    plan.write_text('[[events]]\nat_s = 1\nmeter = 0\nfault = "changeover"\n')
-    result = CliRunner().invoke(app, ["sim", "opcua", "--scenario", str(plan)])
-    assert result.exit_code == 2
-    assert "a changeover, and only a changeover, names its product" in result.output
+    assert message in result.output
 
 
 async def test_requests_are_split_to_the_servers_operation_limits():

@@ -4,16 +4,19 @@
 else the system's trust store) and its name checked; there is no switch to turn verification
 off and no fallback to plaintext. A client certificate (`cert_file` + `key_file`) gives mutual
 TLS. The password comes from a file or an environment variable, never from site.toml, and is
-never logged. The gateway and the platform simulator connect through the same settings.
+never logged; over plain `mqtt://` it is sent only to this machine's own broker unless
+`allow_plaintext_password` says the network is trusted. The gateway and the platform
+simulator connect through the same settings.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -21,9 +24,20 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import Field, field_validator, model_validator
 
-from gateway.models import Frozen
+from gateway.models import ConfigBool, ConfigFloat, Frozen, in_range
 
 DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1): traffic that never leaves the
+    machine. Names are not resolved: any other name counts as the network."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class TransportError(Exception):
@@ -43,21 +57,26 @@ class MqttConfig(Frozen):
     username: str | None = None
     password_file: Path | None = None
     password_env: str | None = None
-    keepalive_s: int = Field(default=20, ge=5, le=3600)
-    session_expiry_s: int = Field(default=7 * 86400, ge=0, le=0xFFFFFFFF)
-    publish_timeout_s: float = Field(default=10.0, gt=0, le=600)
-    batch_size: int = Field(default=50, ge=1, le=10000)
-    ack_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    max_in_flight: int = Field(default=20, ge=1, le=10000)
-    backlog_rate: float = Field(
+    keepalive_s: Annotated[int, in_range(5, 3600)] = 20
+    session_expiry_s: Annotated[int, in_range(0, 0xFFFFFFFF)] = 7 * 86400
+    publish_timeout_s: ConfigFloat = Field(default=10.0, ge=0.01, le=600)
+    batch_size: Annotated[int, in_range(1, 10000)] = 50
+    ack_timeout_s: ConfigFloat = Field(default=30.0, ge=0.01, le=3600)
+    max_in_flight: Annotated[int, in_range(1, 10000)] = 20
+    backlog_rate: ConfigFloat = Field(
         default=20.0,
         ge=0,
         le=10000,
         description="backlog batches per second after an outage; 0: no limit",
     )
     compression: Literal["none", "gzip"] = "gzip"
-    readings: bool = False
-    readings_batch_size: int = Field(default=2000, ge=1, le=100000)
+    readings: ConfigBool = False
+    readings_batch_size: Annotated[int, in_range(1, 100000)] = 2000
+    allow_plaintext_password: ConfigBool = Field(
+        default=False,
+        description="send the password over plain mqtt:// to a host that is not this machine"
+        " (anyone on the path can read it); `tanji run` warns at start",
+    )
 
     @field_validator("broker_url")
     @classmethod
@@ -97,7 +116,20 @@ class MqttConfig(Frozen):
             raise ValueError("give password_file or password_env, not both")
         if (self.password_file or self.password_env) and not self.username:
             raise ValueError("a password needs a username")
+        if self.plaintext_password and not self.allow_plaintext_password:
+            field = "password_env" if self.password_env else "password_file"
+            raise ValueError(
+                f"{field}: the password would cross the network in clear (broker_url is plain"
+                f" mqtt:// to {self.host}, not this machine); use mqtts://, or set"
+                " allow_plaintext_password = true if that network is trusted"
+            )
         return self
+
+    @property
+    def plaintext_password(self) -> bool:
+        """A password goes over plain mqtt:// to a broker that is not on this machine."""
+        has_password = bool(self.password_file or self.password_env)
+        return has_password and not self.tls and not is_loopback(self.host)
 
     @property
     def tls(self) -> bool:

@@ -30,7 +30,13 @@ from rich.live import Live
 from rich.table import Table
 
 from collectors import collector_types
-from gateway.config import ConfigError, SiteConfig, load_site_config, problems_from
+from gateway.config import (
+    ConfigError,
+    SiteConfig,
+    check_site,
+    load_site_config,
+    problems_from,
+)
 from gateway.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -124,6 +130,16 @@ def _print_config_error(exc: ConfigError) -> None:
         err.print(f"  {problem}", highlight=False, markup=False)
 
 
+def _checked_site(path: Path) -> SiteConfig:
+    """The site configuration with what the run needs from this machine checked
+    (gateway.config.check_site), or every problem printed and exit 2."""
+    try:
+        return check_site(path)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
 @app.command("check-config")
 def check_config(
     file: Annotated[Path, typer.Argument(help="site configuration (TOML)")],
@@ -132,19 +148,12 @@ def check_config(
     ] = False,
 ) -> None:
     """Validate a site.toml and list every problem with its field path; also that the
-    platform link's certificates, key and password can be read.
+    store can be written and the platform link's certificates, key and password can be read.
+    `tanji run` makes the same checks and does not start on any of these problems.
 
     Example: tanji check-config deploy/site.example.toml --explain
     """
-    config = _load_site(file)
-    from cloud_sync import TransportError
-
-    try:
-        config.mqtt.tls_context()
-        config.mqtt.password()
-    except TransportError as exc:
-        err.print(f"{file}: [mqtt] {exc}", highlight=False, markup=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    config = _checked_site(file)
     points = sum(len(m.points) for m in config.meters)
     out.print(
         f"{file}: ok — {config.enterprise.name} ({config.enterprise.uscc}), gateway"
@@ -169,7 +178,13 @@ def run(
     Example: tanji run --config /etc/tanji/site.toml
     """
     _logging(verbose)
-    site = _load_site(config)
+    site = _checked_site(config)  # what check-config calls an error stops the run here
+    if site.mqtt.plaintext_password:
+        logging.getLogger("tanji").warning(
+            "mqtt: the password goes in clear over mqtt:// to %s (allow_plaintext_password"
+            " = true); use mqtts:// unless that network is trusted",
+            site.mqtt.host,
+        )
     from gateway.runtime import Gateway
 
     async def main() -> None:
@@ -1495,7 +1510,8 @@ def discover_modbus(
         connection.update(serial_port=serial, baudrate=baud, parity=parity.upper())
     elif target:
         host, _, port = target.rpartition(":") if ":" in target else (target, "", "502")
-        connection.update(host=host, port=port)
+        # a port is a number to the configuration (which refuses "502"); text stays text
+        connection.update(host=host, port=int(port) if port.isdigit() else port)
     device = None
     if not problems:
         try:

@@ -6,6 +6,7 @@ field path (e.g. `meters[2].points[0].address`) and what is allowed.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,15 +25,21 @@ from gateway.mirror import MirrorConfig
 from gateway.models import (
     CalibrationRecord,
     Carrier,
+    ConfigBool,
+    ConfigFloat,
     DeviceSpec,
     Frozen,
     LineShare,
     Meter,
     MeterReplacement,
     PointSpec,
+    shown,
+    wrong_type,
 )
 from gateway.periods import Interval, fixed_offset_problem
 from gateway.uscc import uscc_problem
+
+RATED_POWER_LIMIT_KW = Decimal(10_000_000)  # 10 GW: above any one meter's circuit
 
 
 class Enterprise(Frozen):
@@ -64,12 +71,15 @@ class MeterFields(Frozen):
     )
     location: str | None = None
     line: str | None = Field(default=None, min_length=1, description="the line it serves")
-    lines: dict[str, Decimal] | None = Field(
+    lines: dict[str, Annotated[Decimal, Field(gt=0, le=1)]] | None = Field(
         default=None, description="the lines a shared meter serves, with fractions summing to 1"
     )
     calibration: CalibrationRecord | None = None
     rated_power_kw: Decimal | None = Field(
-        default=None, gt=0, description="energy steps faster than 1.2 x this are implausible"
+        default=None,
+        gt=0,
+        le=RATED_POWER_LIMIT_KW,
+        description="energy steps faster than 1.2 x this are implausible",
     )
     replacements: tuple[MeterReplacement, ...] = ()
 
@@ -135,12 +145,18 @@ else:
 
 class StoreConfig(Frozen):
     path: Path = Path("tanji.db")
-    commit_interval_s: float = Field(default=1.0, gt=0, le=60)
-    retention_days: float = Field(
-        default=400, gt=0, description="raw readings older than this go once acknowledged"
+    commit_interval_s: ConfigFloat = Field(default=1.0, ge=0.01, le=60)
+    retention_days: ConfigFloat = Field(
+        default=400,
+        ge=0.001,
+        le=36500,
+        description="raw readings older than this go once acknowledged",
     )
-    max_disk_mb: float = Field(
-        default=10240, ge=16, description="hard cap on the store file (with its WAL)"
+    max_disk_mb: ConfigFloat = Field(
+        default=10240,
+        ge=16,
+        le=100_000_000,
+        description="hard cap on the store file (with its WAL)",
     )
 
 
@@ -149,11 +165,14 @@ class AggregationConfig(Frozen):
         default="15min", description="15min, 30min, hour, day, month, or e.g. 10s dividing a day"
     )
     timezone: str = "Asia/Shanghai"
-    gap_limit_s: float | None = Field(
-        default=None, gt=0, description="pairs of readings further apart count as a gap"
+    gap_limit_s: ConfigFloat | None = Field(
+        default=None,
+        ge=0.01,
+        le=31 * 86400,
+        description="pairs of readings further apart count as a gap",
     )
-    grace_s: float = Field(default=5.0, ge=0, le=3600)
-    send_without_valid_calibration: bool = Field(
+    grace_s: ConfigFloat = Field(default=5.0, ge=0, le=3600)
+    send_without_valid_calibration: ConfigBool = Field(
         default=True,
         description="false: records of periods without a valid calibration are held, not sent",
     )
@@ -336,7 +355,15 @@ def _message(err: ErrorDetails) -> str:
     if kind == "extra_forbidden":
         return "is not a known field (check the spelling)"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        return f"{_lower_first(err['msg'])} (got {err['input']!r})"
+        return f"{_lower_first(err['msg'])} (got {shown(err['input'])})"
+    if kind == "finite_number":
+        return f"must be a finite number (got {shown(err['input'])})"
+    if kind in ("float_type", "float_parsing", "decimal_type", "decimal_parsing"):
+        return wrong_type(err["input"], "a number")
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return wrong_type(err["input"], "a whole number")
+    if kind in ("bool_type", "bool_parsing"):
+        return f"must be true or false, without quotes (got {shown(err['input'])})"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         allowed = ", ".join(sorted(collector_types()))
         return f"must be one of: {allowed} (got {ctx.get('tag', 'nothing')!r})"
@@ -385,11 +412,70 @@ def load_site_config(path: Path) -> SiteConfig:
         raise ConfigError(str(path), [ConfigProblem("", f"cannot read: {exc}")]) from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise ConfigError(str(path), [ConfigProblem("", f"not valid TOML: {exc}")]) from None
     config = parse_site_config(data, str(path))
     if not config.store.path.is_absolute():
         # relative store paths are relative to the config file, not to the caller's cwd
         store = config.store.model_copy(update={"path": path.parent / config.store.path})
         config = config.model_copy(update={"store": store})
+    return config
+
+
+# --- what the run needs from this machine ------------------------------------------------------
+
+
+def store_path_problem(path: Path) -> str | None:
+    """Why the gateway cannot keep its store at `path`, or None: it must be a file this user
+    can read and write, or one it can create (missing folders are created), in a folder it
+    can write (SQLite keeps its -wal and -shm files next to the store)."""
+    try:
+        if path.is_dir():
+            return f"{path} is a folder; name the store file in it, e.g. {path / 'tanji.db'}"
+        if path.exists():
+            if not path.is_file():
+                return f"{path} is not a regular file"
+            if not os.access(path, os.R_OK | os.W_OK):
+                return f"{path} cannot be read and written by this user"
+            folder = path.parent
+        else:
+            folder = path.parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not folder.is_dir():
+                return f"cannot create {path}: {folder} is a file, not a folder"
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot create files in {folder} (the store, its -wal and -shm files)"
+    return None
+
+
+def deployment_problems(config: SiteConfig) -> list[ConfigProblem]:
+    """What the schema cannot see and the run needs from this machine: a store file it can
+    write or create, and the platform link's CA, certificate, key and password (file or
+    environment variable) readable. Both `tanji check-config` and `tanji run` ask this
+    (through `check_site`), so the run refuses to start on what check-config reports."""
+    from cloud_sync.transport import TransportError
+
+    problems: list[ConfigProblem] = []
+    store = store_path_problem(config.store.path)
+    if store:
+        problems.append(ConfigProblem("store.path", store))
+    for check in (config.mqtt.tls_context, config.mqtt.password):
+        try:
+            check()
+        except TransportError as exc:
+            problems.append(ConfigProblem("mqtt", str(exc)))
+    return problems
+
+
+def check_site(path: Path) -> SiteConfig:
+    """The site configuration at `path` with everything `tanji run` needs checked: the file
+    (load_site_config) and this machine (deployment_problems). Raises ConfigError listing
+    every problem."""
+    config = load_site_config(path)
+    problems = deployment_problems(config)
+    if problems:
+        raise ConfigError(str(path), problems)
     return config

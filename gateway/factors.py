@@ -13,11 +13,11 @@ import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from gateway.models import Carrier, Frozen
+from gateway.models import Carrier, ConfigBool, Frozen
 from gateway.units import UnitError, convert
 
 COAL_FILE = "gbt2589-2020.toml"
@@ -41,18 +41,18 @@ class Factor:
 class FactorsConfig(Frozen):
     """`[factors]` in site.toml."""
 
-    coal_equivalent: bool = Field(default=True, description="add tce per GB/T 2589-2020")
+    coal_equivalent: ConfigBool = Field(default=True, description="add tce per GB/T 2589-2020")
     electricity_emission_factor: str | None = Field(
         default=None, description="id in gateway/data/cn-grid-emission-factors.toml"
     )
     electricity_footprint_factor: str | None = Field(
         default=None, description="id in gateway/data/cn-electricity-footprint-factors.toml"
     )
-    coal_equivalent_overrides: dict[str, Decimal] = Field(
+    coal_equivalent_overrides: dict[str, Annotated[Decimal, Field(gt=0, le=10_000)]] = Field(
         default_factory=dict,
         description="kgce per unit by carrier, e.g. the measured value for natural_gas",
     )
-    allow_unverified: bool = False
+    allow_unverified: ConfigBool = False
 
 
 def _data(name: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write.point import Point
@@ -26,7 +26,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from pydantic import Field, SecretStr, field_validator
 
-from gateway.models import Frozen, Reading
+from gateway.models import ConfigFloat, Frozen, Reading, in_range
 from gateway.store import Store, transaction
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,9 @@ class MirrorConfig(Frozen):
     org: str = Field(min_length=1)
     bucket: str = Field(min_length=1)
     token: SecretStr = SecretStr("")
-    batch_size: int = Field(default=5000, ge=1, le=100_000)
-    interval_s: float = Field(default=5.0, gt=0, le=3600)
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    batch_size: Annotated[int, in_range(1, 100_000)] = 5000
+    interval_s: ConfigFloat = Field(default=5.0, ge=0.01, le=3600)
+    timeout_s: ConfigFloat = Field(default=10.0, ge=0.01, le=300)
 
     @field_validator("url")
     @classmethod

@@ -10,30 +10,93 @@ import enum
 import itertools
 import math
 import re
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
+    AllowInfNan,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    Strict,
     field_validator,
     model_validator,
 )
 
 
-def in_range(lo: int, hi: int) -> AfterValidator:
-    """`Annotated[int, in_range(0, 65535)]`: the error says 'must be 0..65535 (got 70000)'."""
+@dataclass(frozen=True)
+class IntRange:
+    """A whole number within lo..hi, as written: 502, not "502", 502.0 or true."""
 
-    def check(v: int) -> int:
-        if not lo <= v <= hi:
-            raise ValueError(f"must be {lo}..{hi} (got {v})")
+    lo: int
+    hi: int
+
+    def __call__(self, v: Any) -> Any:
+        if type(v) is not int:
+            raise ValueError(wrong_type(v, f"a whole number {self.lo}..{self.hi}"))
+        if not self.lo <= v <= self.hi:
+            raise ValueError(f"must be {self.lo}..{self.hi} (got {shown(v)})")
         return v
 
-    return AfterValidator(check)
+
+def in_range(lo: int, hi: int) -> BeforeValidator:
+    """`Annotated[int, in_range(0, 65535)]`: the error says 'must be 0..65535 (got 70000)';
+    text, fractions and booleans are refused, not converted."""
+    return BeforeValidator(IntRange(lo, hi))
+
+
+def wrong_type(v: Any, expected: str) -> str:
+    """The message for a TOML value of the wrong type: 'must be a whole number 1..65535
+    without quotes (got '502')'."""
+    if isinstance(v, bool):
+        return f"must be {expected}, not true/false (got {str(v).lower()})"
+    if isinstance(v, str):
+        try:
+            float(v)
+        except ValueError:
+            return f"must be {expected}, not text (got {shown(v)})"
+        return f"must be {expected} without quotes (got {shown(v)})"
+    return f"must be {expected} (got {shown(v)})"
+
+
+def shown(v: Any, limit: int = 40) -> str:
+    """A value as an error message quotes it: its repr, cut to `limit` characters (a number
+    of 5000 digits is not echoed whole)."""
+    if isinstance(v, int) and v.bit_length() > 4 * limit:  # repr() refuses > 4300 digits
+        return f"a number of about {int(v.bit_length() * math.log10(2))} digits"
+    text = repr(v)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _whole_number(v: Any) -> Any:
+    """Lets only a true int through to a Literal of ints (pydantic would take 1.0 and true)."""
+    if type(v) is not int:
+        raise ValueError(wrong_type(v, "a whole number"))
+    return v
+
+
+WHOLE = BeforeValidator(_whole_number)
+"""`Annotated[Literal[1, 2], WHOLE]`: a choice of whole numbers that refuses 1.0, "1" and true."""
+
+ConfigFloat = Annotated[float, Strict(), AllowInfNan(False)]
+"""A number in site.toml: a TOML integer or float, finite (no inf, nan), never text or a
+boolean. Every use gives it a range (Field(ge=..., le=...))."""
+
+ConfigBool = Annotated[bool, Strict()]
+"""true or false in site.toml; never 1, "yes" or "true"."""
+
+VALUE_LIMIT = Decimal("1e15")
+"""Bound of a configured value in a quantity's unit (plausible limits, counter values at a
+meter exchange, offsets, deadbands): far above any real meter (10**15 kWh), far below what
+breaks arithmetic (a float overflows at 1.8e308)."""
+
+SCALE_LIMIT = Decimal("1e12")
+"""Bound of a point's |scale| (and 1/SCALE_LIMIT its smallest): register units to the
+quantity's unit, e.g. 0.01 (10 Wh steps to kWh) or 1000 (MWh to kWh)."""
 
 
 class Frozen(BaseModel):
@@ -333,7 +396,8 @@ class CalibrationRecord(Frozen):
     expanded_uncertainty: str | None = Field(
         default=None, description="expanded uncertainty U as stated, e.g. '0.2 %'"
     )
-    coverage_factor: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # lax types here (the CSV import gives text cells), but finite and bounded
+    coverage_factor: float | None = Field(default=None, gt=0, le=10, allow_inf_nan=False)
     correction_percent: Decimal | None = Field(
         default=None,
         ge=-50,
@@ -372,8 +436,8 @@ class MeterReplacement(Frozen):
 
     at: datetime
     point: str = "active_energy_import"
-    old_final: Decimal = Field(ge=0)
-    new_initial: Decimal = Field(ge=0)
+    old_final: Decimal = Field(ge=0, le=VALUE_LIMIT)
+    new_initial: Decimal = Field(ge=0, le=VALUE_LIMIT)
     new_serial: str | None = None
 
     @field_validator("at")
@@ -425,6 +489,18 @@ def float_step(raw: float, mantissa_bits: int) -> Decimal:
     return Decimal(2) ** (exponent - mantissa_bits)
 
 
+def scale_problem(scale: Decimal, kind: PointKind) -> str | None:
+    """Why a point's scale cannot be used, or None: 0 reads nothing, a negative scale on a
+    counter counts backwards, and one below 1e-12 rounds a register to nothing."""
+    if scale == 0:
+        return "scale must not be 0"
+    if kind is PointKind.COUNTER and scale < 0:
+        return f"scale of a counter must be positive (got {scale}): it would count backwards"
+    if abs(scale) < 1 / SCALE_LIMIT:
+        return f"scale must be at least {1 / SCALE_LIMIT} in size (got {scale})"
+    return None
+
+
 class PointSpec(Frozen):
     """Protocol-independent part of a configured point; protocols add addressing fields.
 
@@ -437,9 +513,12 @@ class PointSpec(Frozen):
     kind: PointKind
     unit: str
     plausible_min: Decimal | None = Field(
-        default=None, description="values below are `bad` (reason out-of-range), never used"
+        default=None,
+        ge=-VALUE_LIMIT,
+        le=VALUE_LIMIT,
+        description="values below are `bad` (reason out-of-range), never used",
     )
-    plausible_max: Decimal | None = None
+    plausible_max: Decimal | None = Field(default=None, ge=-VALUE_LIMIT, le=VALUE_LIMIT)
     product: str | None = Field(
         default=None,
         min_length=1,
@@ -513,8 +592,8 @@ class PointSpec(Frozen):
 class ConnectionSpec(Frozen):
     """Protocol-independent part of a device connection; protocols add where and how."""
 
-    poll_interval_s: float = Field(default=5.0, gt=0, le=86400)
-    timeout_s: float = Field(default=2.0, gt=0, le=60)
+    poll_interval_s: ConfigFloat = Field(default=5.0, ge=0.01, le=86400)
+    timeout_s: ConfigFloat = Field(default=2.0, ge=0.01, le=60)
 
 
 class DeviceSpec(Frozen):

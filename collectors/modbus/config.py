@@ -15,12 +15,17 @@ from pydantic import Field, model_validator
 
 from collectors.modbus.decode import UNSIGNED_BITS, ByteOrder, DataType, register_count
 from gateway.models import (
+    SCALE_LIMIT,
+    VALUE_LIMIT,
+    WHOLE,
+    ConfigFloat,
     ConnectionSpec,
     DeviceSpec,
     PointKind,
     PointSpec,
     float_step,
     in_range,
+    scale_problem,
 )
 
 FunctionCode = Literal[1, 2, 3, 4]
@@ -38,8 +43,8 @@ class ModbusLinkSettings(ConnectionSpec):
     retries: Annotated[int, in_range(0, 5)] = Field(
         default=1, description="extra attempts of a request that timed out or found the device busy"
     )
-    backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
-    backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
+    backoff_initial_s: ConfigFloat = Field(default=1.0, ge=0.01, le=3600)
+    backoff_max_s: ConfigFloat = Field(default=60.0, ge=0.01, le=3600)
 
 
 class ModbusTcpConnection(ModbusLinkSettings):
@@ -60,12 +65,12 @@ class ModbusRtuConnection(ModbusLinkSettings):
     (8 data bits, even parity, 1 stop bit); many meters ship set to no parity instead."""
 
     serial_port: str = Field(min_length=1, description="e.g. /dev/ttyUSB0")
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    baudrate: Annotated[Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200], WHOLE] = 9600
     parity: Literal["N", "E", "O"] = "E"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
+    stopbits: Annotated[Literal[1, 2], WHOLE] = 1
+    bytesize: Annotated[Literal[7, 8], WHOLE] = 8
     unit_id: Annotated[int, in_range(1, 247)] = 1
-    inter_frame_delay_s: float | None = Field(
+    inter_frame_delay_s: ConfigFloat | None = Field(
         default=None,
         ge=0,
         le=1,
@@ -88,11 +93,16 @@ class ModbusPoint(PointSpec):
     address: Annotated[int, in_range(0, 65535)] = Field(
         description="register (or coil/input) address, 0-based on the wire"
     )
-    function_code: FunctionCode = 3
+    function_code: Annotated[FunctionCode, WHOLE] = 3
     data_type: DataType
     word_order: ByteOrder = "ABCD"
-    scale: Decimal = Decimal(1)
-    offset: Decimal = Decimal(0)
+    scale: Decimal = Field(
+        default=Decimal(1),
+        ge=-SCALE_LIMIT,
+        le=SCALE_LIMIT,
+        description="value = register x scale + offset; not 0, and positive on a counter",
+    )
+    offset: Decimal = Field(default=Decimal(0), ge=-VALUE_LIMIT, le=VALUE_LIMIT)
     bit: Annotated[int, in_range(0, 63)] | None = Field(
         default=None, description="first bit of a bit field (0 = least significant)"
     )
@@ -114,8 +124,9 @@ class ModbusPoint(PointSpec):
         last = self.address + register_count(self.data_type) - 1
         if last > 65535:
             raise ValueError(f"{self.data_type} at address {self.address} runs past 65535")
-        if self.scale == 0:
-            raise ValueError("scale must not be 0")
+        problem = scale_problem(self.scale, self.kind)
+        if problem:
+            raise ValueError(problem)
         if self.bit is not None:
             width = UNSIGNED_BITS.get(self.data_type)
             if width is None:

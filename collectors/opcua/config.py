@@ -17,12 +17,16 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from gateway.models import (
+    SCALE_LIMIT,
+    VALUE_LIMIT,
+    ConfigFloat,
     ConnectionSpec,
     DeviceSpec,
     PointKind,
     PointSpec,
     float_step,
     in_range,
+    scale_problem,
 )
 
 _NODE = re.compile(r"^nsu=(?P<uri>[^;]+);(?P<kind>[sigb])=(?P<id>.+)$", re.DOTALL)
@@ -76,8 +80,8 @@ class OpcUaConnection(ConnectionSpec):
         default=None, description="log in with an X.509 user certificate instead of a password"
     )
     user_private_key: str | None = None
-    backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
-    backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
+    backoff_initial_s: ConfigFloat = Field(default=1.0, ge=0.01, le=3600)
+    backoff_max_s: ConfigFloat = Field(default=60.0, ge=0.01, le=3600)
 
     @field_validator("endpoint")
     @classmethod
@@ -126,17 +130,20 @@ class OpcUaConnection(ConnectionSpec):
 class OpcUaPoint(PointSpec):
     node: str = Field(description="nsu=<namespace uri>;s=<identifier> (or i=, g=, b=)")
     mode: Literal["subscribe", "poll"] = "subscribe"
-    sampling_interval_ms: float | None = Field(
-        default=None, ge=0, description="default: the device's poll interval"
+    sampling_interval_ms: ConfigFloat | None = Field(
+        default=None, ge=0, le=86_400_000, description="default: the device's poll interval"
     )
     queue_size: Annotated[int, in_range(1, 1000)] = 10
     deadband: Decimal | None = Field(
-        default=None, ge=0, description="absolute deadband: smaller changes are not reported"
+        default=None,
+        ge=0,
+        le=VALUE_LIMIT,
+        description="absolute deadband: smaller changes are not reported",
     )
     data_type: Literal["double", "float", "integer"] = Field(
         default="double", description="the variable's type, for its resolution"
     )
-    scale: Decimal = Decimal(1)
+    scale: Decimal = Field(default=Decimal(1), ge=-SCALE_LIMIT, le=SCALE_LIMIT)
 
     @field_validator("node")
     @classmethod
@@ -146,8 +153,9 @@ class OpcUaPoint(PointSpec):
 
     @model_validator(mode="after")
     def _counter_deadband(self) -> OpcUaPoint:
-        if self.scale == 0:
-            raise ValueError("scale must not be 0")
+        problem = scale_problem(self.scale, self.kind)
+        if problem:
+            raise ValueError(problem)
         if self.deadband is not None and self.kind is PointKind.COUNTER and self.deadband > 0:
             raise ValueError("a counter takes no deadband: every step of it is energy")
         if self.kind is PointKind.LABEL and (self.deadband is not None or self.scale != 1):

@@ -165,7 +165,7 @@ def parse_readings_batch(payload: bytes) -> dict[str, Any]:
     """Decode and check a raw readings batch of version 1 or 2; ContractError on any problem.
     A version 1 reading comes out as version 2 has it (kind from its quantity, no server
     timestamp, no text)."""
-    message = _json(payload, "the message")
+    message = load_json(payload, "the message")
     version = message.get("schema") if isinstance(message, dict) else None
     schema_file = READINGS_SCHEMA_FILES.get(version) if isinstance(version, str) else None
     if schema_file is None:
@@ -194,17 +194,39 @@ _V1_KINDS = {
 }
 
 
-def _json(payload: bytes, what: str) -> Any:
+def load_json(payload: bytes, what: str) -> Any:
     try:
         return json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError(f"{what} is not JSON: {exc}") from None
     except RecursionError:
         raise ContractError(f"{what} is nested too deeply to read") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ContractError(f"{what} cannot be read: {exc}") from None
+
+
+def check_text(message: Any, where: str = "") -> None:
+    """ContractError naming the first string (key or value) in decoded JSON that is not
+    Unicode text: JSON's escapes can spell a lone surrogate (`"\\udc00"`), which no UTF-8
+    store, log or canonical form takes."""
+    if isinstance(message, str):
+        try:
+            message.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ContractError(
+                f"{where or '(message)'}: not Unicode text (a lone surrogate)"
+            ) from None
+    elif isinstance(message, dict):
+        for key, value in message.items():
+            check_text(key, where)
+            check_text(value, f"{where}/{key}" if where else str(key))
+    elif isinstance(message, list):
+        for i, value in enumerate(message):
+            check_text(value, f"{where}/{i}" if where else str(i))
 
 
 def _checked(payload: bytes | dict[str, Any], schema_file: str, key: str) -> dict[str, Any]:
-    message = _json(payload, "the message") if isinstance(payload, bytes) else payload
+    message = load_json(payload, "the message") if isinstance(payload, bytes) else payload
     validate(schema_file, message)
     expected = batch_id(message["uscc"], message["gateway_id"], message[key], key)
     if message["batch_id"] != expected:
@@ -237,6 +259,8 @@ class Ack:
 
     @classmethod
     def from_json(cls, payload: bytes) -> Ack:
-        message = _json(payload, "ack")
+        """An unsigned version 1 ack; ContractError on any problem."""
+        message = load_json(payload, "ack")
         validate("ack.v1.json", message)
+        check_text(message)
         return cls(message["batch_id"], AckStatus(message["status"]), message.get("reason"))

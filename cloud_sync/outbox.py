@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from cloud_sync.contract import Ack, AckStatus, build_batch
 from gateway.models import ActivityRecord
@@ -75,6 +76,9 @@ def enqueue(
         )
         ids.append(batch["batch_id"])
     return ids
+
+
+AckOutcome = Literal["settled", "settled-before", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -176,10 +180,11 @@ class Outbox:
         """After a reconnect every unacked batch is due again at once."""
         self.conn.execute("UPDATE outbox SET last_sent_ns=NULL WHERE state='pending'")
 
-    def apply_acks(self, acks: Sequence[Ack], now_ns: int) -> list[bool]:
-        """Record the platform's verdicts in one transaction; per ack False when the batch is
-        unknown or already settled."""
-        settled = []
+    def apply_acks(self, acks: Sequence[Ack], now_ns: int) -> list[AckOutcome]:
+        """Record the platform's verdicts in one transaction; per ack what it did: `settled`
+        (a pending batch took its verdict), `settled-before` (the batch already had one: a
+        repeated ack) or `unknown` (no such batch here)."""
+        outcomes: list[AckOutcome] = []
         with _transaction(self.conn):
             for ack in acks:
                 state = "rejected" if ack.status is AckStatus.REJECTED else "acked"
@@ -188,8 +193,14 @@ class Outbox:
                     " WHERE batch_id=? AND state='pending'",
                     (state, now_ns, ack.status.value, ack.reason, ack.batch_id),
                 )
-                settled.append(cur.rowcount == 1)
-        return settled
+                if cur.rowcount == 1:
+                    outcomes.append("settled")
+                    continue
+                known = self.conn.execute(
+                    "SELECT 1 FROM outbox WHERE batch_id=?", (ack.batch_id,)
+                ).fetchone()
+                outcomes.append("unknown" if known is None else "settled-before")
+        return outcomes
 
     def parked(self) -> list[Parked]:
         """Dead letters and held batches, oldest first."""

@@ -10,6 +10,10 @@ backlog of an outage) drain oldest first at `backlog_rate` batches per second be
 The link announces itself: a retained `online` message on `.../status` when connected,
 `offline` when stopped, and the broker publishes the retained last will (`offline`, lost)
 when the link dies unannounced.
+
+Nothing on the ack topic can stop the ack reader: a message that is retained, too large,
+malformed or for no batch of ours is counted (`acks_dropped`), logged once with a bounded
+excerpt and dropped; the other acks of the same pass are applied.
 """
 
 from __future__ import annotations
@@ -23,19 +27,19 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import aiomqtt
 
+from cloud_sync.acks import AckRefused, excerpt, one_line, read_ack
 from cloud_sync.contract import (
     CONTRACT_VERSION,
     Ack,
     AckStatus,
-    ContractError,
     Topics,
     build_readings_batch,
     validate,
@@ -61,7 +65,8 @@ class SyncCounters:
     acks: int = 0
     duplicates: int = 0
     rejected: int = 0
-    bad_acks: int = 0
+    bad_acks: int = 0  # messages on the ack topic dropped, for any reason (below)
+    acks_dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
     last_error: str | None = None
     disconnects: int = 0
     readings_sent: int = 0  # the optional raw readings stream
@@ -70,6 +75,49 @@ class SyncCounters:
 
     def snapshot(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message as it came off the ack topic, before anything is believed of it."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+    @classmethod
+    def of(cls, message: aiomqtt.Message) -> InboundMessage:
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = b"" if payload is None else str(payload).encode()
+        return cls(message.topic.value, bytes(payload), bool(message.retain))
+
+
+class LogBudget:
+    """At most `burst` log lines per `window_s`; lines held back are counted and the next line
+    says how many (a flood of bad messages cannot fill the disk with logs)."""
+
+    def __init__(
+        self, burst: int = 20, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self._clock = clock
+        self._start = clock()
+        self._used = 0
+        self.held_back = 0
+
+    def take(self) -> int | None:
+        """None: do not log now; else the number of lines held back since the last one."""
+        now = self._clock()
+        if now - self._start >= self.window_s:
+            self._start, self._used = now, 0
+        if self._used >= self.burst:
+            self.held_back += 1
+            return None
+        self._used += 1
+        held, self.held_back = self.held_back, 0
+        return held
 
 
 class TokenBucket:
@@ -154,6 +202,7 @@ class CloudSync:
         self._mqtt_log.addHandler(self._mqtt_errors)
         self._awaited: dict[str, asyncio.Future[Ack]] = {}  # readings batches awaiting acks
         self._readings_sent: collections.deque[str] = collections.deque(maxlen=1000)
+        self._drop_log = LogBudget()
 
     def wake(self) -> None:
         """New batches were enqueued: publish now rather than at the next poll."""
@@ -312,34 +361,66 @@ class CloudSync:
             received = [await anext(messages)]
             while len(messages) and len(received) < MAX_ACKS_PER_COMMIT:
                 received.append(await anext(messages))
-            acks = []
-            for ack in filter(None, map(self._parse_ack, received)):
-                waiting = self._awaited.get(ack.batch_id)
-                if waiting is not None and not waiting.done():
-                    waiting.set_result(ack)  # a readings batch
-                elif ack.batch_id not in self._readings_sent:
-                    acks.append(ack)
-            if not acks:
-                continue
-            settled = await self._db(partial(self._outbox.apply_acks, acks, self._clock()))
-            for ack, fresh in zip(acks, settled, strict=True):
-                self.counters.acks += 1
-                if ack.status is AckStatus.DUPLICATE:
-                    self.counters.duplicates += 1
-                elif ack.status is AckStatus.REJECTED:
-                    self.counters.rejected += 1
-                    log.error("platform rejected batch %s: %s", ack.batch_id, ack.reason)
-                if not fresh:
-                    log.debug("ack for unknown or settled batch %s", ack.batch_id)
-            self._work.set()  # acks free room in the window
+            await self.settle_acks([InboundMessage.of(m) for m in received])
 
-    def _parse_ack(self, message: aiomqtt.Message) -> Ack | None:
-        payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            payload = str(payload).encode()
+    async def settle_acks(self, received: Sequence[InboundMessage]) -> None:
+        """One pass of the ack reader: read each message on its own, hand readings acks to
+        the stream waiting for them, record the rest in the outbox in one transaction. A
+        message that is no ack of ours is counted, logged and dropped; the others still
+        apply."""
+        acks = []
+        for message in received:
+            ack = self._read_ack(message)
+            if ack is None:
+                continue
+            waiting = self._awaited.get(ack.batch_id)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(ack)  # a readings batch
+            elif ack.batch_id not in self._readings_sent:
+                acks.append(ack)
+        if not acks:
+            return
+        outcomes = await self._db(partial(self._outbox.apply_acks, acks, self._clock()))
+        for ack, outcome in zip(acks, outcomes, strict=True):
+            if outcome == "unknown":
+                self._drop("unknown-batch", f"no batch {one_line(ack.batch_id)} in the outbox")
+                continue
+            self.counters.acks += 1
+            if outcome != "settled":
+                log.debug("ack for settled batch %s", ack.batch_id)
+            elif ack.status is AckStatus.DUPLICATE:
+                self.counters.duplicates += 1
+            elif ack.status is AckStatus.REJECTED:
+                self.counters.rejected += 1
+                log.error(
+                    "platform rejected batch %s: %s", ack.batch_id, one_line(ack.reason or "")
+                )
+        self._work.set()  # acks free room in the window
+
+    def _read_ack(self, message: InboundMessage) -> Ack | None:
+        """The ack in a message, or None when it is dropped (counted and logged)."""
         try:
-            return Ack.from_json(bytes(payload))
-        except ContractError as exc:
-            self.counters.bad_acks += 1
-            log.warning("ignored malformed ack on %s: %s", message.topic, exc)
-            return None
+            if message.retain:
+                raise AckRefused("retained", "a retained message (acks are never retained)")
+            if message.topic != self.topics.ack:
+                raise AckRefused("misaddressed", f"on topic {one_line(message.topic)}")
+            return read_ack(message.payload, self.topics.uscc, self.topics.gateway_id)
+        except AckRefused as refused:
+            self._drop(refused.kind, refused.detail, message.payload)
+        except Exception as exc:  # a fault in reading one message must not stop the reader
+            self._drop("malformed", f"unreadable: {exc!r}", message.payload)
+        return None
+
+    def _drop(self, kind: str, detail: str, payload: bytes | None = None) -> None:
+        self.counters.bad_acks += 1
+        self.counters.acks_dropped[kind] = self.counters.acks_dropped.get(kind, 0) + 1
+        held_back = self._drop_log.take()
+        if held_back is None:
+            return
+        log.warning(
+            "dropped a message on the ack topic (%s): %s%s%s",
+            kind,
+            one_line(detail),
+            "" if payload is None else f"; it began {excerpt(payload)}",
+            f" ({held_back} more dropped and not logged)" if held_back else "",
+        )

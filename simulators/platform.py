@@ -243,7 +243,7 @@ class PlatformStore:
                 (topic, time.time_ns(), str(exc)),
             )
             bid = _batch_id_of(payload)
-            return Ack(bid, AckStatus.REJECTED, str(exc)[:1000]) if bid else None
+            return Ack(bid, AckStatus.REJECTED, _reason(str(exc))) if bid else None
         expected_topic_tail = f"/{batch['uscc']}/{batch['gateway_id']}/{kind}"
         if not topic.endswith(expected_topic_tail):
             return Ack(batch["batch_id"], AckStatus.REJECTED, "topic does not match the batch")
@@ -257,7 +257,7 @@ class PlatformStore:
             return verdict.ack
         except DATA_ERRORS as exc:  # valid by the contract, yet not storable here
             reason = f"the platform cannot store this batch: {exc}"
-            return Ack(batch["batch_id"], AckStatus.REJECTED, reason[:1000])
+            return Ack(batch["batch_id"], AckStatus.REJECTED, _reason(reason))
         return Ack(batch["batch_id"], AckStatus.ACCEPTED)
 
     def _store_readings(self, batch: dict[str, Any]) -> None:
@@ -456,11 +456,20 @@ def _decoded(payload: bytes) -> bytes:
 
 
 def _batch_id_of(payload: bytes) -> str | None:
+    """The batch id of a refused message, when it has one an ack can carry."""
     try:
         bid = json.loads(payload).get("batch_id")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
-    return bid if isinstance(bid, str) and 0 < len(bid) <= 128 else None
+    if not isinstance(bid, str) or not 0 < len(bid) <= 128:
+        return None
+    return bid if _reason(bid) == bid else None  # not a lone surrogate
+
+
+def _reason(text: str) -> str:
+    """A rejection's reason as an ack carries it: Unicode text (a lone surrogate from the
+    refused message shown as '?'), at most 1000 characters."""
+    return text.encode("utf-8", "replace").decode("utf-8")[:1000]
 
 
 class PlatformReceiver:
@@ -533,7 +542,12 @@ class PlatformReceiver:
             else:
                 self.counters.rejected += 1
                 log.warning("platform: rejected %s: %s", ack.batch_id, ack.reason)
-            await client.publish(topic.rsplit("/", 1)[0] + "/ack", ack.to_json(), qos=1)
+            try:
+                payload = ack.to_json()
+            except ContractError as exc:  # e.g. a batch id the contract's ack cannot carry
+                log.warning("platform: no ack for a message on %s: %s", topic, exc)
+                continue
+            await client.publish(topic.rsplit("/", 1)[0] + "/ack", payload, qos=1)
 
 
 def _ns(text: str | None) -> int | None:

@@ -1115,6 +1115,13 @@ def sim_modbus(
     scenario: Annotated[
         Path | None, typer.Option(help="TOML file of faults to replay (docs/simulators.md)")
     ] = None,
+    journal: Annotated[
+        Path | None,
+        typer.Option(
+            help="write the start time and each fault as it happens to this file (JSON lines),"
+            " so every counter at any instant can be known afterwards (FleetJournal)"
+        ),
+    ] = None,
 ) -> None:
     """Serve simulated energy meters over Modbus until Ctrl-C.
 
@@ -1163,6 +1170,7 @@ def sim_modbus(
             transport=transport,  # type: ignore[arg-type]
             units_per_link=units_per_link,
             baudrate=baud,
+            journal=journal,
         )
         try:
             await fleet.start()

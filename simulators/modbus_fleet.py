@@ -8,13 +8,18 @@ RS-485 bus. The default profile is tanji's own map ("tanji-sim", docs/simulators
 Energy is the exact integral of a plausible load curve (a day shape plus a few-minute ripple),
 so counters and power always agree, and `SimMeter.counter_kwh(t)` says what any counter read
 at any instant. Faults can be injected live or replayed from a scenario file: no answer, slow
-answer, Modbus exception, frozen counter, counter rollover, meter replaced, noise.
+answer, Modbus exception, frozen counter, counter rollover, meter replaced, noise. With a
+journal the fleet writes its start time and every fault as it takes effect, so another process
+(`FleetJournal`) knows every counter at any instant too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import dataclasses
 import enum
+import json
 import math
 import random
 import time
@@ -346,9 +351,12 @@ class MeterFleet:
         baudrate: int = 9600,
         parity: Literal["N", "E", "O"] = "N",
         clock: Callable[[], float] = time.time,
+        journal: Path | None = None,
     ) -> None:
         self._clock = clock
         now = clock()
+        self.t0 = now  # epoch seconds: every meter's energy_kwh starts from here
+        self.journal = journal  # JSON lines: the start, then each fault (FleetJournal reads it)
         self.host = host
         self.base_port = base_port
         self.transport = transport
@@ -458,6 +466,12 @@ class MeterFleet:
         )
 
     async def start(self) -> None:
+        if self.journal is not None:
+            self.journal.write_text(
+                json.dumps({"t0": self.t0, "meters": len(self.meters), "profile": self.profile.id})
+                + "\n",
+                encoding="utf-8",
+            )
         for link in range(self.links):
             members = [m for m in self.meters if self.link_of(m.index) == link]
             lone_tcp = self.transport == "tcp" and self.units_per_link == 1
@@ -519,8 +533,13 @@ class MeterFleet:
         if kind in NOT_OVER_MODBUS:
             raise ValueError(f"{kind.value!r} is not simulated by the Modbus meters")
         targets = self.meters if meter == "all" else [self.meters[meter]]
+        now = self._clock()
         for m in targets:
-            m.inject(kind, self._clock(), **params)
+            m.inject(kind, now, **params)
+        if self.journal is not None:
+            event = {"at": now, "meter": meter, "fault": kind.value, "params": params}
+            with self.journal.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(event) + "\n")
 
     def play(self, scenario: Scenario) -> None:
         """Replay a scenario's events relative to now, in the background."""
@@ -530,3 +549,47 @@ class MeterFleet:
             if event.fault in NOT_OVER_MODBUS:
                 raise ValueError(f"scenario event {event.fault.value!r} is for the OPC UA plant")
         self._scenario_task = asyncio.get_running_loop().create_task(scenario.replay(self.inject))
+
+
+class FleetJournal:
+    """A fleet's counters as another process knows them: from the journal the serving fleet
+    wrote (`MeterFleet(journal=...)`, `tanji sim modbus --journal FILE`), its meters are built
+    again with the same start time and every fault is applied at the instant it took effect,
+    so `counter_kwh(i, t)` is what meter i's energy counter showed at any t (before the
+    register's resolution and wrap). A fault that moves the counter at once (`rollover`,
+    `replaced`) is a jump, not energy: `jumps_kwh` sums them over a span."""
+
+    def __init__(self, path: Path) -> None:
+        lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
+        head, events = lines[0], lines[1:]
+        profile = load_profile(head["profile"])
+        self.t0 = float(head["t0"])
+        self.meters = [SimMeter.plausible(i, 1, self.t0, profile) for i in range(head["meters"])]
+        # per meter, from each instant on: the faults in effect, and the counter's jump then
+        self._at: list[list[float]] = [[-math.inf] for _ in self.meters]
+        self._state: list[list[tuple[Faults, float]]] = [[(Faults(), 0.0)] for _ in self.meters]
+        self.events = len(events)
+        for e in events:
+            at = float(e["at"])
+            targets = range(len(self.meters)) if e["meter"] == "all" else (int(e["meter"]),)
+            for i in targets:
+                m = self.meters[i]
+                before = m.counter_kwh(at)
+                m.inject(FaultKind(e["fault"]), at, **e["params"])
+                self._at[i].append(at)
+                self._state[i].append((dataclasses.replace(m.faults), m.counter_kwh(at) - before))
+
+    def _meter_at(self, index: int, t: float) -> SimMeter:
+        meter = self.meters[index]
+        meter.faults = self._state[index][bisect.bisect_right(self._at[index], t) - 1][0]
+        return meter
+
+    def counter_kwh(self, index: int, t: float) -> float:
+        """Meter `index`'s active energy counter at epoch second t, faults included."""
+        return self._meter_at(index, t).counter_kwh(t)
+
+    def jumps_kwh(self, index: int, after: float, until: float) -> float:
+        """What faults in (after, until] moved meter `index`'s counter at once."""
+        first = bisect.bisect_right(self._at[index], after)
+        last = bisect.bisect_right(self._at[index], until)
+        return sum(jump for _, jump in self._state[index][first:last])

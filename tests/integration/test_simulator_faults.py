@@ -6,13 +6,14 @@ import asyncio
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from collectors import create_collector
 from gateway.demo import free_port_range
 from gateway.models import Reading
-from simulators.modbus_fleet import FaultKind, MeterFleet, Scenario
+from simulators.modbus_fleet import FaultKind, FleetJournal, MeterFleet, Scenario
 from tests.support.modbus import device_for
 
 POINTS = ["active_energy_import", "active_power", "active_energy_import_u64"]
@@ -104,3 +105,41 @@ def test_bad_scenario_files_name_the_problem(tmp_path: Path, text: str, message:
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         Scenario.load(path)
+
+
+async def test_journal_tells_another_process_every_counter(tmp_path: Path):
+    """FleetJournal rebuilds the counters from the serving fleet's journal: at any instant
+    before, between and after faults it says what the fleet's meters said then."""
+    now = [1_800_000_000.0]
+    journal = tmp_path / "meters.journal"
+    async with MeterFleet(2, free_port_range(2), clock=lambda: now[0], journal=journal) as fleet:
+        shown: list[tuple[int, float, float]] = []  # (meter, t, counter the fleet showed)
+
+        def show(t: float) -> None:
+            now[0] = t
+            shown.extend((m.index, t, m.counter_kwh(t)) for m in fleet.meters)
+
+        def inject(t: float, meter: int | Literal["all"], kind: FaultKind, **p: float) -> None:
+            now[0] = t
+            fleet.inject(meter, kind, **p)
+
+        show(1_800_000_005.0)
+        inject(1_800_000_010.0, 0, FaultKind.FROZEN)
+        show(1_800_000_020.0)
+        inject(1_800_000_030.0, 0, FaultKind.CLEAR)
+        show(1_800_000_030.5)
+        inject(1_800_000_031.0, "all", FaultKind.ROLLOVER, in_s=5)
+        show(1_800_000_033.0)
+        show(1_800_000_037.0)  # rolled over
+        inject(1_800_000_040.0, 1, FaultKind.REPLACED)
+        show(1_800_000_050.0)
+    known = FleetJournal(journal)
+    assert known.events == 4
+    assert [(i, t, known.counter_kwh(i, t)) for i, t, _ in shown] == shown
+    # the frozen span advanced nothing; the jumps are the rollover's and the replacement's
+    assert known.counter_kwh(0, 1_800_000_029.0) == known.counter_kwh(0, 1_800_000_011.0)
+    assert known.jumps_kwh(0, 1_800_000_000.0, 1_800_000_030.0) == 0
+    rollover = known.jumps_kwh(1, 1_800_000_030.0, 1_800_000_031.0)
+    assert 42_900_000 < rollover < 2**32 / 100  # to just below the 32-bit register's top
+    replaced = known.jumps_kwh(1, 1_800_000_031.0, 1_800_000_040.0)
+    assert replaced == pytest.approx(-known.counter_kwh(1, 1_800_000_039.999), abs=0.01)

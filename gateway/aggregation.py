@@ -1,9 +1,10 @@
 """Counter readings -> ActivityRecords per meter and aligned period. Pure functions, no I/O.
 
-Rule (docs/architecture.md, "Activity data"): a counter is known at its good readings; between
-two consecutive ones (a, b) it advanced by the step `d` (corrected for rollover, meter
-exchanges, steps going backwards or beyond rated power). A period [S, E) gets, from every
-step, the part of `d` that falls between its boundaries:
+Rule (docs/architecture.md, "Activity data"): a counter is known at its good readings, less
+the outliers set aside (gateway/counters.py); between two consecutive ones (a, b) it advanced
+by the step `d` (corrected for rollover and meter exchanges; 0 for a step backwards or beyond
+what the meter can do). A period [S, E) gets, from every step, the part of `d` that falls
+between its boundaries:
 
     part = share(E) - share(S),  share(t) = d * clip((t - a.ts) / (b.ts - a.ts), 0, 1)
 
@@ -18,13 +19,13 @@ both for any sequence of readings, rollovers, gaps and exchanges).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import Decimal, localcontext
 from zoneinfo import ZoneInfo
 
+from gateway.counters import EXACT, Step, outliers, steps
 from gateway.evidence import content_id, root_of
 from gateway.factors import FactorSet
 from gateway.metrology import Entry, entries_of, status_on, status_over
@@ -42,8 +43,6 @@ from gateway.models import (
 )
 from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
 from gateway.uncertainty import boundary_u, record_uncertainty, relative_systematic
-
-EXACT = Context(prec=200)  # digits enough that no sum or difference of readings rounds
 
 # quantities that are energy or resources consumed: only these get tce and CO2 (exported
 # electricity, reactive energy and production counts do not add to a footprint)
@@ -68,9 +67,9 @@ class PeriodInput:
     interval: Interval
     start_ns: int
     end_ns: int
-    previous: Reading | None  # last good reading before start_ns
+    before: Sequence[Reading]  # the last CONTEXT good readings before start_ns, oldest first
     readings: Sequence[Reading]  # all readings with start_ns <= ts < end_ns, oldest first
-    following: Sequence[Reading]  # the good readings at the first timestamp >= end_ns
+    after: Sequence[Reading]  # the first CONTEXT good readings at or after end_ns
     gap_limit_ns: int
     tz: ZoneInfo
     factors: FactorSet | None = None  # tce and CO2e, when the site uses them
@@ -110,86 +109,6 @@ def revise(new: ActivityRecord, latest: ActivityRecord) -> ActivityRecord | None
             ),
         }
     )
-
-
-@dataclass(frozen=True)
-class Step:
-    """The counter's advance `d` between two consecutive good readings."""
-
-    a: Reading
-    b: Reading
-    d: Decimal
-    gap: bool  # further apart than the gap limit: `d` lands whole at b
-    exchange: bool  # a meter was replaced in between
-    flags: frozenset[ActivityFlag]
-
-    def share(self, t: int) -> Decimal:
-        """The part of `d` at or before time t."""
-        a_ts, b_ts = self.a.ts_ns, self.b.ts_ns
-        if t >= b_ts:
-            return self.d
-        if self.gap or t <= a_ts:
-            return Decimal(0)
-        with localcontext(EXACT):
-            exact = self.d * (t - a_ts) / (b_ts - a_ts)
-            exponent = self.d.as_tuple().exponent
-            assert isinstance(exponent, int)  # d is finite
-            return exact.quantize(Decimal((0, (1,), exponent)), ROUND_HALF_EVEN)
-
-    def touches(self, start_ns: int, end_ns: int) -> bool:
-        """Whether the step's time or, for a gap, its landing lies in the period."""
-        if self.gap:
-            return start_ns < self.b.ts_ns <= end_ns
-        return self.a.ts_ns < end_ns and self.b.ts_ns > start_ns
-
-
-def steps(
-    chain: Sequence[Reading], meter: Meter, point: PointSpec, gap_limit_ns: int
-) -> list[Step]:
-    """The corrected steps between consecutive good readings (each with a value)."""
-    modulus = point.counter_modulus()
-    # readings taken at or after a replacement's `at` are the new meter's
-    replacements = sorted(
-        ((datetime_to_ns(x.at), x) for x in meter.replacements if x.point == point.name),
-        key=lambda item: item[0],
-    )
-    # energy counters cannot advance faster than the meter's rated power (20 % allowance)
-    max_kwh_per_ns = (
-        meter.rated_power_kw * Decimal("1.2") / Decimal(3600 * 10**9)
-        if meter.rated_power_kw is not None and point.unit == "kWh"
-        else None
-    )
-    out = []
-    for a, b in itertools.pairwise(chain):
-        if a.value is None or b.value is None:  # good readings always carry a value
-            raise ValueError("good reading without a value")
-        flags: set[ActivityFlag] = set()
-        exchanges = [x for at, x in replacements if a.ts_ns < at <= b.ts_ns]
-        if exchanges:
-            # each meter's advance in turn: a to the first one's final reading, every new
-            # meter from its initial to its final (the next exchange), the last one up to b
-            parts = [exchanges[0].old_final - a.value]
-            parts += [nxt.old_final - cur.new_initial for cur, nxt in itertools.pairwise(exchanges)]
-            parts.append(b.value - exchanges[-1].new_initial)
-            if min(parts) < 0:
-                flags.add(ActivityFlag.COUNTER_BACKWARDS)
-            d = sum((max(x, Decimal(0)) for x in parts), Decimal(0))
-            flags.add(ActivityFlag.METER_REPLACED)
-        else:
-            d = b.value - a.value
-        if d < 0:
-            if modulus is not None and a.value > modulus / 2 and b.value < modulus / 2:
-                d += modulus
-                flags.add(ActivityFlag.ROLLOVER)
-            else:
-                flags.add(ActivityFlag.COUNTER_BACKWARDS)
-                d = Decimal(0)
-        if max_kwh_per_ns is not None and d > max_kwh_per_ns * (b.ts_ns - a.ts_ns):
-            flags.add(ActivityFlag.IMPLAUSIBLE_STEP)
-            d = Decimal(0)
-        gap = b.ts_ns - a.ts_ns > gap_limit_ns
-        out.append(Step(a, b, d, gap, bool(exchanges), frozenset(flags)))
-    return out
 
 
 def boundary(
@@ -273,11 +192,21 @@ def _straddling(stepped: Sequence[Step], t: int) -> Decimal:
 
 
 def _aggregate(p: PeriodInput) -> ActivityRecord:
-    good = [r for r in p.readings if r.quality.status is QualityStatus.GOOD and r.value is not None]
-    bad_count = sum(1 for r in p.readings if r.quality.status is QualityStatus.BAD)
-    chain = [x for x in (p.previous, *good, *p.following) if x is not None]
-    stepped = steps(chain, p.meter, p.point, p.gap_limit_ns)
     s_ns, e_ns = p.start_ns, p.end_ns
+    good = [r for r in p.readings if r.quality.status is QualityStatus.GOOD and r.value is not None]
+    window = [*p.before, *good, *p.after]
+    set_aside = outliers(window, p.meter, p.point, p.gap_limit_ns)
+    usable = [r for i, r in enumerate(window) if i not in set_aside]
+    # the chain: the last usable reading before the period, those inside, and those at the
+    # first usable instant at or after its end; its steps are decided within the window
+    lo = max((i for i, r in enumerate(usable) if r.ts_ns < s_ns), default=0)
+    ends = [r.ts_ns for r in usable if r.ts_ns >= e_ns]
+    hi = sum(1 for r in usable if not ends or r.ts_ns <= ends[0])
+    chain = usable[lo:hi]
+    stepped = steps(usable, p.meter, p.point, p.gap_limit_ns)[lo : max(lo, hi - 1)]
+    bad_count = sum(1 for r in p.readings if r.quality.status is QualityStatus.BAD) + sum(
+        1 for i in set_aside if s_ns <= window[i].ts_ns < e_ns
+    )
 
     flags: set[ActivityFlag] = set()
     total = Decimal(0)
@@ -292,7 +221,7 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
             interpolated += part  # a share of a step across a boundary
         if s.touches(s_ns, e_ns):
             flags |= s.flags
-        if not s.gap:
+        if not (s.gap or s.unmeasured):
             covered_ns += max(0, min(e_ns, s.b.ts_ns) - max(s_ns, s.a.ts_ns))
     if covered_ns < e_ns - s_ns:
         flags.add(ActivityFlag.GAP)  # part of the period was not measured

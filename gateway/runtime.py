@@ -26,6 +26,7 @@ from collectors import CollectorStats, Shared, create_collector
 from gateway.aggregation import PeriodInput, aggregate, revise
 from gateway.calibration import Registry
 from gateway.config import MeterConfig, SiteConfig
+from gateway.counters import CONTEXT
 from gateway.factors import FactorSet
 from gateway.metrology import Entry, status_on
 from gateway.mirror import Mirror, RunInDb
@@ -322,9 +323,10 @@ class Gateway:
 
     async def aggregate_due(self, final: bool = False) -> list[ActivityRecord]:
         """Seal every period that ended more than `grace_s` ago into records and the outbox,
-        and revise sealed ones that late readings changed. A period is sealed once a reading
-        after its end exists or the gap limit has passed since (its end value would otherwise
-        be a guess); `final` (no more readings coming: collection stopped) seals without.
+        and revise sealed ones that late readings changed. A period is sealed once CONTEXT
+        good readings after its end exist (they decide whether the readings around its end
+        are glitches: gateway/counters.py) or the gap limit has passed since the last of
+        them; `final` (no more readings coming: collection stopped) seals without.
 
         Records are computed one meter at a time on the database thread, so the store writer
         gets its turn in between (sealing a 15-minute period of 1000 meters takes seconds:
@@ -491,9 +493,9 @@ class _PointPeriods:
                 interval=interval or self.interval,
                 start_ns=start,
                 end_ns=end,
-                previous=self.store.last_good_before(m, name, start),
+                before=self.store.good_before(m, name, start, CONTEXT),
                 readings=self.store.readings(m, name, start, end),
-                following=self.store.following(m, name, end),
+                after=self.store.good_from(m, name, end, CONTEXT),
                 gap_limit_ns=self.gap_limit_ns,
                 tz=self.tz,
                 factors=self.gw.factors,
@@ -515,9 +517,10 @@ class _PointPeriods:
             start = self.interval.start(first, self.tz)
         out = []
         while (end := self.interval.end(self.interval.start(start, self.tz), self.tz)) <= horizon:
-            known = self.store.following(self.meter.id, point.name, end)
-            if not known and end + self.gap_limit_ns > horizon and not final:
-                break  # the value at `end` is not known yet
+            after = self.store.good_from(self.meter.id, point.name, end, CONTEXT)
+            latest = after[-1].ts_ns if after else end
+            if len(after) < CONTEXT and latest + self.gap_limit_ns > horizon and not final:
+                break  # what the counter did around `end` is not settled yet
             out.append(self.record(point, start, end))
             start = end
         return out

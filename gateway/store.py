@@ -379,12 +379,27 @@ class Store:
         return _reading_from_row(row) if row else None
 
     def last_good_before(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
-        row = self.conn.execute(
+        before = self.good_before(meter_id, point, ts_ns, 1)
+        return before[0] if before else None
+
+    def good_before(self, meter_id: str, point: str, ts_ns: int, limit: int) -> list[Reading]:
+        """The last `limit` good readings before ts_ns that aggregation may use, oldest first."""
+        rows = self.conn.execute(
             f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns<? AND r.quality='good'"
-            f" AND {_USABLE} ORDER BY r.ts_ns DESC, r.id DESC LIMIT 1",
-            (self._series.get((meter_id, point), -1), ts_ns),
-        ).fetchone()
-        return _reading_from_row(row) if row else None
+            f" AND {_USABLE} ORDER BY r.ts_ns DESC, r.id DESC LIMIT ?",
+            (self._series.get((meter_id, point), -1), ts_ns, limit),
+        ).fetchall()
+        return [_reading_from_row(r) for r in reversed(rows)]
+
+    def good_from(self, meter_id: str, point: str, ts_ns: int, limit: int) -> list[Reading]:
+        """The first `limit` good readings at or after ts_ns that aggregation may use."""
+        rows = self.conn.execute(
+            f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns>=? AND r.quality='good'"
+            f" AND {_USABLE} ORDER BY r.ts_ns, r.id LIMIT ?",
+            (self._series.get((meter_id, point), -1), ts_ns, limit),
+        ).fetchall()
+        return [_reading_from_row(r) for r in rows]
+
 
     def first_reading_ns(self, meter_id: str, point: str) -> int | None:
         row = self.conn.execute(

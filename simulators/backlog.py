@@ -98,9 +98,9 @@ def site_records(
                     interval=step,
                     start_ns=s,
                     end_ns=e,
-                    previous=None,
+                    before=[],
                     readings=[reading(m, s, at[0].quantize(Decimal("0.01")))],
-                    following=[reading(m, e, at[1].quantize(Decimal("0.01")))],
+                    after=[reading(m, e, at[1].quantize(Decimal("0.01")))],
                     gap_limit_ns=length + 1,
                     tz=TZ,
                 )

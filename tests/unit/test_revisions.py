@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_site_config
+from gateway.counters import CONTEXT
 from gateway.models import ActivityFlag, PointKind, Quality, Quantity, Reading
 from gateway.runtime import Gateway
 
@@ -80,8 +81,13 @@ def test_a_period_is_sealed_only_once_its_end_value_is_known(gateway):
     gw.store.append_readings(readings(T0, T0 + 15 * MIN))
     # the period ended, but no reading after it yet: its end value would be a guess
     assert seal(gw, clock, T0 + 15 * MIN + 10 * NS) == []
-    gw.store.append_readings([energy(T0 + 15 * MIN + 3 * NS, counter(T0 + 15 * MIN + 3 * NS))])
-    (record,) = seal(gw, clock, T0 + 15 * MIN + 10 * NS)
+    # nor with fewer than CONTEXT readings after it: the first could still be a glitch
+    end = T0 + 15 * MIN
+    after = readings(end, end + CONTEXT * POLL_S * NS)
+    gw.store.append_readings(after[:-1])
+    assert seal(gw, clock, after[-2].ts_ns + 1) == []
+    gw.store.append_readings(after[-1:])
+    (record,) = seal(gw, clock, after[-1].ts_ns + 1)
     assert record.interval == "15min"
     assert record.end.interpolated
     assert ActivityFlag.INTERPOLATED in record.flags
@@ -212,14 +218,15 @@ def test_late_readings_for_evicted_periods_are_kept_but_not_used(gateway):
     either: it is set aside, and the records still add up."""
     gw, clock = gateway
     end = T0 + 15 * MIN
-    rs = readings(T0, T0 + 31 * MIN)
+    rs = readings(T0, T0 + 32 * MIN)
     late = [r for r in rs if r.ts_ns == end + 3 * NS]
-    gw.store.append_readings([r for r in rs if r.ts_ns <= end + 20 * NS and r not in late])
-    (first,) = seal(gw, clock, end + 20 * NS)
+    settled = end + (CONTEXT + 1) * POLL_S * NS  # CONTEXT readings after the end: sealed
+    gw.store.append_readings([r for r in rs if r.ts_ns <= settled and r not in late])
+    (first,) = seal(gw, clock, settled)
     gw.store.conn.execute("UPDATE outbox SET state='acked'")  # the platform has it
     assert gw.store.evict(2**62, gw.store.evictable_before(end)) > 0
-    gw.store.append_readings(late + [r for r in rs if r.ts_ns > end + 20 * NS])
-    (second,) = seal(gw, clock, T0 + 30 * MIN + 20 * NS)
+    gw.store.append_readings(late + [r for r in rs if r.ts_ns > settled])
+    (second,) = seal(gw, clock, T0 + 32 * MIN)
     assert second.revision == 0  # the sealed period is not revised
     assert second.start == first.end  # and the next one starts where it ended
     assert gw.readings_set_aside == 1

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.aggregation import PeriodInput, aggregate
+from gateway.counters import CONTEXT
 from gateway.models import CalibrationRecord, Carrier, Meter, Uncertainty
 from gateway.periods import NS, Interval, datetime_to_ns
 from gateway.uncertainty import of_independent, of_point, relative_systematic
@@ -54,9 +55,9 @@ def test_the_worked_example_a_month_of_15_minute_periods_of_a_class_05s_meter():
                 interval=Interval.parse("15min"),
                 start_ns=t0 + i * 900 * NS,
                 end_ns=t0 + (i + 1) * 900 * NS,
-                previous=rs[i - 1] if i else None,
+                before=rs[max(0, i - CONTEXT) : i],
                 readings=[rs[i]],
-                following=[rs[i + 1]],
+                after=rs[i + 1 : i + 1 + CONTEXT],
                 gap_limit_ns=1800 * NS,
                 tz=SH,
             )

@@ -25,7 +25,8 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal, localcontext
 from zoneinfo import ZoneInfo
 
-from gateway.counters import EXACT, Step, outliers, steps
+from gateway.counters import EXACT as EXACT  # exact sums: report, demo and platform use it
+from gateway.counters import Step, outliers, steps
 from gateway.evidence import content_id, root_of
 from gateway.factors import FactorSet
 from gateway.metrology import Entry, entries_of, status_on, status_over

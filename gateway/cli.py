@@ -37,6 +37,7 @@ from gateway.config import (
     load_site_config,
     problems_from,
 )
+from gateway.models import PointKind
 from gateway.store import Store, StoreError
 
 if TYPE_CHECKING:
@@ -160,6 +161,19 @@ def check_config(
         f" {config.gateway_id}, {len(config.meters)} meter(s), {points} point(s)",
         highlight=False,
     )
+    unrated = [
+        m.id
+        for m in config.meters
+        if m.rated_power_kw is None
+        and any(p.kind is PointKind.COUNTER and p.unit == "kWh" for p in m.points)
+    ]
+    if unrated:  # gateway/counters.py falls back to the meter's own recent rate
+        out.print(
+            f"note: no rated_power_kw for {', '.join(unrated)}: a kWh step is then judged"
+            " plausible from the meter's own recent rate (docs/configuration.md)",
+            highlight=False,
+            markup=False,
+        )
     if explain:
         types = collector_types()
         for meter in config.meters:

@@ -6,27 +6,26 @@ energy nobody used: the way down is "backwards" and counts nothing, the way back
 full; a spike counts up, then once more as a rollover. Two rules keep glitches out of the
 figures (docs/architecture.md, "Counter glitches"); neither ever adds energy:
 
-1. **Outliers are set aside.** Within a run (consecutive good readings at most the gap limit
-   apart, no meter exchange in between), a reading whose neighbours agree with each other (the
-   step from one to the other goes forward) while the path through it does not (a step in it
-   goes backwards or wraps the register) is set aside: kept as evidence, counted as a bad
-   reading, never used. Then the same for two consecutive readings. A glitch that returns is
-   thereby recognised whatever its size; a real step backwards (a reset) is not an outlier,
-   since the readings after it agree with it.
-2. **Steps must be physically possible.** Between the remaining readings, a step counts only
-   when it is at most `bound`: the meter's rated power x 1.2 x time plus one register step
-   when rated power is configured (kWh counters); otherwise 100 x the meter's own recent rate
+1. **Outliers are set aside.** A good reading is kept when every longest chain of its
+   neighbourhood (RADIUS good readings either side in its run: readings at most the gap limit
+   apart, no meter exchange in between) whose readings can all be one counter's (in order,
+   every step forward; for a register that wraps, less than half its range in all) holds it.
+   Otherwise it is set aside: kept as evidence, counted as a bad reading, never used. A glitch
+   that returns is caught whatever its size (up to two among 2 x RADIUS + 1 readings); a real
+   reset is not an outlier, since the readings after it agree with it.
+2. **Steps must be possible.** Between the remaining readings, a step counts only when it is
+   at most `bound`: the meter's rated power x 1.2 x time plus one register step when rated
+   power is configured (kWh counters); otherwise RATE_FACTOR x the meter's own recent rate
    (the median rate of up to two ordinary steps on either side) x time, and never less than
-   100 register steps. A step backwards is a rollover only when the register wraps by no more
-   than that bound (near its maximum to near zero). A step that fails carries no energy: its
-   time is unmeasured (coverage, gap) and the period is flagged `implausible-step` or
-   `counter-backwards`. Without rated power and without neighbouring steps to take a rate
-   from, a forward step is taken as it is and a wrap by less than half the register is a
-   rollover.
+   MIN_STEPS ticks. A wrap is a rollover only within that bound (near the register's maximum to
+   near zero). A step that fails carries no energy: its time is unmeasured (coverage, gap) and
+   the period is flagged `implausible-step` or `counter-backwards`. Without rated power and
+   without neighbouring steps to take a rate from, a forward step is taken as it is and a
+   wrap by less than half the register is a rollover.
 
-Each decision looks only at the readings within CONTEXT good readings of it, so every period
-that uses a reading or a step (the one it lies in, the ones whose boundary it spans) decides
-the same about it: the gateway seals a period once CONTEXT readings after its end exist.
+Each decision looks only at readings within CONTEXT good readings of a period's ends, so every
+period that uses a reading or a step decides the same about it; the gateway seals a period
+once CONTEXT readings after its end exist (or the gap limit has passed since the last).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from gateway.periods import datetime_to_ns
 from gateway.report import per_unit
 from gateway.runtime import Gateway
 from simulators.broker import EmbeddedBroker
-from simulators.modbus_fleet import MeterFleet
+from simulators.modbus_fleet import MeterFleet, rated_kw
 from simulators.opcua_plant import LineSpec, PlantServer, node_id
 from simulators.platform import PlatformReceiver
 
@@ -126,6 +126,7 @@ def opcua_meter(port: int, cal_date: date) -> dict[str, Any]:
         "carrier": "electricity",
         "accuracy_class": "1",
         "line": "line-3",
+        "rated_power_kw": Decimal("60"),  # the plant's Line1 draws 42 kW
         "protocol": "opcua",
         "calibration": _certificate(90, cal_date),
         "connection": {
@@ -223,6 +224,14 @@ def demo_site(
                 "model": "tanji simulated meter (not a real product)",
                 "carrier": "electricity",
                 "accuracy_class": "0.5S" if i == main else "1",
+                # counter steps faster than 1.2 x this are implausible (gateway/counters.py)
+                "rated_power_kw": Decimal(
+                    str(
+                        sum(rated_kw(k) for k in range(meters - 1)) * (1 + MAIN_LOSSES)
+                        if i == main
+                        else rated_kw(i)
+                    )
+                ),
                 **where,
                 "protocol": "modbus_tcp",
                 **({} if i == DCC_METER else {"calibration": _certificate(i, cal_date)}),

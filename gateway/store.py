@@ -400,7 +400,6 @@ class Store:
         ).fetchall()
         return [_reading_from_row(r) for r in rows]
 
-
     def first_reading_ns(self, meter_id: str, point: str) -> int | None:
         row = self.conn.execute(
             "SELECT MIN(ts_ns) FROM readings WHERE series=?",

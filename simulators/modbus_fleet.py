@@ -63,6 +63,7 @@ class FaultKind(enum.StrEnum):
     REPLACED = "replaced"  # a new meter: counters restart from zero now
     NOISE = "noise"  # relative noise of `level` on instantaneous values
     CLEAR = "clear"  # answer normally again (counter shifts from rollover/replaced remain)
+    GLITCH = "glitch"  # the next `reads` answers show the energy counter at 0 (`top`: maximum)
     CHANGEOVER = "changeover"  # the line starts making `product` (the OPC UA plant only)
 
 
@@ -77,6 +78,8 @@ class Faults:
     frozen_at: float | None = None
     noise: float = 0.0
     energy_offset_kwh: float = 0.0
+    glitch_reads: int = 0  # answers left that show a glitched energy counter
+    glitch_top: bool = False  # the register's maximum (0xFF..FF) instead of 0
 
     @property
     def active(self) -> bool:
@@ -87,6 +90,11 @@ class Faults:
             or self.frozen_at is not None
             or self.noise
         )
+
+
+def rated_kw(index: int) -> float:
+    """The rated power of simulated meter `index` (its load stays below 0.8 of it)."""
+    return 40.0 + 35.0 * (index % 5)
 
 
 @dataclass
@@ -113,7 +121,7 @@ class SimMeter:
         return cls(
             index=index,
             unit_id=unit_id,
-            rated_kw=40.0 + 35.0 * (index % 5),
+            rated_kw=rated_kw(index),
             initial_kwh=12_345.0 + 1_000.0 * index,
             t0=t0,
             ripple_period_s=60.0 + 17.0 * index,
@@ -214,11 +222,15 @@ class SimMeter:
             else self.value(point.quantity, t)
         )
         v = (true - float(point.offset)) / float(point.scale)
+        if self.faults.glitch_reads and point.quantity is Quantity.ACTIVE_ENERGY_IMPORT:
+            v = 0.0 if not self.faults.glitch_top else 1e12  # a float shows 1e12
         if point.data_type.startswith("float"):
             return encode(v, point.data_type, point.word_order)
         bits = UNSIGNED_BITS.get(point.data_type)
         if bits is not None:
             n = math.floor(v) if point.kind is PointKind.COUNTER else round(v)
+            if self.faults.glitch_reads and self.faults.glitch_top:
+                n = 2**bits - 1
             return encode(n % 2**bits, point.data_type, point.word_order)
         return encode(round(v), point.data_type, point.word_order)
 
@@ -245,6 +257,9 @@ class SimMeter:
                 f.frozen_at = None
             case FaultKind.NOISE:
                 f.noise = params.get("level", 0.02)
+            case FaultKind.GLITCH:
+                f.glitch_reads = int(params.get("reads", 1))
+                f.glitch_top = bool(params.get("top", 0))
             case FaultKind.CLEAR:
                 if f.frozen_at is not None:
                     # the frozen register catches up; what it missed stays missed
@@ -435,6 +450,7 @@ class MeterFleet:
             current_registers[0 - start_address] = 1 | int(faults.active) << 1
             return None
         end = address + count
+        glitched = False
         for p in self._points:
             if (
                 p.function_code == function_code
@@ -445,6 +461,9 @@ class MeterFleet:
                     continue  # bit fields live in a register another point writes
                 first = p.address - start_address
                 current_registers[first : first + p.count] = meter.words(p, t)
+                glitched = glitched or p.quantity is Quantity.ACTIVE_ENERGY_IMPORT
+        if glitched and faults.glitch_reads:
+            faults.glitch_reads -= 1  # one answer more shown glitched
         return None
 
     def _device(self, meter: SimMeter, unit_id: int) -> SimDevice:

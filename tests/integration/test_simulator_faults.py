@@ -64,6 +64,48 @@ async def test_replaced_meter_restarts_from_zero():
     assert new < 1
 
 
+async def test_read_glitches_book_no_energy_through_the_real_collector():
+    """Issue 15: one glitched read of the energy counter (0, or 0xFFFFFFFF) booked the whole
+    counter (12,345 kWh) or a rollover (4.29e7 kWh). Read over Modbus TCP from the simulated
+    meter, glitched as a wire fault, aggregated as the gateway does: only the true advance."""
+    from gateway.aggregation import PeriodInput, aggregate
+    from gateway.periods import Interval
+    from tests.unit.test_aggregation import METER, SH
+
+    async with MeterFleet(1, free_port_range(1)) as fleet:
+        c = create_collector("M1", device_for(fleet, 0, ["active_energy_import"]))
+        polls = []
+        for i in range(40):
+            if i in (10, 20, 30):  # a dip to 0; two reads at the maximum; a dip again
+                fleet.inject(0, FaultKind.GLITCH, reads=1 + (i == 20), top=int(i == 20))
+            polls += await c.poll_once()  # type: ignore[attr-defined]
+            await asyncio.sleep(0.05)
+    counter = [r for r in polls if r.value is not None]
+    top = Decimal(2**32 - 1) / 100
+    glitched = [r for r in counter if r.value in (0, top)]
+    assert len(glitched) == 4  # they reached the gateway as good readings
+    record = aggregate(
+        PeriodInput(
+            uscc="91350100M000100Y43",
+            gateway_id="gw",
+            meter=METER,
+            point=c.device.points[0],  # type: ignore[attr-defined]
+            interval=Interval.parse("1s"),
+            start_ns=counter[0].ts_ns,
+            end_ns=counter[-1].ts_ns + 1,
+            before=[],
+            readings=counter,
+            after=[],
+            gap_limit_ns=10**10,
+            tz=SH,
+        )
+    )
+    assert counter[-1].value is not None
+    assert counter[0].value is not None
+    assert record.quantity == counter[-1].value - counter[0].value  # about 0.05 kWh
+    assert record.bad_reading_count == 4
+
+
 async def test_noise_moves_instantaneous_values_only():
     async with MeterFleet(1, free_port_range(1)) as fleet:
         c = create_collector("M", device_for(fleet, 0, ["active_power", "voltage_l1_n"]))

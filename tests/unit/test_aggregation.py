@@ -239,9 +239,7 @@ MOD = 65536  # a 16-bit register of 0.01 kWh rolls over at 655.36 kWh
 
 
 @given(
-    steps=st.lists(
-        st.tuples(st.integers(1, 4000), st.integers(0, 4000)), min_size=1, max_size=60
-    ),
+    steps=st.lists(st.tuples(st.integers(1, 4000), st.integers(0, 4000)), min_size=1, max_size=60),
     exchange=st.none() | st.tuples(st.integers(0, 59), st.integers(0, MOD), st.integers(0, MOD)),
     cuts=st.lists(st.integers(1, 250), max_size=12),
     gap_s=st.sampled_from([0.5, 3.0, 10.0]),

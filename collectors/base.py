@@ -33,6 +33,8 @@ class CollectorStats:
     exceptions: Counter[str] = field(default_factory=Counter)  # Modbus exceptions, by name
     bad_responses: Counter[str] = field(default_factory=Counter)  # answers unfit for the request
     disabled_points: list[str] = field(default_factory=list)
+    # when a disabled point is asked again (UTC seconds), by name, where the protocol does so
+    disabled_retry_at: dict[str, float] = field(default_factory=dict)
     latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
 
     def latency_ms(self, *quantiles: float) -> list[float | None]:
@@ -52,6 +54,7 @@ class CollectorStats:
             "exceptions": dict(self.exceptions),
             "bad_responses": dict(self.bad_responses),
             "disabled_points": list(self.disabled_points),
+            "disabled_retry_at": dict(self.disabled_retry_at),
             "latency_ms": dict(
                 zip(("p50", "p95", "p99"), self.latency_ms(0.50, 0.95, 0.99), strict=True)
             ),

@@ -473,6 +473,20 @@ def _backlog(outbox: dict[str, Any] | None) -> str:
     return text
 
 
+def _asked_again(at_s: float | None) -> str:
+    """When a disabled point is asked again, for the status table: ' (asked again in 12 min)'."""
+    if at_s is None:
+        return ""
+    wait = at_s - time.time()
+    if wait <= 0:
+        return " (asked again at its next cycle)"
+    return (
+        f" (asked again in {wait:.0f} s)"
+        if wait < 120
+        else f" (asked again in {wait / 60:.0f} min)"
+    )
+
+
 def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
     table = Table(title=f"gateway {snapshot['gateway_id']} — status {age_s:.0f} s old")
     table.caption = (
@@ -512,7 +526,10 @@ def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
         poll = st["poll"]
         latency = poll["latency_ms"]
         problems = [st["last_reason"]] if st["last_reason"] else []
-        problems += [f"disabled: {p}" for p in poll["disabled_points"]]
+        retry_at = poll.get("disabled_retry_at", {})
+        problems += [
+            f"disabled: {p}{_asked_again(retry_at.get(p))}" for p in poll["disabled_points"]
+        ]
         problems += [f"{name} x{n}" for name, n in poll["exceptions"].items()]
         problems += [f"{name} x{n}" for name, n in poll.get("bad_responses", {}).items()]
         p50, p95 = (latency[q] for q in ("p50", "p95"))

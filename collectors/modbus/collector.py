@@ -5,8 +5,11 @@ device faults: a timeout, lost connection or Modbus exception becomes `bad` read
 reason code, and the device backs off exponentially (with jitter) while it does not answer.
 
 Exceptions are handled by meaning: a joined request refused as illegal address/function is
-cut in two (at its widest gap) until the parts are accepted; a point refused alone is disabled
-and reported; "busy" and
+cut in two (at its widest gap) until the parts are accepted, so one unmapped register does not
+take its neighbours down; a point refused alone is disabled, reported, and asked again on its
+own after `disabled_retry_initial_s`, doubling up to `disabled_retry_max_s` while the meter
+keeps refusing it (a meter that refused everything for a while, e.g. while it started, gets
+its points back; once one does, the cuts are forgotten so requests join again). "busy" and
 timeouts are retried `retries` times; "gateway target no response" ends the cycle like a
 timeout; an answer that does not fit its request spoils only that request.
 """
@@ -20,6 +23,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from collectors.base import CollectorStats, Shared, WallClock
@@ -49,6 +53,17 @@ log = logging.getLogger(__name__)
 
 _BUSY_PAUSE_S = 0.05
 GOOD = Quality.good()  # immutable, shared by every good reading
+NS = 1_000_000_000
+
+
+@dataclass
+class Disabled:
+    """A point the device refused on its own: why, and when it is asked again."""
+
+    reason: str
+    delay_s: float  # the pause before the next probe (doubles while it is refused)
+    due: float  # time.monotonic() of the next probe
+    retry_at_s: float  # the same on the wall clock (UTC seconds), for status
 
 
 class ModbusCollector:
@@ -67,7 +82,7 @@ class ModbusCollector:
         self.stats = CollectorStats()
         self._clock = clock
         self._cuts: set[int] = set()  # points that must start a request (after a refusal)
-        self._disabled: set[int] = set()  # points the device says it does not have
+        self._disabled: dict[int, Disabled] = {}  # points the device says it does not have
         self._backoff_s = 0.0
         self.requests = self._plan()
         # per point, built once: where its bytes sit in a response, and its decoder
@@ -128,14 +143,23 @@ class ModbusCollector:
         points = self.device.points
         readings: list[Reading] = []
         done: set[int] = set()  # points that have their reading (good or bad) this cycle
-        queue = deque(self.requests)
+        now = time.monotonic()
+        # disabled points due to be asked again, each on its own, after the cycle's requests
+        probes = [
+            Request(points[i].function_code, points[i].address, points[i].count, (i,))
+            for i, d in sorted(self._disabled.items())
+            if d.due <= now
+        ]
+        queue = deque([*self.requests, *probes])
         stopped: str | None = None  # reason the device stopped answering this cycle
         while queue:
             request = queue.popleft()
+            probe = request in probes
             todo = [i for i in request.points if i not in done]
             done.update(todo)
             if stopped is not None:
-                readings += [self._bad(points[i], stopped) for i in todo]
+                if not probe:  # a probe waits for the next cycle the device answers
+                    readings += [self._bad(points[i], stopped) for i in todo]
                 continue
             try:
                 data, ts = await self._execute(request)
@@ -145,7 +169,12 @@ class ModbusCollector:
                     readings += self._refused(request, failure)
                     # the plan changed: read what is left of this cycle with the new one
                     left = {i for r in queue for i in r.points} | set(todo)
-                    queue = deque(r for r in self.requests if left.intersection(r.points))
+                    queue = deque(
+                        [
+                            *(r for r in self.requests if left.intersection(r.points)),
+                            *(r for r in queue if r in probes),
+                        ]
+                    )
                     continue
                 if failure.kind is Failure.RESPONSE:
                     self.stats.bad_responses[failure.reason] += 1
@@ -156,6 +185,8 @@ class ModbusCollector:
                     stopped = f"not-polled-after-{failure.kind.value}"
                 continue
             readings += [self._point_reading(i, request, data, ts) for i in todo]
+            if probe:
+                self._enable(request.points[0])
         if stopped is not None:
             self._fail(stopped)
         else:
@@ -176,17 +207,44 @@ class ModbusCollector:
             return []
         (index,) = request.points
         point = self.device.points[index]
-        self._disabled.add(index)
-        self.stats.disabled_points.append(point.name)
-        self.requests = self._plan()
-        log.error(
-            "meter %s: point %r at address %d refused (%s); it is no longer polled",
+        earlier = self._disabled.get(index)
+        if earlier is None:
+            delay = self.device.disabled_retry_initial_s
+        else:  # refused again when asked again
+            delay = min(self.device.disabled_retry_max_s, earlier.delay_s * 2)
+        retry_at_s = self._clock() / NS + delay
+        self._disabled[index] = Disabled(
+            failure.reason, delay, time.monotonic() + delay, retry_at_s
+        )
+        self.stats.disabled_retry_at[point.name] = retry_at_s
+        if earlier is None:
+            self.stats.disabled_points.append(point.name)
+            self.requests = self._plan()
+        (log.error if earlier is None else log.info)(
+            "meter %s: point %r at address %d refused (%s); not polled, asked again in %.0f s",
             self.meter_id,
             point.name,
             point.address,
             failure.reason,
+            delay,
         )
         return [self._bad(point, failure.reason)]
+
+    def _enable(self, index: int) -> None:
+        """A disabled point answered when asked again: poll it again, and let requests join
+        again (a refused join is cut again, at the cost of one refused request)."""
+        point = self.device.points[index]
+        del self._disabled[index]
+        self.stats.disabled_points.remove(point.name)
+        del self.stats.disabled_retry_at[point.name]
+        self._cuts.clear()
+        self.requests = self._plan()
+        log.warning(
+            "meter %s: point %r at address %d answers again; polled again",
+            self.meter_id,
+            point.name,
+            point.address,
+        )
 
     async def _execute(self, request: Request) -> tuple[bytes, int]:
         """Send one request, retrying timeouts and "busy"; returns its data and the time."""

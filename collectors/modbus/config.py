@@ -180,6 +180,13 @@ class ModbusDevice(DeviceSpec):
         default=8,
         description="unused addresses a request may span to join two points into one request",
     )
+    disabled_retry_initial_s: ConfigFloat = Field(
+        default=60.0,
+        ge=0.1,
+        le=86400,
+        description="a point the device refuses is asked again after this, doubling",
+    )
+    disabled_retry_max_s: ConfigFloat = Field(default=3600.0, ge=0.1, le=86400)
 
     @model_validator(mode="before")
     @classmethod
@@ -187,6 +194,15 @@ class ModbusDevice(DeviceSpec):
         from collectors.modbus.profiles import expand_profile  # profiles build on this module
 
         return expand_profile(data)
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> ModbusDevice:
+        if self.disabled_retry_max_s < self.disabled_retry_initial_s:
+            raise ValueError(
+                f"disabled_retry_max_s ({self.disabled_retry_max_s:g}) is below"
+                f" disabled_retry_initial_s ({self.disabled_retry_initial_s:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _points_fit_in_a_request(self) -> ModbusDevice:

@@ -116,6 +116,9 @@ async def test_illegal_address_disables_only_that_point_and_reports_it():
         run = await side_by_side([faulty, healthy], 2.0)
     assert_kept_schedule(run, healthy, 2.0)
     assert faulty.stats.disabled_points == ["not-there"]
+    # and says when it asks again: a minute later by default
+    (retry_at,) = faulty.stats.disabled_retry_at.values()
+    assert time.time() + 50 < retry_at < time.time() + 61
     refused = [r for r in run.readings("M0") if r.point == "not-there"]
     assert [r.quality.reason for r in refused] == ["modbus-exception-illegal-address"]  # once
     others = [r for r in run.readings("M0") if r.point != "not-there"]
@@ -289,3 +292,69 @@ async def test_dead_unit_on_a_shared_rtu_line_leaves_the_others_on_schedule():
     assert run.readings("M0")
     assert run.reasons("M0") <= {"timeout", "not-polled-after-timeout"}
     assert dead.link is healthy.link  # type: ignore[attr-defined]
+
+
+def retrying(device, initial_s: float, max_s: float):
+    return device.model_copy(
+        update={"disabled_retry_initial_s": initial_s, "disabled_retry_max_s": max_s}
+    )
+
+
+async def test_a_meter_that_refused_everything_for_a_while_gets_its_points_back():
+    """A spell of exception 01 (illegal function) to every request, e.g. while a meter starts,
+    used to disable every point for good. Now each is asked again on a backoff, and once the
+    meter answers, its points are read again, joined into as few requests as before."""
+    from collectors.modbus.plan import plan_device
+
+    base = free_port_range(2)
+    seen: dict[str, object] = {}
+    async with MeterFleet(2, base) as fleet:
+        device = retrying(device_for(fleet, 0, POINTS), 0.3, 0.6)
+        faulty = create_collector("M0", device)
+        healthy = create_collector("M1", device_for(fleet, 1, POINTS))
+        fleet.inject(0, FaultKind.EXCEPTION, code=1)
+
+        async def refuse_then_heal() -> None:
+            await asyncio.sleep(1.5)
+            seen["disabled"] = sorted(faulty.stats.disabled_points)
+            seen["retry_at"] = dict(faulty.stats.disabled_retry_at)
+            seen["healed_at"] = time.time_ns()
+            fleet.inject(0, FaultKind.CLEAR)
+
+        run = await side_by_side([faulty, healthy], 3.0, during=refuse_then_heal)
+    assert_kept_schedule(run, healthy, 4.5)
+    assert seen["disabled"] == sorted(POINTS)  # the spell disabled them all
+    assert set(seen["retry_at"]) == set(POINTS)  # type: ignore[call-overload]
+    readings = run.readings("M0")
+    refused = [r for r in readings if r.quality.reason == "modbus-exception-illegal-function"]
+    # asked again while refused: more than the one refusal per point that disabled it
+    assert len(refused) > len(POINTS)
+    after = [r for r in readings if r.ts_ns > seen["healed_at"]]  # type: ignore[operator]
+    back = {r.point for r in after if r.quality.status is QualityStatus.GOOD}
+    assert back == set(POINTS)
+    assert faulty.stats.disabled_points == []
+    assert faulty.stats.disabled_retry_at == {}
+    assert faulty.requests == plan_device(device)  # type: ignore[attr-defined]
+    last = run.cycles["M0"][-1][1]
+    assert {r.point for r in last} == set(POINTS)
+    assert all(r.quality.status is QualityStatus.GOOD for r in last)
+
+
+async def test_a_point_the_meter_keeps_refusing_is_asked_less_and_less_often():
+    base = free_port_range(1)
+    async with MeterFleet(1, base) as fleet:
+        device = retrying(device_for(fleet, 0, POINTS), 0.2, 0.8)
+        unmapped = device.points[0].model_copy(update={"name": "not-there", "address": 9})
+        faulty = create_collector(
+            "M0", device.model_copy(update={"points": (*device.points, unmapped)})
+        )
+        run = await side_by_side([faulty], 3.0)
+    refused = [r.ts_ns for r in run.readings("M0") if r.point == "not-there"]
+    assert len(refused) >= 4
+    gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(refused)]
+    # never sooner than the backoff: 0.2, 0.4, then 0.8 s (the maximum) from then on
+    for gap, least in zip(gaps, [0.2, 0.4, 0.8, 0.8, 0.8, 0.8], strict=False):
+        assert gap >= least * 0.95, gaps
+    assert faulty.stats.disabled_points == ["not-there"]
+    others = [r for r in run.readings("M0") if r.point != "not-there"]
+    assert all(r.quality.status is QualityStatus.GOOD for r in others)

@@ -148,3 +148,41 @@ def test_status_shows_what_the_lines_make(tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "making" in result.output
     assert "pack-z / Line1-PO00007" in result.output
+
+
+async def test_status_shows_disabled_points_and_when_they_are_asked_again(
+    tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+):
+    """A meter that refuses its registers (exception 02) has them disabled; the running
+    gateway's status names them and says when each is asked again (a minute by default)."""
+    import re
+    import time
+
+    monkeypatch.setattr(runtime, "STATUS_INTERVAL_S", 0.5)
+    seen: dict[str, object] = {}
+    site = tmp_path / "site.toml"
+
+    def tick(parts: DemoParts) -> None:
+        seen["ticks"] = n = int(seen.get("ticks", 0)) + 1  # type: ignore[call-overload]
+        if n == 3:
+            parts.fleet.inject(1, FaultKind.EXCEPTION, code=2)
+        if n == 8:
+            seen["at"] = time.time()
+            seen["json"] = CliRunner().invoke(app, ["status", "-c", str(site), "--json"])
+            seen["table"] = CliRunner(env={"COLUMNS": "400"}).invoke(
+                app, ["status", "-c", str(site)]
+            )
+
+    await run_demo(
+        tmp_path, meters=2, interval_s=60, duration_s=6, on_tick=tick, broker_port=mosquitto.port
+    )
+    result = seen["json"]
+    assert result.exit_code == 1, result.output  # a meter needs attention
+    poll = json.loads(result.stdout)["meters"]["M2"]["poll"]
+    assert poll["disabled_points"], poll
+    assert set(poll["disabled_retry_at"]) == set(poll["disabled_points"])
+    for at in poll["disabled_retry_at"].values():
+        assert seen["at"] < at < seen["at"] + 61  # type: ignore[operator]
+    table = seen["table"].stdout
+    for point in poll["disabled_points"]:
+        assert re.search(rf"disabled: {re.escape(point)} \(asked again in \d+ s\)", table), table

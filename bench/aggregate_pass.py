@@ -105,14 +105,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clock = Clock()
         gw = Gateway(parse_site_config(site(args.meters, Path(tmp) / "g.db")), clock=clock)
-        for second in range(0, 900 + 10):  # one period and the readings after its end
+        # one period and the readings after its end (CONTEXT of them decide its last steps)
+        for second in range(0, 900 + 20):
             gw.store.append_readings(
                 [energy(m, T0 + second * NS + 300_000_000) for m in range(args.meters)]
             )
-        now = T0 + 910 * NS
+        now = T0 + 920 * NS
         timed(gw, clock, now - 20 * NS)  # first pass: sets the late-readings cursor
         seal_s, sealed, seal_wait = timed(gw, clock, now)
-        gw.store.append_readings([energy(m, T0 + 905 * NS) for m in range(args.meters)])
+        gw.store.append_readings([energy(m, T0 + 915 * NS) for m in range(args.meters)])
         steady_s, none, _ = timed(gw, clock, now + NS)
         gw.store.append_readings(
             [energy(m, T0 + 450 * NS + 600_000_000) for m in range(args.meters)]

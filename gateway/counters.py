@@ -155,67 +155,35 @@ def outliers(
     out: set[int] = set()
     for run in runs:
         readings = [window[i] for i in run]
-        forward = [_forward(a, b, modulus) for a, b in itertools.pairwise(readings)]
-        # a wrapping register's advance from the run's first reading to each, step by step
-        through = (
-            list(
+        n = len(readings)
+        backwards = [
+            k
+            for k, (a, b) in enumerate(itertools.pairwise(readings))
+            if not _forward(a, b, modulus)
+        ]
+        # a step backwards makes the readings within RADIUS of it suspect; for a register
+        # that wraps, so does a neighbourhood advancing half the range or more
+        suspect = {
+            i for k in backwards for i in range(max(0, k + 1 - RADIUS), min(n, k + RADIUS + 1))
+        }
+        if modulus is not None:
+            through = list(
                 itertools.accumulate(
                     (_advance(a, b, modulus) for a, b in itertools.pairwise(readings)),
                     initial=Decimal(0),
                 )
             )
-            if modulus is not None
-            else []
-        )
-        for k, i in enumerate(run):
-            lo, hi = max(0, k - RADIUS), min(len(run), k + RADIUS + 1)
-            if all(forward[lo : hi - 1]) and (
-                modulus is None or through[hi - 1] - through[lo] < modulus / 2
-            ):
-                continue  # the usual case: nothing odd around it
+            half = modulus / 2
+            suspect.update(
+                k
+                for k in range(n)
+                if through[min(n, k + RADIUS + 1) - 1] - through[max(0, k - RADIUS)] >= half
+            )
+        for k in sorted(suspect):
+            lo, hi = max(0, k - RADIUS), min(n, k + RADIUS + 1)
             if not _kept(readings[lo:hi], k - lo, modulus):
-                out.add(i)
+                out.add(run[k])
     return frozenset(out)
-
-
-@dataclass(frozen=True)
-class _Raw:
-    """A step before the plausibility check: what the readings say."""
-
-    d: Decimal  # the advance (negative: backwards; for a wrapping register, around it)
-    wraps: bool  # a wrapping register's value went down: a rollover if plausible
-    exchange: bool
-    flags: frozenset[ActivityFlag]
-    rate: Decimal | None  # per ns, for an ordinary step (a rate reference for neighbours)
-
-
-def _raw_step(
-    a: Reading,
-    b: Reading,
-    exchanges: Sequence[MeterReplacement],
-    modulus: Decimal | None,
-    gap_limit_ns: int,
-) -> _Raw:
-    va, vb = _value(a), _value(b)
-    dt = b.ts_ns - a.ts_ns
-    if exchanges:
-        # each meter's advance in turn: a to the first one's final reading, every new meter
-        # from its initial to its final (the next exchange), the last one up to b
-        parts = [exchanges[0].old_final - va]
-        parts += [nxt.old_final - cur.new_initial for cur, nxt in itertools.pairwise(exchanges)]
-        parts.append(vb - exchanges[-1].new_initial)
-        flags = {ActivityFlag.METER_REPLACED}
-        if min(parts) < 0:
-            flags.add(ActivityFlag.COUNTER_BACKWARDS)
-        d = sum((max(x, Decimal(0)) for x in parts), Decimal(0))
-        return _Raw(d, False, True, frozenset(flags), None)
-    d = vb - va
-    wraps = d < 0 and modulus is not None
-    if wraps:
-        assert modulus is not None
-        d += modulus
-    ordinary = dt > 0 and dt <= gap_limit_ns and d >= 0 and (not wraps or _forward(a, b, modulus))
-    return _Raw(d, wraps, False, frozenset(), d / dt if ordinary else None)
 
 
 def _tick(point: PointSpec, value: Decimal) -> Decimal:
@@ -229,19 +197,91 @@ def _tick(point: PointSpec, value: Decimal) -> Decimal:
     return max(resolution, FINEST_TICK)
 
 
-def _bound(
-    j: int, raws: Sequence[_Raw], chain: Sequence[Reading], meter: Meter, point: PointSpec
-) -> Decimal | None:
-    """The largest advance step j may make (rule 2); None when nothing tells."""
-    a, b = chain[j], chain[j + 1]
-    dt = b.ts_ns - a.ts_ns
-    resolution = _tick(point, _value(a))
-    if meter.rated_power_kw is not None and point.unit == "kWh":
-        return meter.rated_power_kw * RATED_ALLOWANCE * dt / NS_PER_HOUR + resolution
-    rates = [r.rate for r in (*raws[max(0, j - 2) : j], *raws[j + 1 : j + 3]) if r.rate is not None]
-    if not rates:
-        return None
-    return max(RATE_FACTOR * statistics.median(rates) * dt, MIN_STEPS * resolution)
+class _Chain:
+    """The readings of a chain with what rule 2 needs to know about its steps."""
+
+    def __init__(
+        self, chain: Sequence[Reading], meter: Meter, point: PointSpec, gap_limit_ns: int
+    ) -> None:
+        self.chain, self.point, self.gap_limit_ns = chain, point, gap_limit_ns
+        self.values = [_value(r) for r in chain]
+        self.modulus = point.counter_modulus()
+        self.replacements = _exchanges(meter, point)
+        self.rated_per_ns = (
+            meter.rated_power_kw * RATED_ALLOWANCE / NS_PER_HOUR
+            if meter.rated_power_kw is not None and point.unit == "kWh"
+            else None
+        )
+
+    def exchanges(self, j: int) -> list[MeterReplacement]:
+        a, b = self.chain[j].ts_ns, self.chain[j + 1].ts_ns
+        return [x for at, x in self.replacements if a < at <= b]
+
+    def rate(self, j: int) -> Decimal | None:
+        """Step j's advance per ns when it is ordinary (forward, within the gap limit, no
+        exchange): a yardstick for its neighbours."""
+        dt = self.chain[j + 1].ts_ns - self.chain[j].ts_ns
+        if not 0 < dt <= self.gap_limit_ns or self.exchanges(j):
+            return None
+        a, b = self.chain[j], self.chain[j + 1]
+        return _advance(a, b, self.modulus) / dt if _forward(a, b, self.modulus) else None
+
+    def bound(self, j: int, d: Decimal, wraps: bool) -> Decimal | None:
+        """The largest advance step j may make (rule 2); None when nothing tells."""
+        dt = self.chain[j + 1].ts_ns - self.chain[j].ts_ns
+        tick = _tick(self.point, self.values[j])
+        if self.rated_per_ns is not None:
+            return self.rated_per_ns * dt + tick
+        if not wraps and d <= MIN_STEPS * tick:
+            return MIN_STEPS * tick  # within the floor whatever the rate: no need to know it
+        with localcontext() as ctx:  # a rate is a yardstick: 28 digits are plenty
+            ctx.prec = 28
+            around = (*range(max(0, j - 2), j), *range(j + 1, min(len(self.chain) - 1, j + 3)))
+            rates = [r for r in (self.rate(k) for k in around) if r is not None]
+            if not rates:
+                return None
+            return max(RATE_FACTOR * statistics.median(rates) * dt, MIN_STEPS * tick)
+
+    def step(self, j: int) -> Step:
+        a, b = self.chain[j], self.chain[j + 1]
+        va, vb = self.values[j], self.values[j + 1]
+        gap = b.ts_ns - a.ts_ns > self.gap_limit_ns
+        exchanges = self.exchanges(j) if self.replacements else []
+        flags: set[ActivityFlag] = set()
+        if exchanges:
+            # each meter's advance in turn: a to the first one's final reading, every new
+            # meter from its initial to its final (the next exchange), the last one up to b
+            parts = [exchanges[0].old_final - va]
+            parts += [nxt.old_final - cur.new_initial for cur, nxt in itertools.pairwise(exchanges)]
+            parts.append(vb - exchanges[-1].new_initial)
+            flags.add(ActivityFlag.METER_REPLACED)
+            if min(parts) < 0:
+                flags.add(ActivityFlag.COUNTER_BACKWARDS)
+            d = sum((max(x, Decimal(0)) for x in parts), Decimal(0))
+        else:
+            d = vb - va
+            if not d or 0 < d <= FINEST_TICK:  # nothing, or within any bound: the usual case
+                return Step(a, b, d, gap, False, frozenset())
+        unmeasured = False
+        wraps = d < 0 and self.modulus is not None and not exchanges
+        if wraps:
+            assert self.modulus is not None
+            d += self.modulus
+        bound = self.bound(j, d, wraps)
+        if wraps:
+            assert self.modulus is not None
+            if d <= bound if bound is not None else d < self.modulus / 2:
+                flags.add(ActivityFlag.ROLLOVER)
+            else:
+                flags.add(ActivityFlag.COUNTER_BACKWARDS)
+                d, unmeasured = Decimal(0), True
+        elif d < 0:
+            flags.add(ActivityFlag.COUNTER_BACKWARDS)
+            d, unmeasured = Decimal(0), True
+        if d > 0 and bound is not None and d > bound:
+            flags.add(ActivityFlag.IMPLAUSIBLE_STEP)
+            d, unmeasured = Decimal(0), True
+        return Step(a, b, d, gap, bool(exchanges), frozenset(flags), unmeasured)
 
 
 def steps(
@@ -249,38 +289,6 @@ def steps(
 ) -> list[Step]:
     """The steps between consecutive readings of `chain` (good, outliers removed, oldest
     first), each with the energy it may count (rule 2)."""
-    modulus = point.counter_modulus()
-    replacements = _exchanges(meter, point)
     with localcontext(EXACT):
-        raws = [
-            _raw_step(
-                a,
-                b,
-                [x for at, x in replacements if a.ts_ns < at <= b.ts_ns],
-                modulus,
-                gap_limit_ns,
-            )
-            for a, b in itertools.pairwise(chain)
-        ]
-        out = []
-        for j, raw in enumerate(raws):
-            a, b = chain[j], chain[j + 1]
-            bound = _bound(j, raws, chain, meter, point)
-            flags = set(raw.flags)
-            d, unmeasured = raw.d, False
-            if raw.wraps:
-                assert modulus is not None
-                if d <= bound if bound is not None else d < modulus / 2:
-                    flags.add(ActivityFlag.ROLLOVER)
-                else:
-                    flags.add(ActivityFlag.COUNTER_BACKWARDS)
-                    d, unmeasured = Decimal(0), True
-            elif d < 0:
-                flags.add(ActivityFlag.COUNTER_BACKWARDS)
-                d, unmeasured = Decimal(0), True
-            if d > 0 and bound is not None and d > bound:
-                flags.add(ActivityFlag.IMPLAUSIBLE_STEP)
-                d, unmeasured = Decimal(0), True
-            gap = b.ts_ns - a.ts_ns > gap_limit_ns
-            out.append(Step(a, b, d, gap, raw.exchange, frozenset(flags), unmeasured))
-    return out
+        judged = _Chain(chain, meter, point, gap_limit_ns)
+        return [judged.step(j) for j in range(len(chain) - 1)]

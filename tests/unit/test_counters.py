@@ -135,7 +135,7 @@ FORMATS = {
     "uint16": (UINT16, 16),  # wraps every 655.36 kWh: rollovers in most traces
     "float64": (FLOAT64, None),
 }
-GLITCHES = ["dip-zero", "dip", "spike-top", "spike", "bit-flip", "nan"]
+GLITCHES = ["dip-zero", "dip", "spike-top", "spike", "bit-flip", "nan", "stuck"]
 
 
 def _glitched(kind: str, true: Decimal, fmt: str, draw: st.DataObject) -> str | None:
@@ -186,19 +186,18 @@ def test_glitches_never_book_energy_the_counter_did_not_advance(fmt, segments, s
     """A meter's load runs in segments (4-12 polls at 0 to 360 kW, polls 1 s apart, register
     0.01 kWh; float64 registers hold the kWh to 0.001). Up to two consecutive readings at a
     time (at most two among any 2 x RADIUS + 1, none among the first and last RADIUS) are
-    replaced by a glitch: a dip to 0 or lower, a
-    spike to the register's maximum (1e12 for a float) or higher, a flipped bit (a float
-    flipped to NaN/inf is a bad reading), or NaN. Whatever they are and wherever periods cut:
-    no period books less than 0, neighbours agree on their shared boundary, and the total is
-    the counter's true advance, plus at most one register step per period (the glitches add
-    nothing and lose nothing)."""
+    replaced by a glitch: a dip to 0 or lower, a spike to the register's maximum (1e12 for a
+    float) or higher, a flipped bit (a float flipped to NaN/inf is a bad reading), NaN, or the
+    last answer again (stuck). Whatever they are and wherever periods cut: no period books
+    less than 0, neighbours agree on their shared boundary, and the total is the counter's
+    true advance, plus at most one register step per period (the glitches add nothing and
+    lose nothing)."""
     point, bits = FORMATS[fmt]
     modulus = Decimal(2**bits) * point.scale if bits else None
-    units_per_s = [(n, units) for n, units in segments]  # 0.01 kWh per 100 s x units
     true: list[Decimal] = []
     hundredths = Decimal(start)  # register units of 0.01 kWh (x1000 for a float: 0.001 kWh)
     fine = Decimal(0)
-    for n, rate in units_per_s:
+    for n, rate in segments:
         for _ in range(n):
             true.append(hundredths)
             fine += rate  # in 1/10000 of a register unit per second
@@ -217,8 +216,11 @@ def test_glitches_never_book_energy_the_counter_did_not_advance(fmt, segments, s
         if data.draw(st.integers(0, 3)) == 0:
             burst = data.draw(st.integers(1, 2))
             for i in range(k, min(k + burst, n - RADIUS)):
-                values[i] = _glitched(
-                    data.draw(st.sampled_from(GLITCHES)), shown(true[i]), fmt, data
+                kind = data.draw(st.sampled_from(GLITCHES))
+                values[i] = (
+                    values[i - 1]  # the meter repeats its last answer
+                    if kind == "stuck"
+                    else _glitched(kind, shown(true[i]), fmt, data)
                 )
             k += burst + 2 * RADIUS - 1  # at most two glitched among 2 x RADIUS + 1
         else:

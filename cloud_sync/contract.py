@@ -3,7 +3,8 @@
 The schemas in cloud_sync/schemas/ are the contract; both the gateway and the platform
 simulator validate against them. Changing a schema means a new version file: activity
 batches and raw readings batches are at version 2 (docs/platform-contract.md lists what
-changed from 1; the platform still takes readings batches of version 1), acks at 1.
+changed from 1; the platform still takes readings batches of version 1), acks at 2 (signed
+by the platform; cloud_sync/acks.py), version 1 acks are unsigned.
 """
 
 from __future__ import annotations
@@ -245,8 +246,11 @@ class Ack:
     batch_id: str
     status: AckStatus
     reason: str | None = None
+    issued_ns: int | None = None  # when the platform signed it (a signed ack, version 2)
 
     def to_json(self) -> bytes:
+        """As an unsigned version 1 ack (a gateway with `platform_ack_key` refuses it; the
+        platform signs acks with cloud_sync.acks.AckSigner)."""
         msg: dict[str, Any] = {
             "schema": ACK_SCHEMA_ID,
             "batch_id": self.batch_id,

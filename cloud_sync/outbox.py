@@ -33,14 +33,24 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_sent_ns INTEGER,
     acked_ns     INTEGER,
     ack_status   TEXT,
-    reason       TEXT
+    reason       TEXT,
+    verdict_ns   INTEGER                       -- the applied ack's issued_ns (platform clock)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, seq);
 """
+ADDED_COLUMNS = (("verdict_ns", "INTEGER"),)  # added since the table's first release
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
+    have = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    for column, sql_type in ADDED_COLUMNS:
+        if column not in have:
+            try:
+                conn.execute(f"ALTER TABLE outbox ADD COLUMN {column} {sql_type}")
+            except sqlite3.OperationalError as exc:  # another process added it just now
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 def enqueue(
@@ -78,7 +88,7 @@ def enqueue(
     return ids
 
 
-AckOutcome = Literal["settled", "settled-before", "unknown"]
+AckOutcome = Literal["settled", "settled-before", "stale", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -183,23 +193,32 @@ class Outbox:
     def apply_acks(self, acks: Sequence[Ack], now_ns: int) -> list[AckOutcome]:
         """Record the platform's verdicts in one transaction; per ack what it did: `settled`
         (a pending batch took its verdict), `settled-before` (the batch already had one: a
-        repeated ack) or `unknown` (no such batch here)."""
+        repeated ack), `stale` (a signed rejection issued no later than the verdict the
+        batch had before it was retried: an old rejection played back) or `unknown` (no
+        such batch here)."""
         outcomes: list[AckOutcome] = []
         with _transaction(self.conn):
             for ack in acks:
                 state = "rejected" if ack.status is AckStatus.REJECTED else "acked"
+                # a retried dead letter keeps its verdict_ns: only a newer rejection counts
+                newer = state == "rejected" and ack.issued_ns is not None
                 cur = self.conn.execute(
-                    "UPDATE outbox SET state=?, acked_ns=?, ack_status=?, reason=?"
-                    " WHERE batch_id=? AND state='pending'",
-                    (state, now_ns, ack.status.value, ack.reason, ack.batch_id),
+                    "UPDATE outbox SET state=?, acked_ns=?, ack_status=?, reason=?, verdict_ns=?"
+                    " WHERE batch_id=? AND state='pending'"
+                    + (" AND (verdict_ns IS NULL OR verdict_ns < ?)" if newer else ""),
+                    (state, now_ns, ack.status.value, ack.reason, ack.issued_ns, ack.batch_id)
+                    + ((ack.issued_ns,) if newer else ()),
                 )
                 if cur.rowcount == 1:
                     outcomes.append("settled")
                     continue
-                known = self.conn.execute(
-                    "SELECT 1 FROM outbox WHERE batch_id=?", (ack.batch_id,)
+                row = self.conn.execute(
+                    "SELECT state FROM outbox WHERE batch_id=?", (ack.batch_id,)
                 ).fetchone()
-                outcomes.append("unknown" if known is None else "settled-before")
+                if row is None:
+                    outcomes.append("unknown")
+                else:
+                    outcomes.append("stale" if row[0] == "pending" else "settled-before")
         return outcomes
 
     def parked(self) -> list[Parked]:

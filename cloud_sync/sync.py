@@ -12,8 +12,9 @@ The link announces itself: a retained `online` message on `.../status` when conn
 when the link dies unannounced.
 
 Nothing on the ack topic can stop the ack reader: a message that is retained, too large,
-malformed or for no batch of ours is counted (`acks_dropped`), logged once with a bounded
-excerpt and dropped; the other acks of the same pass are applied.
+malformed, unsigned or forged (with `platform_ack_key`), for another gateway or for no batch
+of ours is counted (`acks_dropped`), logged once with a bounded excerpt and dropped; the
+other acks of the same pass are applied.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiomqtt
 
-from cloud_sync.acks import AckRefused, excerpt, one_line, read_ack
+from cloud_sync.acks import AckKeys, AckRefused, excerpt, one_line, read_ack
 from cloud_sync.contract import (
     CONTRACT_VERSION,
     Ack,
@@ -67,6 +68,7 @@ class SyncCounters:
     rejected: int = 0
     bad_acks: int = 0  # messages on the ack topic dropped, for any reason (below)
     acks_dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    acks_authenticated: bool = False  # acks are verified with the platform's key
     last_error: str | None = None
     disconnects: int = 0
     readings_sent: int = 0  # the optional raw readings stream
@@ -203,6 +205,7 @@ class CloudSync:
         self._awaited: dict[str, asyncio.Future[Ack]] = {}  # readings batches awaiting acks
         self._readings_sent: collections.deque[str] = collections.deque(maxlen=1000)
         self._drop_log = LogBudget()
+        self._keys: AckKeys | None = None
 
     def wake(self) -> None:
         """New batches were enqueued: publish now rather than at the next poll."""
@@ -215,13 +218,29 @@ class CloudSync:
     async def stats(self) -> OutboxStats:
         return await self._db(self._outbox.stats)
 
+    def ack_keys(self) -> AckKeys | None:
+        """The platform's ack-verification keys, read once (TransportError when the file
+        cannot be read); None when none are configured: acks are then believed unsigned."""
+        if self._keys is None and self.config.platform_ack_key is not None:
+            self._keys = self.config.ack_keys()
+            self.counters.acks_authenticated = True
+        return self._keys
+
     async def run(self) -> None:
         backoff = 0.5
         will = aiomqtt.Will(self.topics.status, self._status("offline", "lost"), 1, True)
+        if self.config.platform_ack_key is None:
+            log.warning(
+                "acks are NOT authenticated ([mqtt] platform_ack_key is not set): anyone who"
+                " can publish on %s can settle this gateway's batches; allowed for a broker on"
+                " this machine only (docs/platform-contract.md, Ack signatures)",
+                self.topics.ack,
+            )
         while True:
             self._mqtt_errors.message = None
             connected = False
             try:
+                self.ack_keys()  # an unreadable key: the link stays down and says why
                 kwargs = self.config.client_kwargs(self.client_id, will)
                 async with aiomqtt.Client(**kwargs, logger=self._mqtt_log) as client:
                     connected = True
@@ -385,6 +404,13 @@ class CloudSync:
             if outcome == "unknown":
                 self._drop("unknown-batch", f"no batch {one_line(ack.batch_id)} in the outbox")
                 continue
+            if outcome == "stale":
+                self._drop(
+                    "stale",
+                    f"a rejection of batch {ack.batch_id} issued at {ack.issued_ns}, not after"
+                    " the rejection it was retried from (played back?); it is sent again",
+                )
+                continue
             self.counters.acks += 1
             if outcome != "settled":
                 log.debug("ack for settled batch %s", ack.batch_id)
@@ -404,7 +430,9 @@ class CloudSync:
                 raise AckRefused("retained", "a retained message (acks are never retained)")
             if message.topic != self.topics.ack:
                 raise AckRefused("misaddressed", f"on topic {one_line(message.topic)}")
-            return read_ack(message.payload, self.topics.uscc, self.topics.gateway_id)
+            return read_ack(
+                message.payload, self.topics.uscc, self.topics.gateway_id, self.ack_keys()
+            )
         except AckRefused as refused:
             self._drop(refused.kind, refused.detail, message.payload)
         except Exception as exc:  # a fault in reading one message must not stop the reader

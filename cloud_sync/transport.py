@@ -24,6 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import Field, field_validator, model_validator
 
+from cloud_sync.acks import MAX_KEY_FILE_BYTES, AckKeys
 from gateway.models import ConfigBool, ConfigFloat, Frozen, in_range
 
 DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
@@ -76,6 +77,11 @@ class MqttConfig(Frozen):
         default=False,
         description="send the password over plain mqtt:// to a host that is not this machine"
         " (anyone on the path can read it); `tanji run` warns at start",
+    )
+    platform_ack_key: Path | None = Field(
+        default=None,
+        description="the platform's public key(s) (PEM, ECDSA P-256) its acks are signed"
+        " with; required unless the broker is on this machine",
     )
 
     @field_validator("broker_url")
@@ -163,6 +169,36 @@ class MqttConfig(Frozen):
             except (OSError, UnicodeDecodeError) as exc:
                 raise TransportError(f"password_file {self.password_file}: {exc}") from None
         return None
+
+    def ack_keys(self) -> AckKeys | None:
+        """The platform's ack-verification keys from `platform_ack_key` (None when unset);
+        TransportError naming the file when it cannot be read or holds no P-256 key."""
+        if self.platform_ack_key is None:
+            return None
+        path = self.platform_ack_key
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_KEY_FILE_BYTES + 1)
+            if len(data) > MAX_KEY_FILE_BYTES:
+                raise ValueError(f"is larger than {MAX_KEY_FILE_BYTES} bytes")
+            return AckKeys.from_pem(data)
+        except OSError as exc:
+            raise TransportError(f"platform_ack_key {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise TransportError(f"platform_ack_key {path}: {exc}") from None
+
+    def unsigned_acks_problem(self) -> str | None:
+        """Why this link must not believe unsigned acks, or None: no `platform_ack_key`
+        with a broker that is not on this machine (a gateway's site only; the platform
+        simulator signs rather than verifies)."""
+        if self.platform_ack_key is not None or is_loopback(self.host):
+            return None
+        return (
+            f"is required: the broker {self.host} is not on this machine, and without the"
+            " platform's public key anyone who can publish on the ack topic could mark"
+            " batches delivered or dead-letter them (docs/platform-contract.md,"
+            " Ack signatures)"
+        )
 
     def tls_context(self) -> ssl.SSLContext | None:
         if not self.tls:

@@ -161,6 +161,13 @@ def check_config(
         f" {config.gateway_id}, {len(config.meters)} meter(s), {points} point(s)",
         highlight=False,
     )
+    if config.mqtt.platform_ack_key is None:  # allowed for a broker on this machine only
+        out.print(
+            "note: [mqtt] platform_ack_key is not set: the platform's acks are not"
+            f" authenticated (allowed because the broker {config.mqtt.host} is on this machine)",
+            highlight=False,
+            markup=False,
+        )
     unrated = [
         m.id
         for m in config.meters
@@ -455,9 +462,17 @@ def _link(link: dict[str, Any] | None) -> str:
     """The platform link part of the status caption."""
     if not link:
         return ""
+    dropped = link.get("acks_dropped") or {}
+    ignored = (
+        f" · {sum(dropped.values())} messages on the ack topic dropped ("
+        + ", ".join(f"{kind} {n}" for kind, n in sorted(dropped.items()))
+        + ")"
+        if dropped
+        else ""
+    )
     if link.get("connected"):
-        return " · platform link up"
-    return f" · PLATFORM LINK DOWN ({link.get('last_error') or 'connecting'})"
+        return " · platform link up" + ignored
+    return f" · PLATFORM LINK DOWN ({link.get('last_error') or 'connecting'})" + ignored
 
 
 def _backlog(outbox: dict[str, Any] | None) -> str:
@@ -1645,13 +1660,22 @@ def sim_platform(
     key_file: Annotated[Path | None, typer.Option(help="client certificate's key")] = None,
     username: Annotated[str | None, typer.Option()] = None,
     password_file: Annotated[Path | None, typer.Option()] = None,
+    ack_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="the platform's ack signing key (PEM), made when missing, its public key"
+            " written beside it as NAME.pub.pem; default platform-ack.key next to --db"
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Receive activity batches, validate them, store them and ack them, until Ctrl-C.
+    """Receive activity batches, validate them, store them and ack them (signed), until Ctrl-C.
 
     Example: tanji sim platform --broker mqtt://127.0.0.1:1883 --db /tmp/platform.db
-    Two instances sharing the load and a database:
+    (gateways verify its acks with platform_ack_key = "/tmp/platform-ack.pub.pem")
+    Two instances sharing the load, a database and the signing key:
     tanji sim platform --group platform --client-id p1 --dsn postgresql://platform@127.0.0.1/p
+    --ack-key /etc/tanji-platform/ack.key
     """
     from pydantic import ValidationError
 
@@ -1680,6 +1704,8 @@ def sim_platform(
     shown = _redacted(dsn) if dsn else str(db)
     if dsn is not None and not dsn.startswith(("postgresql://", "postgres://")):
         problems.append(f"--dsn {shown!r}: expected postgresql://USER@HOST:PORT/DATABASE")
+    if dsn is not None and ack_key is None:
+        problems.append("--dsn needs --ack-key FILE: the signing key its instances share")
     from cloud_sync import TransportError
 
     try:
@@ -1687,20 +1713,36 @@ def sim_platform(
         mqtt.password()
     except TransportError as exc:
         problems.append(str(exc))
+    from simulators.platform import PlatformReceiver, ack_signer, public_key_path
+
+    key_path = (ack_key or db.parent / "platform-ack.key").absolute()
+    signer = None
+    if not problems:  # made only for a simulator that will run
+        try:
+            signer = ack_signer(key_path)
+        except ValueError as exc:
+            problems.append(str(exc))
     if problems:
         for problem in problems:
             err.print(problem, highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT)
     _logging(verbose)
-    from simulators.platform import PlatformReceiver
-
     try:
-        receiver = PlatformReceiver(dsn or db, mqtt, client_id or "tanji-platform-sim", group)
+        receiver = PlatformReceiver(
+            dsn or db, mqtt, client_id or "tanji-platform-sim", group, signer
+        )
     except Exception as exc:  # psycopg or sqlite3 cannot open the database
         text = str(exc).replace(dsn, shown) if dsn else str(exc)
         err.print(f"platform database {shown}: {text}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     err.print(f"platform simulator: {broker}, {', '.join(receiver.subscriptions)}, store {shown}")
+    err.print(
+        f"acks signed with key {receiver.signer.key_id[:16]}…; gateways verify them with"
+        f' [mqtt] platform_ack_key = "{public_key_path(key_path)}"',
+        highlight=False,
+        markup=False,
+        soft_wrap=True,  # a path to copy, in one piece
+    )
     try:
         _run(receiver.run())
     except KeyboardInterrupt:

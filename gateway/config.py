@@ -453,8 +453,9 @@ def store_path_problem(path: Path) -> str | None:
 
 def deployment_problems(config: SiteConfig) -> list[ConfigProblem]:
     """What the schema cannot see and the run needs from this machine: a store file it can
-    write or create, and the platform link's CA, certificate, key and password (file or
-    environment variable) readable. Both `tanji check-config` and `tanji run` ask this
+    write or create, the platform link's CA, certificate, key, password (file or
+    environment variable) and the platform's ack-verification key readable, and that key
+    given unless the broker is on this machine. Both `tanji check-config` and `tanji run` ask this
     (through `check_site`), so the run refuses to start on what check-config reports."""
     from cloud_sync.transport import TransportError
 
@@ -462,11 +463,14 @@ def deployment_problems(config: SiteConfig) -> list[ConfigProblem]:
     store = store_path_problem(config.store.path)
     if store:
         problems.append(ConfigProblem("store.path", store))
-    for check in (config.mqtt.tls_context, config.mqtt.password):
+    for check in (config.mqtt.tls_context, config.mqtt.password, config.mqtt.ack_keys):
         try:
             check()
         except TransportError as exc:
             problems.append(ConfigProblem("mqtt", str(exc)))
+    unsigned = config.mqtt.unsigned_acks_problem()  # acks anyone could forge
+    if unsigned:
+        problems.append(ConfigProblem("mqtt.platform_ack_key", unsigned))
     return problems
 
 

@@ -36,7 +36,7 @@ from gateway.runtime import Gateway
 from simulators.broker import EmbeddedBroker
 from simulators.modbus_fleet import MeterFleet, rated_kw
 from simulators.opcua_plant import LineSpec, PlantServer, node_id
-from simulators.platform import PlatformReceiver
+from simulators.platform import PlatformReceiver, ack_signer, public_key_path
 
 log = logging.getLogger(__name__)
 
@@ -395,6 +395,11 @@ async def run_demo(
     base_port = free_port_range(meters)
     # the embedded broker (amqtt) speaks MQTT 3.1.1 only; Mosquitto takes 5
     opcua_port = free_port_range(1) if opcua else None
+    # the platform signs its acks; the gateway verifies them with its public key
+    signer = ack_signer(workdir / "platform-ack.key")
+    mqtt_extra = {"platform_ack_key": str(public_key_path(workdir / "platform-ack.key"))} | (
+        mqtt_extra or {}
+    )
     site = demo_site(
         workdir,
         meters,
@@ -417,7 +422,9 @@ async def run_demo(
     )
     async with broker, fleet, plant:
         started = time.monotonic()  # the chain's time, from when its parts are up
-        platform = PlatformReceiver(workdir / "platform.db", platform_mqtt or config.mqtt)
+        platform = PlatformReceiver(
+            workdir / "platform.db", platform_mqtt or config.mqtt, signer=signer
+        )
         gateway = Gateway(config)
         gateway.calibrations.add(DEMO_STANDARD_ID, DEMO_STANDARD, "demo", time.time_ns())
         if meters > DCC_METER:

@@ -3,9 +3,10 @@
 Validates every batch against the contract (JSON Schema + content-derived batch id), stores
 accepted records in SQLite or PostgreSQL, recognises re-sent batches as duplicates (a unique
 constraint on the batch id), and acks `accepted | duplicate | rejected(reason)` only after its
-own commit. Several instances split the load through an MQTT shared subscription
-(`$share/{group}/...`) and one PostgreSQL database: the shape of a provincial deployment on
-an existing broker cluster.
+own commit, each ack signed with the platform's key (`ack_signer`: kept in a file, its public
+half beside it for the gateways' `platform_ack_key`). Several instances split the load
+through an MQTT shared subscription (`$share/{group}/...`) and one PostgreSQL database: the
+shape of a provincial deployment on an existing broker cluster.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import gzip
 import io
 import json
 import logging
+import os
 import sqlite3
 import time
 import zlib
@@ -29,6 +31,7 @@ from typing import Any
 import aiomqtt
 import psycopg
 
+from cloud_sync.acks import AckSigner
 from cloud_sync.contract import Ack, AckStatus, ContractError, parse_batch, parse_readings_batch
 from cloud_sync.transport import MqttConfig, TransportError, describe_error
 from gateway.aggregation import EXACT
@@ -472,9 +475,49 @@ def _reason(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")[:1000]
 
 
+def public_key_path(key_path: Path) -> Path:
+    """Where the public half of the ack signing key at `key_path` is written."""
+    return key_path.with_name(key_path.stem + ".pub.pem")
+
+
+def ack_signer(key_path: Path) -> AckSigner:
+    """The platform's ack signing key kept at `key_path` (PEM, readable by its owner only),
+    made on first use; its public key is (re)written beside it (`public_key_path`). Instances
+    sharing one key file may start together: exactly one makes the key. ValueError naming
+    the file when it cannot be read or written."""
+    try:
+        if not key_path.exists():
+            key_path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = AckSigner.generate()
+            draft = key_path.with_name(f".{key_path.name}.{os.getpid()}.new")
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:  # never readable by others, not even for a moment
+                f.write(fresh.private_pem())
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(draft, key_path)  # fails when another instance was first
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
+        signer = AckSigner.from_pem(key_path.read_bytes())
+        public = public_key_path(key_path)
+        if not public.exists() or public.read_bytes() != signer.public_pem():
+            draft = public.with_name(f".{public.name}.{os.getpid()}.new")
+            draft.write_bytes(signer.public_pem())
+            draft.replace(public)  # a gateway reading it sees the old file or the whole new one
+    except OSError as exc:
+        raise ValueError(f"ack signing key {key_path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"ack signing key {key_path}: {exc}") from None
+    return signer
+
+
 class PlatformReceiver:
-    """Subscribes to every gateway's activity topic under the prefix and acks each batch;
-    with a `group`, through a shared subscription so that instances split the load."""
+    """Subscribes to every gateway's activity topic under the prefix and acks each batch,
+    signed with `signer` (default: a key made for this run only); with a `group`, through a
+    shared subscription so that instances split the load."""
 
     def __init__(
         self,
@@ -482,14 +525,17 @@ class PlatformReceiver:
         mqtt: MqttConfig,
         client_id: str = "tanji-platform-sim",
         group: str | None = None,
+        signer: AckSigner | None = None,
     ) -> None:
         self.store = PlatformStore(db, client_id)
         self.mqtt = mqtt
         self.client_id = client_id
         self.group = group
+        self.signer = signer or AckSigner.generate()
         self.counters = PlatformCounters()
         self.connected = False
         self.last_error: str | None = None
+        self._issued_ns = 0
 
     @property
     def subscriptions(self) -> list[str]:
@@ -542,12 +588,20 @@ class PlatformReceiver:
             else:
                 self.counters.rejected += 1
                 log.warning("platform: rejected %s: %s", ack.batch_id, ack.reason)
+            base = topic.rsplit("/", 1)[0]
+            uscc, gateway_id = base.rsplit("/", 2)[-2:]
             try:
-                payload = ack.to_json()
-            except ContractError as exc:  # e.g. a batch id the contract's ack cannot carry
+                payload = self.signer.sign(ack, uscc, gateway_id, self._issue())
+            except ContractError as exc:  # e.g. a topic that names no gateway
                 log.warning("platform: no ack for a message on %s: %s", topic, exc)
                 continue
-            await client.publish(topic.rsplit("/", 1)[0] + "/ack", payload, qos=1)
+            await client.publish(base + "/ack", payload, qos=1)
+
+    def _issue(self) -> int:
+        """When an ack is signed: the clock, but never the same or an earlier value twice (a
+        gateway believes a batch's second rejection only when issued after its first)."""
+        self._issued_ns = max(time.time_ns(), self._issued_ns + 1)
+        return self._issued_ns
 
 
 def _ns(text: str | None) -> int | None:

@@ -1,5 +1,6 @@
 """Platform sync under faults, with real processes: `tanji sim modbus`, `tanji run` and
-`tanji sim platform` talking through a real Mosquitto with mutual TLS. The broker stops for
+`tanji sim platform` talking through a real Mosquitto with mutual TLS, the platform's acks
+signed and verified. The broker stops for
 minutes, the gateway is SIGKILLed before acks and mid-publish, the platform dies, a TCP proxy
 cuts the link mid-message or swallows it silently. Each test ends with the platform holding
 exactly the gateway's records: none missing, none twice."""
@@ -21,6 +22,7 @@ import pytest
 from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.demo import DEMO_USCC, demo_site, write_site
 from gateway.runtime import STATUS_INTERVAL_S, status_path_for
+from simulators.platform import ack_signer, public_key_path
 from tests.conftest import BrokerTls, TlsBroker, free_port
 from tests.support.mqtt import retained
 from tests.support.procs import Proc, wait_until
@@ -36,11 +38,14 @@ class Chain:
         self.tmp = tmp
         self.t = t
         base = free_port()
+        ack_key = tmp / "platform-ack.key"
+        ack_signer(ack_key)  # the platform's signing key, there before the gateway starts
         self.mqtt: dict[str, Any] = {
             "broker_url": f"mqtts://127.0.0.1:{broker_port}",
             "ca_file": str(t.ca.cert_path),
             "cert_file": str(t.gateway.cert),
             "key_file": str(t.gateway.key),
+            "platform_ack_key": str(public_key_path(ack_key)),
             "ack_timeout_s": 5.0,
             "keepalive_s": 5,
             "publish_timeout_s": 5.0,
@@ -57,7 +62,7 @@ class Chain:
             [
                 "sim", "platform", "--broker", t.broker.url, "--db", str(tmp / "platform.db"),
                 "--ca-file", str(t.ca.cert_path), "--cert-file", str(t.platform.cert),
-                "--key-file", str(t.platform.key),
+                "--key-file", str(t.platform.key), "--ack-key", str(ack_key),
             ],
             tmp / "platform.log",
         )  # fmt: skip
@@ -105,6 +110,9 @@ class Chain:
         assert not unknown, f"{len(unknown)} records at the platform the gateway never made"
         states = _column(self.tmp / "gateway.db", "SELECT DISTINCT state FROM outbox")
         assert states == ["acked"], states
+        link = self.status()["link"]  # the platform's acks were signed and verified
+        assert link["acks_authenticated"] is True
+        assert "unauthenticated" not in link["acks_dropped"], link
 
     def stop_all(self) -> None:
         for p in (self.gateway, self.platform, self.meters):

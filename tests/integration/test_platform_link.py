@@ -198,8 +198,18 @@ def test_platform_simulator_options_are_checked_before_it_starts(tmp_path: Path)
 
     code, out = run("--dsn", "postgresql://u:hunter2@127.0.0.1:1/x")
     assert code == 2
+    assert "--dsn needs --ack-key FILE" in out  # instances share one signing key
+    code, out = run(
+        "--dsn", "postgresql://u:hunter2@127.0.0.1:1/x", "--ack-key", str(tmp_path / "k")
+    )
+    assert code == 2
     assert "u:***@127.0.0.1" in out
     assert "hunter2" not in out
+    (tmp_path / "junk.key").write_text("junk")
+    code, out = run("--db", str(tmp_path / "p.db"), "--ack-key", str(tmp_path / "junk.key"))
+    assert code == 2
+    assert "ack signing key" in out
+    assert "junk.key: cannot be read" in " ".join(out.split())
     code, out = run("--broker", "mqtts://127.0.0.1:1", "--ca-file", str(tmp_path / "none.pem"))
     assert code == 2
     assert f"ca_file {tmp_path / 'none.pem'}" in out

@@ -22,18 +22,19 @@ USCC = "91350100M000100Y43"
 START = datetime_to_ns(datetime(2026, 11, 24, tzinfo=ZoneInfo("Asia/Shanghai")))
 
 
-def platform_proc(t: TlsBroker, dsn: str, name: str, log: Path) -> Proc:
+def platform_proc(t: TlsBroker, dsn: str, name: str, log: Path, key: Path) -> Proc:
     return Proc(
         [
             "sim", "platform", "--broker", t.broker.url, "--dsn", dsn, "--group", "platform",
             "--client-id", name, "--ca-file", str(t.ca.cert_path),
             "--cert-file", str(t.platform.cert), "--key-file", str(t.platform.key),
+            "--ack-key", str(key),
         ],
         log,
     )  # fmt: skip
 
 
-def gateway_link(t: TlsBroker, db: Path, gateway_id: str) -> CloudSync:
+def gateway_link(t: TlsBroker, db: Path, gateway_id: str, ack_key: Path) -> CloudSync:
     config = MqttConfig(
         broker_url=t.broker.url,
         ca_file=t.ca.cert_path,
@@ -41,6 +42,7 @@ def gateway_link(t: TlsBroker, db: Path, gateway_id: str) -> CloudSync:
         key_file=t.gateway.key,
         ack_timeout_s=5,
         backlog_rate=0,
+        platform_ack_key=ack_key,
     )
     return CloudSync(db, Topics("tanji/v1", USCC, gateway_id), config, f"tanji-{gateway_id}")
 
@@ -59,7 +61,10 @@ async def test_two_instances_split_the_load_and_still_deduplicate(
     tmp_path: Path, tls_mosquitto: TlsBroker, postgres: Postgres
 ):
     t = tls_mosquitto
-    instances = [platform_proc(t, postgres.dsn, f"p{i}", tmp_path / f"p{i}.log") for i in (1, 2)]
+    key = tmp_path / "platform-ack.key"  # one signing key, made by whichever starts first
+    instances = [
+        platform_proc(t, postgres.dsn, f"p{i}", tmp_path / f"p{i}.log", key) for i in (1, 2)
+    ]
     for p in instances:
         p.start()
     wait_until(
@@ -67,13 +72,15 @@ async def test_two_instances_split_the_load_and_still_deduplicate(
         30,
         "both platform instances subscribed",
     )
+    public = tmp_path / "platform-ack.pub.pem"
+    assert all(f'platform_ack_key = "{public}"' in p.output() for p in instances)
     gateways = {f"gw{g}": tmp_path / f"gw{g}.db" for g in range(3)}
     expected = 0
     for gw, db in gateways.items():
         records = list(site_records(USCC, gw, meters=10, start_ns=START, periods=8))
         expected += len(records)
         fill_outbox(db, USCC, gw, records, batch_size=5)
-    links = [gateway_link(t, db, gw) for gw, db in gateways.items()]
+    links = [gateway_link(t, db, gw, public) for gw, db in gateways.items()]
     tasks = [asyncio.create_task(s.run()) for s in links]
     try:
         await settle(links)
@@ -98,6 +105,7 @@ async def test_two_instances_split_the_load_and_still_deduplicate(
     assert sum(s.counters.duplicates for s in links) == 3 * 16  # every re-send recognised
     assert sum(s.counters.acks for s in links) == 2 * 3 * 16
     assert all(s.counters.rejected == 0 for s in links)
+    assert all(s.counters.acks_authenticated and not s.counters.bad_acks for s in links)
 
 
 def forget_acks(db: Path) -> None:

@@ -1,7 +1,8 @@
 """The ack reader cannot be stopped: whatever arrives on the ack topic (any bytes, any JSON,
-huge numbers, lone surrogates, 10 MB, retained) is either a well-formed ack or counted,
-logged once with a bounded excerpt and dropped, and the valid acks of the same pass still
-settle their batches. Fuzzed with hypothesis against a real SQLite outbox."""
+huge numbers, lone surrogates, 10 MB, retained) is either a well-formed ack (with the
+platform's key: a signed one) or counted, logged once with a bounded excerpt and dropped,
+and the valid acks of the same pass still settle their batches. Fuzzed with hypothesis
+against a real SQLite outbox."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud_sync import Ack, AckStatus, MqttConfig, Topics
-from cloud_sync.acks import MAX_ACK_BYTES, AckRefused, read_ack
+from cloud_sync.acks import MAX_ACK_BYTES, AckKeys, AckRefused, AckSigner, read_ack
 from cloud_sync.sync import CloudSync, InboundMessage, LogBudget
 
 USCC = "91320000MA1TANJ0D7"
 GW = "gw"
+KEYS = AckKeys.from_pem(AckSigner.generate().public_pem())
 TOPICS = Topics("tanji/v1", USCC, GW)
 
 
@@ -90,11 +92,12 @@ def _is_text(value: Any) -> bool:
 @given(st.binary(max_size=2 * MAX_ACK_BYTES))
 @settings(max_examples=500)
 def test_any_bytes_are_an_ack_or_refused(payload: bytes):
-    try:
-        ack = read_ack(payload, USCC, GW)
-    except AckRefused:
-        return
-    assert _is_text(ack.batch_id)
+    for keys in (None, KEYS):
+        try:
+            ack = read_ack(payload, USCC, GW, keys)
+        except AckRefused:
+            continue
+        assert _is_text(ack.batch_id)
 
 
 # any JSON value, with the strings JSON can spell (lone surrogates included) and integers of
@@ -137,6 +140,8 @@ def _dumps(value: Any) -> bytes:
 @given(json_values | ack_shaped)
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 def test_any_json_is_an_ack_or_refused(message: Any):
+    with pytest.raises(AckRefused):  # nothing unsigned passes with the platform's key
+        read_ack(_dumps(message), USCC, GW, KEYS)
     try:
         ack = read_ack(_dumps(message), USCC, GW)
     except AckRefused:

@@ -237,7 +237,11 @@ def main() -> None:
             assert bindir, "PostgreSQL server binaries not found (apt-get install postgresql)"
             pg = Postgres(bindir)
             pg.start()
-        platform_args = ["--dsn", pg.dsn] if pg else ["--db", target]
+        platform_args = (
+            ["--dsn", pg.dsn, "--ack-key", str(workdir / "platform-ack.key")]
+            if pg
+            else ["--db", target]
+        )
         command = (
             ["-c", ACK_ONLY_PLATFORM, str(broker.port)]
             if args.platform == "ack-only"

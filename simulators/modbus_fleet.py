@@ -286,6 +286,8 @@ class ScenarioEvent(Frozen):
     code: ExcCodes | None = Field(default=None, description="a Modbus exception code, 1-11")
     in_s: float | None = Field(default=None, gt=0)
     level: float | None = Field(default=None, gt=0, le=1)
+    reads: int | None = Field(default=None, ge=1, le=1000, description="a glitch's answers")
+    top: bool | None = Field(default=None, description="a glitch at the register's maximum")
     product: str | None = Field(
         default=None, min_length=1, max_length=256, description="what a changeover switches to"
     )
@@ -330,6 +332,8 @@ class Scenario(Frozen):
                     ("code", e.code),
                     ("in_s", e.in_s),
                     ("level", e.level),
+                    ("reads", e.reads),
+                    ("top", e.top),
                 )
                 if v is not None
             }

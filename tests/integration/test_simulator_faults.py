@@ -134,6 +134,22 @@ async def test_scenario_replays_faults_on_time(tmp_path: Path):
     assert reasons[-1] is None  # cleared after 0.9 s
 
 
+async def test_a_scenario_glitch_takes_its_reads_and_top(tmp_path: Path):
+    """A glitch from a scenario file: two answers at the register's maximum, then the true
+    counter again."""
+    path = tmp_path / "glitch.toml"
+    path.write_text('[[events]]\nat_s = 0\nmeter = 0\nfault = "glitch"\nreads = 2\ntop = true\n')
+    async with MeterFleet(1, free_port_range(1)) as fleet:
+        c = create_collector("M", device_for(fleet, 0, ["active_energy_import"]))
+        fleet.play(Scenario.load(path))
+        await asyncio.sleep(0.2)
+        seen = [value(await c.poll_once(), "active_energy_import") for _ in range(3)]  # type: ignore[attr-defined]
+    top = Decimal(2**32 - 1) / 100
+    assert seen[:2] == [top, top]
+    assert seen[2] is not None
+    assert 12_345 <= seen[2] < 13_000
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -184,7 +184,7 @@ async def test_a_backfilled_reading_reaches_the_platform_as_a_revision(
         tmp_path,
         meters=1,
         interval_s=2,
-        duration_s=12,
+        duration_s=20,  # sealed once 10 readings follow a period (gateway/counters.py)
         on_tick=backfill,
         broker_port=mosquitto.port,
     )

@@ -75,13 +75,28 @@ def test_run_exits_2_on_what_check_config_calls_an_error(tmp_path: Path, case: s
     assert not (tmp_path / "tanji.db").exists()
 
 
+def platform_key(tmp_path: Path) -> Path:
+    """A platform's ack-verification key (needed with a broker not on this machine)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    path = tmp_path / "platform-ack.pem"
+    path.write_bytes(
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path
+
+
 def test_run_warns_when_a_password_goes_in_clear_by_permission(tmp_path: Path):
     # 0.0.0.0 is not a loopback address, yet a connection to it stays on this machine
     config = site(
         tmp_path,
         PLAIN,
         'broker_url = "mqtt://0.0.0.0:1"\nusername = "gw"\npassword_env = "TANJI_TEST_PW"\n'
-        "allow_plaintext_password = true",
+        f'allow_plaintext_password = true\nplatform_ack_key = "{platform_key(tmp_path)}"',
     )
     gateway = Proc(["run", "-c", str(config)], tmp_path / "run.log", env={"TANJI_TEST_PW": "pw"})
     gateway.start()

@@ -5,12 +5,12 @@ then what the platform holds compared with what the gateway made and what the me
     .venv/bin/python -m bench.faults --seed 2 --kills 300 --duration 1200
 
 A Mosquitto broker, `tanji sim modbus` (meters with a seeded scenario of faults: silent, slow,
-exceptions, busy, frozen and rolled-over counters, a replaced meter, noise), `tanji sim
-platform` (SQLite) and `tanji run` on a generated site.toml. The kill loop starts the gateway,
-SIGKILLs it after a random (seeded) time, and again; every `--platform-every`th life the
-platform is SIGKILLed too, every `--broker-every`th the broker is restarted (SIGTERM and SIGKILL
-in turn). Then a clean drain: the meters stop, the gateway seals its last periods, the
-platform acks everything, Ctrl-C. Compared afterwards:
+exceptions, busy, frozen and rolled-over counters, a replaced meter, read glitches to 0 and to
+the register's maximum, noise), `tanji sim platform` (SQLite) and `tanji run` on a generated
+site.toml. The kill loop starts the gateway, SIGKILLs it after a random (seeded) time, and
+again; every `--platform-every`th life the platform is SIGKILLed too, every `--broker-every`th
+the broker is restarted (SIGTERM and SIGKILL in turn). Then a clean drain: the meters stop,
+the gateway seals its last periods, the platform acks everything, Ctrl-C. Compared afterwards:
 
 - records: every record (and revision) the gateway made is at the platform exactly once;
 - energy per meter: the platform's sum of the latest revisions against the simulator's own
@@ -41,14 +41,13 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from collectors.modbus.profiles import load_profile
 from gateway.aggregation import EXACT
 from gateway.config import SiteConfig
 from gateway.demo import demo_site, free_port_range, write_site
@@ -56,7 +55,7 @@ from gateway.models import ActivityFlag, BoundaryValue, Quantity
 from gateway.periods import NS, datetime_to_ns
 from gateway.runtime import status_path_for
 from gateway.store import Store
-from simulators.modbus_fleet import FleetJournal, SimMeter
+from simulators.modbus_fleet import FleetJournal, rated_kw
 from simulators.platform import PlatformStore
 from tests.conftest import Mosquitto, _mosquitto_binary
 from tests.support.procs import Proc, wait_until
@@ -76,8 +75,10 @@ FAULTS: tuple[tuple[str, dict[str, float], int], ...] = (
     ("frozen", {"duration_s": 8}, 3),
     ("rollover", {"in_s": 4}, 2),
     ("replaced", {}, 1),
+    ("glitch", {"reads": 1}, 2),  # a read of the energy counter shows 0
+    ("glitch", {"reads": 2, "top": True}, 2),  # two show the register's maximum
 )
-COUNTER_FAULTS = frozenset({"frozen", "rollover", "replaced"})
+COUNTER_FAULTS = frozenset({"frozen", "rollover", "replaced", "glitch"})
 
 
 @dataclass
@@ -174,7 +175,6 @@ def campaign_site(
     """The demo's site for the campaign's meters and broker, every energy meter with its
     rated power (the simulator's) and a valid certificate, and short MQTT timeouts so that a
     killed peer is noticed within a gateway life."""
-    profile = load_profile("tanji-sim")
     site = demo_site(
         workdir,
         options.meters,
@@ -192,11 +192,12 @@ def campaign_site(
     today = datetime.now().date()
     template = next(m["calibration"] for m in site["meters"] if "calibration" in m)
     for i, meter in enumerate(site["meters"]):
-        meter["rated_power_kw"] = SimMeter.plausible(i, 1, 0.0, profile).rated_kw
+        # its own (demo_site rates a 4th meter as the main meter the simulator has not)
+        meter["rated_power_kw"] = Decimal(str(rated_kw(i)))
         meter["calibration"] = template | {
             "certificate_no": f"FAULTS-CAL-{i + 1:04d}",
-            "calibration_date": today.replace(year=today.year - 1),
-            "due_date": today.replace(year=today.year + 1),
+            "calibration_date": today - timedelta(days=300),
+            "due_date": today + timedelta(days=300),
         }
     site["balances"] = []  # the simulator process has no main meter
     return site
@@ -329,6 +330,9 @@ def compare_records(chain: Chain) -> dict[str, Any]:
         "revisions": sum(1 for r in held if r["revision"]),
         "platform_rejections": int(rejections),
         "outbox": {f"{s}/{a}" if a else s: n for s, a, n in outbox},
+        "batches_sent_more_than_once": (
+            chain.query("SELECT COUNT(*) FROM outbox WHERE attempts > 1") or [(0,)]
+        )[0][0],
     }
 
 

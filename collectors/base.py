@@ -95,13 +95,16 @@ class Shared:
 @dataclass(frozen=True)
 class CollectorType:
     """A protocol: the model its device configuration is validated with, its factory, and
-    optional checks across devices and a human explanation of how a device will be read."""
+    optional checks across devices and on this machine, and a human explanation of how a
+    device will be read."""
 
     name: str
     device_model: type[DeviceSpec]
     create: Callable[[str, DeviceSpec, WallClock, Shared], Collector]
     check_devices: Callable[[Sequence[tuple[str, DeviceSpec]]], list[str]] = lambda _: []
     explain: Callable[[DeviceSpec], list[str]] = lambda _: []
+    # what a device needs from this machine (files it reads): (field, problem) pairs
+    deployment_problems: Callable[[DeviceSpec], list[tuple[str, str]]] = lambda _: []
 
 
 _REGISTRY: dict[str, CollectorType] = {}

@@ -454,9 +454,11 @@ def store_path_problem(path: Path) -> str | None:
 def deployment_problems(config: SiteConfig) -> list[ConfigProblem]:
     """What the schema cannot see and the run needs from this machine: a store file it can
     write or create, the platform link's CA, certificate, key, password (file or
-    environment variable) and the platform's ack-verification key readable, and that key
-    given unless the broker is on this machine. Both `tanji check-config` and `tanji run` ask this
-    (through `check_site`), so the run refuses to start on what check-config reports."""
+    environment variable) and the platform's ack-verification key readable, that key
+    given unless the broker is on this machine, and the files each meter's protocol reads
+    (an OPC UA certificate, key, trust folder, password file). Both `tanji check-config`
+    and `tanji run` ask this (through `check_site`), so the run refuses to start on what
+    check-config reports."""
     from cloud_sync.transport import TransportError
 
     problems: list[ConfigProblem] = []
@@ -471,6 +473,10 @@ def deployment_problems(config: SiteConfig) -> list[ConfigProblem]:
     unsigned = config.mqtt.unsigned_acks_problem()  # acks anyone could forge
     if unsigned:
         problems.append(ConfigProblem("mqtt.platform_ack_key", unsigned))
+    types = collector_types()
+    for i, meter in enumerate(config.meters):  # e.g. an OPC UA certificate, key, password file
+        for field, problem in types[meter.protocol].deployment_problems(meter):
+            problems.append(ConfigProblem(f"meters[{i}].{field}", problem))
     return problems
 
 

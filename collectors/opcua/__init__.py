@@ -3,6 +3,7 @@
 from collectors.base import CollectorType, register
 from collectors.opcua.collector import OpcUaCollector
 from collectors.opcua.config import OpcUaConnection, OpcUaDevice, OpcUaPoint, parse_node
+from collectors.opcua.security import file_problems
 from gateway.models import DeviceSpec
 
 
@@ -24,9 +25,18 @@ def explain(device: DeviceSpec) -> list[str]:
     return lines
 
 
+def deployment_problems(device: DeviceSpec) -> list[tuple[str, str]]:
+    assert isinstance(device, OpcUaDevice)
+    return [(f"connection.{field}", problem) for field, problem in file_problems(device.connection)]
+
+
 register(
     CollectorType(
-        name="opcua", device_model=OpcUaDevice, create=OpcUaCollector.from_spec, explain=explain
+        name="opcua",
+        device_model=OpcUaDevice,
+        create=OpcUaCollector.from_spec,
+        explain=explain,
+        deployment_problems=deployment_problems,
     )
 )
 

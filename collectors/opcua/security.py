@@ -17,6 +17,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asyncua.crypto import cert_gen
 from cryptography import x509
@@ -24,6 +25,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+if TYPE_CHECKING:
+    from collectors.opcua.config import OpcUaConnection
 
 CERT_SUFFIXES = (".der", ".pem", ".crt", ".cer")
 
@@ -73,6 +77,45 @@ def load_certificate(path: Path) -> x509.Certificate:
     if b"-----BEGIN CERTIFICATE-----" in data:
         return x509.load_pem_x509_certificate(data)
     return x509.load_der_x509_certificate(data)
+
+
+def file_problems(conn: OpcUaConnection) -> list[tuple[str, str]]:
+    """The connection's files that the gateway could not use: (field, problem) for every
+    certificate, key, trust folder and password file that is missing, unreadable or not what
+    it should be, so `check-config` and `run` say so before the first connect does."""
+    problems: list[tuple[str, str]] = []
+
+    def read(field: str, path: str) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            problems.append((field, f"cannot read {path}: {exc.strerror or exc}"))
+            return None
+
+    for field in ("certificate", "user_certificate"):
+        path = getattr(conn, field)
+        if path is not None and (data := read(field, path)) is not None:
+            try:
+                if b"-----BEGIN CERTIFICATE-----" in data:
+                    x509.load_pem_x509_certificate(data)
+                else:
+                    x509.load_der_x509_certificate(data)
+            except ValueError:
+                problems.append((field, f"{path} is not an X.509 certificate (PEM or DER)"))
+    for field in ("private_key", "user_private_key"):
+        path = getattr(conn, field)
+        if path is not None and (data := read(field, path)) is not None:
+            try:
+                serialization.load_pem_private_key(data, password=None)
+            except (ValueError, TypeError):
+                problems.append((field, f"{path} is not a PEM private key without a passphrase"))
+    if conn.trust_dir is not None and not Path(conn.trust_dir).is_dir():
+        problems.append(("trust_dir", f"{conn.trust_dir} is not a folder"))
+    if conn.password_file is not None:
+        data = read("password_file", conn.password_file)
+        if data is not None and not data.strip():
+            problems.append(("password_file", f"{conn.password_file} is empty"))
+    return problems
 
 
 def application_uri_of(cert: x509.Certificate) -> str | None:

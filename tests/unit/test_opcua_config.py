@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -148,3 +149,71 @@ def test_discover_proposes_text_variables_named_like_products_or_orders(name, qu
 
     assert guess(name, "String", None)[0] == quantity
     assert guess(name, "Double", None)[0] != quantity or quantity is None
+
+
+def test_check_config_and_run_read_the_opcua_files_first(tmp_path: Path):
+    """A missing certificate, a key that is not one, a trust folder that is not there and an
+    empty password file are found before deployment (gateway.config.check_site, used by both
+    `tanji check-config` and `tanji run`), each with its field; the same files made by
+    `tanji keys opcua` pass."""
+    import tomllib
+
+    import tomli_w
+
+    from collectors.opcua.security import create_application_certificate
+    from gateway.config import ConfigError, check_site
+
+    example = tomllib.loads(
+        (Path(__file__).parents[2] / "deploy" / "site.example.toml").read_text()
+    )
+    made = create_application_certificate(tmp_path / "pki", "gw")
+    (tmp_path / "trusted").mkdir()
+    (tmp_path / "password").write_text("secret\n")
+    good = {
+        "endpoint": "opc.tcp://127.0.0.1:4840/p",
+        "security_policy": "Basic256Sha256",
+        "security_mode": "SignAndEncrypt",
+        "certificate": str(made.certificate),
+        "private_key": str(made.private_key),
+        "trust_dir": str(tmp_path / "trusted"),
+        "username": "operator",
+        "password_file": str(tmp_path / "password"),
+    }
+
+    def site(connection: dict) -> object:
+        data = {**example, "store": {"path": str(tmp_path / "g.db")}}
+        data["meters"] = [
+            {
+                **{
+                    k: v
+                    for k, v in example["meters"][0].items()
+                    if k not in ("connection", "profile", "profile_points", "points")
+                },
+                "protocol": "opcua",
+                "connection": connection,
+                "points": [{**POINT, "node": "nsu=urn:x;s=E"}],
+            }
+        ]
+        path = tmp_path / "site.toml"
+        path.write_text(tomli_w.dumps(data))
+        return check_site(path)
+
+    site(good)  # no problem
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError) as caught:
+        site(
+            {
+                **good,
+                "certificate": str(tmp_path / "absent.der"),
+                "private_key": str(tmp_path / "password"),
+                "trust_dir": str(tmp_path / "nowhere"),
+                "password_file": str(tmp_path / "empty"),
+            }
+        )
+    problems = "\n".join(str(p) for p in caught.value.problems)
+    assert "meters[0].connection.certificate: cannot read" in problems
+    assert "meters[0].connection.private_key:" in problems
+    assert "is not a PEM private key" in problems
+    assert "meters[0].connection.trust_dir:" in problems
+    assert "meters[0].connection.password_file:" in problems
+    assert "is empty" in problems

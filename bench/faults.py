@@ -56,7 +56,7 @@ from gateway.periods import NS, datetime_to_ns
 from gateway.runtime import status_path_for
 from gateway.store import Store
 from simulators.modbus_fleet import FleetJournal, rated_kw
-from simulators.platform import PlatformStore
+from simulators.platform import PlatformStore, ack_signer, public_key_path
 from tests.conftest import Mosquitto, _mosquitto_binary
 from tests.support.procs import Proc, wait_until
 
@@ -107,7 +107,10 @@ class Chain:
         self.scenario.write_text(
             tomli_w.dumps(scenario(random.Random(options.seed), options)), encoding="utf-8"
         )
+        ack_key = workdir / "platform-ack.key"
+        ack_signer(ack_key)  # the platform's signing key, there before the gateway starts
         site = campaign_site(workdir, options, self.base_port, self.broker.port)
+        site["mqtt"]["platform_ack_key"] = str(public_key_path(ack_key))  # acks verified
         self.config = write_site(workdir, site)
         self.meters = Proc(
             ["sim", "modbus", "--meters", str(options.meters), "--base-port", str(self.base_port),
@@ -115,9 +118,10 @@ class Chain:
             workdir / "meters.log",
         )  # fmt: skip
         self.platform = Proc(
-            ["sim", "platform", "--broker", self.broker.url, "--db", str(self.platform_db)],
+            ["sim", "platform", "--broker", self.broker.url, "--db", str(self.platform_db),
+             "--ack-key", str(ack_key)],
             workdir / "platform.log",
-        )
+        )  # fmt: skip
         self.gateway = Proc(["run", "-c", str(workdir / "site.toml")], workdir / "gateway.log")
 
     @property

@@ -237,6 +237,7 @@ def kill_loop(chain: Chain, options: Options, rng: random.Random) -> dict[str, A
     """`options.kills` gateway lives ended by SIGKILL, platform kills and broker restarts
     among them. Returns what was done."""
     kills: Counter[str] = Counter()
+    exits: Counter[int] = Counter()  # gateway exit codes found when its kill was due
     lives = []
     mean = options.duration_s / options.kills
     started = time.monotonic()
@@ -252,6 +253,10 @@ def kill_loop(chain: Chain, options: Options, rng: random.Random) -> dict[str, A
         for at, what in sorted(plan):
             time.sleep(max(0.0, born + at - time.monotonic()))
             if what == "gateway":
+                assert chain.gateway.proc is not None
+                code = chain.gateway.proc.poll()
+                if code is not None:  # it ended by itself: it should not (lock, crash, ...)
+                    exits[code] += 1
                 chain.gateway.kill()
                 kills["gateway_sigkill"] += 1
                 lives.append(time.monotonic() - born)
@@ -273,6 +278,7 @@ def kill_loop(chain: Chain, options: Options, rng: random.Random) -> dict[str, A
             "median": round(statistics.median(lives), 2),
             "max": round(max(lives), 2),
         },
+        "gateway_exited_before_its_kill": {str(c): n for c, n in sorted(exits.items())},
         "loop_s": round(time.monotonic() - started, 1),
     }
 
@@ -283,10 +289,13 @@ def drain(chain: Chain, timeout_s: float) -> dict[str, Any]:
     started = time.monotonic()
     begun = time.time_ns()
     chain.gateway.start()
-    wait_until(lambda: chain.status_written_ns() > begun, 60, "the gateway writes its status")
-    time.sleep(2 * chain.config.meters[0].connection.poll_interval_s)
-    meters_exit = chain.meters.interrupt()
     complete = True
+    try:
+        wait_until(lambda: chain.status_written_ns() > begun, 60, "the gateway writes its status")
+        time.sleep(2 * chain.config.meters[0].connection.poll_interval_s)
+    except TimeoutError:
+        complete = False
+    meters_exit = chain.meters.interrupt()
     try:
         wait_until(
             lambda: not chain.unsealed_points() and not chain.pending_batches(),
@@ -523,6 +532,8 @@ def run_campaign(workdir: Path, options: Options, mosquitto: str) -> dict[str, A
     journal = FleetJournal(chain.journal)
     ok = (
         drained["complete"]
+        and drained["exit_codes"]["gateway"] == 0
+        and not loop["gateway_exited_before_its_kill"]
         and records["lost"] == 0
         and records["duplicated"] == 0
         and records["overlapping_periods"] == 0

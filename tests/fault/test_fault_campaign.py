@@ -36,6 +36,7 @@ def test_short_campaign_loses_nothing_counts_nothing_twice_invents_no_energy(tmp
         "gateway_sigkill": 10, "platform_sigkill": 1, "broker_sigterm": 1,
     }, summary  # fmt: skip
     assert {"frozen", "rollover", "replaced", "glitch"} <= set(result["scenario"]["faults_planned"])
+    assert result["gateway_exited_before_its_kill"] == {}, summary  # no lock left, no crash
     assert result["drain"]["complete"], summary
     assert result["drain"]["exit_codes"]["gateway"] == 0, summary
     records = result["records"]

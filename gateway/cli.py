@@ -194,7 +194,11 @@ def run(
     config: SiteOption,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the gateway for a site until Ctrl-C.
+    """Run the gateway for a site until Ctrl-C (or SIGTERM).
+
+    Exit 0 after an orderly stop; 1 when a part of the gateway failed in a way it does not
+    handle itself (one line names the task and the cause; a service manager restarts it);
+    2 on bad input, or when another gateway already runs on the same store.
 
     Example: tanji run --config /etc/tanji/site.toml
     """
@@ -206,24 +210,46 @@ def run(
             " = true); use mqtts:// unless that network is trusted",
             site.mqtt.host,
         )
-    from gateway.runtime import Gateway
+    from gateway.runtime import Gateway, GatewayFailed, describe_error
+    from gateway.storelock import StoreLock
 
     async def main() -> None:
         stop = _stop_on_signals()
         gateway = Gateway(site)
         task = asyncio.create_task(gateway.run())
-        await stop.wait()
-        task.cancel()  # run() commits the readings collected so far on its way out
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await gateway.close()
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            task.cancel()  # run() commits the readings collected so far on its way out
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # raises GatewayFailed when a task failed
+        finally:
+            stopping.cancel()
+            await gateway.close()
 
+    try:  # one gateway per store; held until this process ends, however it ends
+        lock = StoreLock.acquire(site.store.path)
+    except StoreError as exc:
+        err.print(f"tanji: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     err.print(f"tanji: gateway {site.gateway_id} running; store {site.store.path}; Ctrl-C stops")
     try:
         _run(main())
     except StoreError as exc:
         err.print(f"[bold red]tanji:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except GatewayFailed as exc:  # a service manager restarts it (exit 1)
+        err.print(f"tanji: gateway {site.gateway_id} stopped: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    except (OSError, sqlite3.Error) as exc:  # e.g. the disk is full before the store opened
+        err.print(
+            f"tanji: gateway {site.gateway_id} could not start: {describe_error(exc)}",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(EXIT_FINDING) from None
+    finally:
+        lock.release()
     err.print("tanji: stopped; collected readings were committed")
 
 
@@ -243,7 +269,8 @@ def status(
     """Show how the running gateway's meters are polled (from its status file).
 
     Exit 1 when the gateway is not running (no fresh status) or something needs attention:
-    a meter (its last reading was bad, or points were disabled), the store (at its disk cap),
+    a meter (its last reading was bad, or points were disabled), the store (refusing new
+    readings: disk full, at its disk cap with nothing to evict; the cause is shown),
     aggregation (failed passes, late readings set aside for evicted periods), calibration
     (records held back for want of a valid calibration), the outbox (dead letters), the
     platform link (down: the reason is shown).
@@ -255,14 +282,14 @@ def status(
 
     path = status_path_for(site.store.path)
     try:
-        snapshot = json.loads(path.read_text(encoding="utf-8"))
+        snapshot = _read_status(path)
         age_s = (time.time_ns() - int(snapshot["written_ns"])) / 1e9
         attention = [
             m
             for m, st in snapshot["meters"].items()
             if st["last_reason"] or st["poll"]["disabled_points"]
         ]
-        if snapshot.get("store_over_cap"):
+        if snapshot.get("store_over_cap") or snapshot.get("store_refusing"):
             attention.append("store")
         if snapshot.get("aggregation_failures") or snapshot.get("readings_set_aside"):
             attention.append("aggregation")
@@ -293,6 +320,17 @@ def status(
         err.print(f"status is {age_s:.0f} s old: is the gateway running?")
     if stale or attention:
         raise typer.Exit(EXIT_FINDING)
+
+
+def _read_status(path: Path) -> Any:
+    """The status file's JSON. On a full disk the gateway rewrites it in place, so a read
+    may catch it half written: read again then."""
+    for _ in range(3):
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            time.sleep(0.2)
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @app.command()
@@ -506,7 +544,14 @@ def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
     table = Table(title=f"gateway {snapshot['gateway_id']} — status {age_s:.0f} s old")
     table.caption = (
         f"store {snapshot.get('store_used_mb', 0)} MB used"
-        + (" — AT ITS DISK CAP: new readings refused" if snapshot.get("store_over_cap") else "")
+        + (
+            f" — STORE REFUSES NEW READINGS: {snapshot['store_refusing']}"
+            f" ({snapshot.get('readings_pending', 0)} waiting in memory)"
+            if snapshot.get("store_refusing")
+            else " — AT ITS DISK CAP: new readings refused"
+            if snapshot.get("store_over_cap")
+            else ""
+        )
         + f" · {snapshot.get('readings_refused', 0)} readings refused"
         + _backlog(snapshot.get("outbox"))
         + _link(snapshot.get("link"))

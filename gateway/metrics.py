@@ -25,6 +25,8 @@ GAUGES = {  # snapshot path -> (metric, help)
     ("link", "connected"): ("tanji_platform_link_up", "1 while connected to the broker"),
     ("store_used_mb",): ("tanji_store_used_megabytes", "size of the store on disk"),
     ("store_over_cap",): ("tanji_store_over_cap", "1 when at the disk cap, nothing evictable"),
+    ("readings_pending",): ("tanji_readings_pending", "readings waiting in memory for the store"),
+    ("disk_free_mb",): ("tanji_disk_free_megabytes", "free space on the store's filesystem"),
 }
 COUNTERS = {
     ("outbox", "records_acked"): ("tanji_records_acked", "activity records the platform has"),
@@ -36,7 +38,7 @@ COUNTERS = {
     ("link", "rejected"): ("tanji_acks_rejected", "acks rejecting a batch (dead letters)"),
     ("link", "readings_sent"): ("tanji_raw_readings_sent", "raw readings the platform acked"),
     ("readings_stored",): ("tanji_readings_stored", "readings committed to the store"),
-    ("readings_refused",): ("tanji_readings_refused", "readings refused at the disk cap"),
+    ("readings_refused",): ("tanji_readings_refused", "readings dropped: the store refused"),
     ("records_created",): ("tanji_records_created", "activity records made"),
     ("records_revised",): ("tanji_records_revised", "revisions made after late readings"),
     ("aggregation_failures",): ("tanji_aggregation_failures", "aggregation passes that failed"),
@@ -63,6 +65,11 @@ class _Snapshot(Collector):
         age = GaugeMetricFamily("tanji_status_age_seconds", "how old the status file is")
         age.add_metric([], self.age_s)
         yield age
+        refusing = GaugeMetricFamily(
+            "tanji_store_refusing", "1 while the store refuses new readings (disk full, cap)"
+        )
+        refusing.add_metric([], 1.0 if self.snapshot.get("store_refusing") else 0.0)
+        yield refusing
         for families, kind in ((GAUGES, GaugeMetricFamily), (COUNTERS, CounterMetricFamily)):
             for path, (name, text) in families.items():
                 value = _get(self.snapshot, path)

@@ -8,12 +8,14 @@ MQTT sync. All SQLite work on the gateway's connection runs on one worker thread
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import os
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,6 +29,7 @@ from gateway.aggregation import PeriodInput, aggregate, revise
 from gateway.calibration import Registry
 from gateway.config import MeterConfig, SiteConfig
 from gateway.counters import CONTEXT
+from gateway.diskspace import Reserve, describe_free, free_bytes, is_disk_full, reserve_path_for
 from gateway.factors import FactorSet
 from gateway.metrology import Entry, status_on
 from gateway.mirror import Mirror, RunInDb
@@ -40,10 +43,83 @@ STATUS_INTERVAL_S = 5.0
 READINGS_CURSOR = "platform-readings"  # the raw readings stream's position (acked up to)
 LATE_CURSOR = "aggregation"  # readings up to here were checked for changing sealed periods
 RETENTION_INTERVAL_S = 60.0
+PENDING_LIMIT = 50_000  # readings held in memory while the store refuses (~30 MB), then dropped
+WRITE_CHUNK = 5_000  # readings per transaction when catching up
+REMIND_S = 60.0  # a condition that lasts is logged when it starts, then this often
+CAP_RETRY_S = 15.0  # at the disk cap with nothing to evict: how often eviction is tried again
 
 
 def status_path_for(store_path: Path) -> Path:
     return store_path.with_name(store_path.name + ".status.json")
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as one line: SQLite's error name where there is one."""
+    if isinstance(exc, StoreFailed):
+        return str(exc)
+    name = getattr(exc, "sqlite_errorname", None)
+    text = str(exc) or type(exc).__name__
+    return f"{text} ({name})" if name else f"{type(exc).__name__}: {text}"
+
+
+class GatewayFailed(Exception):
+    """A background task failed in a way the gateway does not handle: the process must end
+    with a non-zero exit code so that the service manager restarts it."""
+
+    def __init__(self, task: str, cause: BaseException) -> None:
+        super().__init__(f"task {task} failed: {describe_error(cause)}")
+        self.task = task
+        self.cause = cause
+
+
+class StoreFailed(Exception):
+    """The store cannot be written for a cause that does not pass (an I/O error, a read-only
+    or damaged file): whichever task meets it stops the gateway."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"the store cannot be written: {describe_error(cause)}")
+
+
+@dataclass
+class Refusal:
+    """Why the store takes no new readings now (shown in status, logged)."""
+
+    kind: str  # "disk-full" | "cap" | "busy"
+    cause: str
+    since_ns: int
+    since: float  # time.monotonic()
+    reminded: float
+    refused_before: int  # readings_refused when it started
+
+
+RESUMES_WHEN = {
+    "disk-full": "space is free again",
+    "cap": "the platform acknowledges records (their readings can then be evicted)",
+    "busy": "the other process lets go of the database",
+}
+
+
+class Reminder:
+    """Logs a condition when it starts, then at most every `every_s` while it lasts, and once
+    when it ends: never a line per second."""
+
+    def __init__(self, every_s: float = REMIND_S) -> None:
+        self.every_s = every_s
+        self._since: float | None = None
+        self._last = 0.0
+
+    def note(self, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if self._since is None or now - self._last >= self.every_s:
+            lasting = "" if self._since is None else f" (for {now - self._since:.0f} s)"
+            log.log(level, msg + lasting, *args)
+            self._last = now
+            self._since = self._since if self._since is not None else now
+
+    def clear(self, msg: str, *args: object) -> None:
+        if self._since is not None:
+            log.warning(msg, *args)
+            self._since = None
 
 
 @dataclass
@@ -94,7 +170,7 @@ class Gateway:
                 ", ".join(self.factors.skipped_unverified),
             )
         self.readings_stored = 0
-        self.readings_refused = 0  # at the disk cap with nothing left to evict (logged)
+        self.readings_refused = 0  # dropped: more than PENDING_LIMIT while the store refused
         self.disk = EvictionResult(0, 0, over_cap=False)
         self.records_created = 0
         self.records_revised = 0
@@ -104,6 +180,14 @@ class Gateway:
         # without a valid calibration, held back by the site's choice (also from earlier runs)
         self.records_held = cloud_sync.Outbox(self.store.conn).stats().records_held
         self._pending: list[Reading] = []
+        self._flushing = asyncio.Lock()  # one flush at a time takes readings off _pending
+        self.refusal: Refusal | None = None  # why the store takes no new readings now
+        self._cap_full_at = -CAP_RETRY_S  # time.monotonic(): the cap had nothing to evict
+        self.reserve = Reserve(reserve_path_for(config.store.path))
+        self._status_trouble = Reminder()
+        self._aggregation_trouble = Reminder()
+        self._retention_trouble = Reminder()
+        self._dropping = Reminder()
         self._aggregating = asyncio.Lock()
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
         self._collector_tasks: list[asyncio.Task[None]] = []
@@ -132,22 +216,74 @@ class Gateway:
     # --- supervision -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Collect, store, aggregate and sync until cancelled; flushes readings on the way out."""
+        """Collect, store, aggregate and sync until cancelled; flushes readings on the way out.
+
+        Each task handles the failures it can (a collector restarts, a full disk makes the
+        store refuse readings until space returns, the sync reconnects); any other failure
+        (StoreFailed among them) stops every task and raises GatewayFailed naming the task
+        and the cause, so the process can exit non-zero and be restarted, never live on
+        doing nothing."""
+        if not self.reserve.take():
+            log.warning(
+                "no room for the %.0f MB reserve %s (kept for a full disk)",
+                self.reserve.size / 1e6,
+                self.reserve.path,
+            )
         try:
             async with asyncio.TaskGroup() as tg:
+
+                def start(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+                    return tg.create_task(self._supervised(name, coro), name=name)
+
                 self._collector_tasks = [
-                    tg.create_task(self._collect(meter), name=f"collect-{meter.id}")
+                    start(self._collect(meter), f"collect-{meter.id}")
                     for meter in self.config.meters
                 ]
-                tg.create_task(self._write_loop(), name="store-writer")
-                tg.create_task(self._aggregate_loop(), name="aggregator")
-                tg.create_task(self.sync.run(), name="cloud-sync")
-                tg.create_task(self._status_loop(), name="status-file")
-                tg.create_task(self._retention_loop(), name="retention")
+                start(self._write_loop(), "store-writer")
+                start(self._aggregate_loop(), "aggregator")
+                start(self.sync.run(), "cloud-sync")
+                start(self._status_loop(), "status-file")
+                start(self._retention_loop(), "retention")
                 if self.mirror is not None:
-                    tg.create_task(self.mirror.run(), name="influxdb-mirror")
+                    start(self.mirror.run(), "influxdb-mirror")
+        except BaseExceptionGroup as group:
+            failed = [e for e in group.exceptions if isinstance(e, GatewayFailed)]
+            if not failed or len(failed) < len(group.exceptions):
+                raise  # not a task's failure: a bug here, shown as it is
+            raise failed[0] from None
         finally:
-            await asyncio.shield(self.flush())
+            await asyncio.shield(self._last_flush())
+
+    async def _supervised(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        """Run one task; a failure it did not handle (or its end: every task runs until
+        cancelled) becomes GatewayFailed, which stops the gateway."""
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("task %s failed: %s; stopping the gateway", name, describe_error(exc))
+            log.info("task %s failed", name, exc_info=True)  # the details, with --verbose
+            raise GatewayFailed(name, exc) from exc
+        raise GatewayFailed(name, RuntimeError("ended while the gateway was running"))
+
+    async def _last_flush(self) -> None:
+        """Commit what is pending on the way out; say what could not be."""
+        try:
+            await self.flush()
+        except Exception as exc:
+            log.error(
+                "%d collected readings not stored on the way out: %s",
+                len(self._pending),
+                describe_error(exc),
+            )
+            return
+        if self._pending:
+            log.error(
+                "%d collected readings not stored on the way out: the store refuses them (%s)",
+                len(self._pending),
+                self.refusal.cause if self.refusal else "unknown",
+            )
 
     async def _collect(self, meter: MeterConfig) -> None:
         status = self.meter_status[meter.id]
@@ -194,14 +330,19 @@ class Gateway:
         return status_path_for(self.config.store.path)
 
     def status_snapshot(self) -> dict[str, Any]:
+        free = free_bytes(self.config.store.path)
         return {
             "schema": "tanji.gateway-status/1",
             "gateway_id": self.config.gateway_id,
             "written_ns": str(self._clock()),
             "readings_stored": self.readings_stored,
             "readings_refused": self.readings_refused,
+            "readings_pending": len(self._pending),
+            "store_refusing": self.refusal.cause if self.refusal else None,
+            "store_refusing_since_ns": str(self.refusal.since_ns) if self.refusal else None,
             "store_used_mb": round(self.disk.used_bytes / 1e6, 1),
             "store_over_cap": self.disk.over_cap,
+            "disk_free_mb": None if free is None else round(free / 1e6, 1),
             "records_created": self.records_created,
             "records_revised": self.records_revised,
             "readings_set_aside": self.readings_set_aside,
@@ -234,11 +375,23 @@ class Gateway:
         }
 
     def write_status(self) -> None:
-        """Replace the status file atomically (readers never see half a file)."""
+        """Replace the status file atomically (readers never see half a file). On a full
+        disk, where even the new file finds no room, the old file is overwritten in place
+        (padded with blanks: JSON allows them), so the status still names the cause."""
         path = self.status_path
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status_snapshot(), indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        data = json.dumps(self.status_snapshot(), indent=1).encode()
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not is_disk_full(exc, path):
+                raise
+            with path.open("r+b") as f:  # FileNotFoundError: no old file to reuse
+                size = os.fstat(f.fileno()).st_size
+                f.write(data + b" " * (size - len(data)))
 
     async def _status_loop(self) -> None:
         while True:
@@ -249,33 +402,167 @@ class Gateway:
             try:
                 self.write_status()
             except OSError as exc:
-                log.warning("cannot write %s: %s", self.status_path, exc)
+                self._status_trouble.note(
+                    logging.WARNING, "cannot write %s: %s", self.status_path, exc
+                )
+            else:
+                self._status_trouble.clear("status file %s written again", self.status_path)
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     # --- store -------------------------------------------------------------------------------
 
     async def flush(self) -> int:
-        """Commit every reading collected so far (one durable transaction)."""
-        batch, self._pending = self._pending, []
-        if batch and self.disk.over_cap:
-            # the cap is full of readings the platform has not acknowledged yet: refusing new
-            # ones (a gap the activity records will show) beats exceeding the disk
-            self.readings_refused += len(batch)
-            log.error(
-                "store at its disk cap (%.0f MB used) with nothing acknowledged to evict:"
-                " %d readings not stored",
-                self.disk.used_bytes / 1e6,
-                len(batch),
+        """Commit the readings collected so far (durable transactions of up to WRITE_CHUNK),
+        checking the disk cap before each; returns how many were committed.
+
+        At the cap, readings the platform has settled are evicted first; with nothing left to
+        evict, or with the disk full (or the database held by another process), the store
+        refuses: readings wait in memory (up to PENDING_LIMIT, newer ones are then dropped
+        and counted as `readings_refused`), the cause is logged once and shown in the status,
+        and writing resumes by itself once the cause is gone. Any other error raises
+        StoreFailed."""
+        async with self._flushing:
+            written = 0
+            while self._pending:
+                if self.refusal is not None and not self._may_retry():
+                    break
+                batch = self._pending[:WRITE_CHUNK]
+                try:
+                    fits = await self._commit(batch)
+                    if not fits:
+                        fits = await self._make_room(batch) and await self._commit(batch)
+                except Exception as exc:
+                    self._refuse_for(exc)  # or raises it
+                    break
+                if not fits:
+                    self._refuse(
+                        "cap",
+                        f"disk cap reached: {self.disk.used_bytes / 1e6:.1f} MB used of"
+                        f" max_disk_mb = {self.config.store.max_disk_mb:g}, nothing the platform"
+                        " has acknowledged is left to evict",
+                    )
+                    break
+                written += len(batch)
+                self._resumed()
+            self._bound_pending()
+            if len(self._pending) < PENDING_LIMIT:
+                self._dropping.clear("readings are kept in memory again (room below the limit)")
+            if self.refusal is not None:
+                self._remind()
+            return written
+
+    async def _commit(self, batch: list[Reading]) -> bool:
+        """Commit `batch` (the head of _pending) if it fits under the cap; False if not.
+        Cancelled meanwhile, it waits for the database thread's outcome, so a committed
+        batch is neither forgotten nor written twice."""
+        cap = int(self.config.store.max_disk_mb * 1e6)
+        fut = asyncio.get_running_loop().run_in_executor(
+            self._db_thread, lambda: self.store.append_within(batch, cap)
+        )
+        try:
+            fits = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            await asyncio.wait({fut})
+            if not fut.cancelled() and fut.exception() is None and fut.result():
+                self._stored(batch)
+            raise
+        if fits:
+            self._stored(batch)
+        return fits
+
+    def _stored(self, batch: list[Reading]) -> None:
+        del self._pending[: len(batch)]
+        self.readings_stored += len(batch)
+
+    async def _make_room(self, batch: list[Reading]) -> bool:
+        """Evict for the cap now (after an eviction that left nothing to evict, not again
+        for CAP_RETRY_S); True when the batch then fits."""
+        if time.monotonic() - self._cap_full_at < CAP_RETRY_S:
+            return False
+        if (await self.enforce_limits(self.store.room_needed(batch))).over_cap:
+            self._cap_full_at = time.monotonic()
+            return False
+        return True
+
+    def _may_retry(self) -> bool:
+        """While refusing: whether to try writing again now."""
+        assert self.refusal is not None
+        if self.refusal.kind == "disk-full":
+            margin = self.store.room_needed(self._pending[:WRITE_CHUNK]) + (1 << 20)
+            return self.reserve.take(margin)  # room for the reserve and more: try
+        if self.refusal.kind == "cap":
+            return time.monotonic() - self._cap_full_at >= CAP_RETRY_S
+        return True
+
+    def _refuse_for(self, exc: Exception) -> None:
+        """Refuse new readings for a cause that passes (disk full, database busy); any other
+        error raises StoreFailed."""
+        path = self.config.store.path
+        if is_disk_full(exc, path):
+            self._refuse("disk-full", f"disk full: {path.parent}: {exc} ({describe_free(path)})")
+        elif getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            self._refuse("busy", f"store busy: {exc} (another process holds it)")
+        else:
+            raise StoreFailed(exc) from exc
+
+    def _refuse(self, kind: str, cause: str) -> None:
+        released = kind == "disk-full" and self.reserve.release()
+        if self.refusal is not None and self.refusal.kind == kind:
+            self.refusal.cause = cause
+            return
+        now = time.monotonic()
+        self.refusal = Refusal(kind, cause, self._clock(), now, now, self.readings_refused)
+        log.error(
+            "store refuses new readings: %s; they wait in memory meanwhile (up to %d, newer"
+            " ones are then dropped and counted); writing resumes by itself when %s",
+            cause,
+            PENDING_LIMIT,
+            RESUMES_WHEN[kind],
+        )
+        if released:
+            log.warning(
+                "released the %.0f MB reserve %s: room for the status file, acks and records",
+                self.reserve.size / 1e6,
+                self.reserve.path,
             )
-            return 0
-        if batch:
-            try:
-                await self._db(lambda: self.store.append_readings(batch))
-            except BaseException:
-                self._pending[:0] = batch  # keep them for the next attempt
-                raise
-            self.readings_stored += len(batch)
-        return len(batch)
+
+    def _remind(self) -> None:
+        refusal = self.refusal
+        assert refusal is not None
+        now = time.monotonic()
+        if now - refusal.reminded >= REMIND_S:
+            refusal.reminded = now
+            log.warning(
+                "store still refuses new readings after %.0f s: %s; %d in memory, %d dropped",
+                now - refusal.since,
+                refusal.cause,
+                len(self._pending),
+                self.readings_refused - refusal.refused_before,
+            )
+
+    def _resumed(self) -> None:
+        refusal, self.refusal = self.refusal, None
+        if refusal is not None:
+            log.warning(
+                "store writing new readings again after %.0f s (%s); %d readings dropped meanwhile",
+                time.monotonic() - refusal.since,
+                refusal.cause,
+                self.readings_refused - refusal.refused_before,
+            )
+
+    def _bound_pending(self) -> None:
+        """Readings beyond PENDING_LIMIT are dropped, newest first, and counted."""
+        extra = len(self._pending) - PENDING_LIMIT
+        if extra <= 0:
+            return
+        self._dropping.note(
+            logging.ERROR,
+            "%d readings wait in memory for the store: newer ones are dropped (counted as"
+            " readings_refused) until it writes again",
+            PENDING_LIMIT,
+        )
+        del self._pending[PENDING_LIMIT:]
+        self.readings_refused += extra
 
     async def _write_loop(self) -> None:
         while True:
@@ -286,12 +573,23 @@ class Gateway:
         while True:
             try:
                 await self.enforce_limits()
-            except Exception:  # e.g. the disk is full or the file locked: try again later
-                log.exception("store: retention and disk cap not enforced this time")
+            except Exception as exc:  # e.g. the disk is full or the file locked: try again
+                if is_disk_full(exc, self.config.store.path):
+                    self._retention_trouble.note(
+                        logging.WARNING,
+                        "store: retention and disk cap not enforced: %s; tried every %.0f s",
+                        describe_error(exc),
+                        RETENTION_INTERVAL_S,
+                    )
+                else:
+                    log.exception("store: retention and disk cap not enforced this time")
+            else:
+                self._retention_trouble.clear("store: retention and disk cap enforced again")
             await asyncio.sleep(RETENTION_INTERVAL_S)
 
-    async def enforce_limits(self) -> EvictionResult:
-        """Evict what retention and the disk cap allow (gateway.store.Store.enforce_limits)."""
+    async def enforce_limits(self, room_bytes: int = 0) -> EvictionResult:
+        """Evict what retention and the disk cap allow (gateway.store.Store.enforce_limits),
+        making `room_bytes` more room under the cap where it can."""
         cfg, agg = self.config.store, self.config.aggregation
         now = self._clock()
         sealed = agg.period.start(now - int(agg.grace_s * NS), self._tz)
@@ -303,6 +601,7 @@ class Gateway:
                 int(cfg.retention_days * 86400 * NS),
                 int(cfg.max_disk_mb * 1e6),
                 (self.store.cursor(READINGS_CURSOR) or 0) if streaming else None,
+                room_bytes,
             )
         )
         if self.disk.deleted:
@@ -317,9 +616,20 @@ class Gateway:
             await asyncio.sleep(min(5.0, max(0.5, period / 4)))
             try:
                 await self.aggregate_due()
-            except Exception:  # e.g. the disk is full: the readings are safe, try again
+            except StoreFailed:  # met committing the readings first: ends the gateway
+                raise
+            except Exception as exc:  # e.g. the disk is full: the readings are safe, try again
                 self.aggregation_failures += 1
-                log.exception("aggregation pass failed; trying again in the next pass")
+                if is_disk_full(exc, self.config.store.path):
+                    self._aggregation_trouble.note(
+                        logging.WARNING,
+                        "aggregation cannot write its records: %s; tried again every pass",
+                        describe_error(exc),
+                    )
+                else:
+                    log.exception("aggregation pass failed; trying again in the next pass")
+            else:
+                self._aggregation_trouble.clear("aggregation writes its records again")
 
     async def aggregate_due(self, final: bool = False) -> list[ActivityRecord]:
         """Seal every period that ended more than `grace_s` ago into records and the outbox,
@@ -441,7 +751,10 @@ class Gateway:
         self._shared.close()
         if self.mirror is not None:
             self.mirror.close()
-        await self._db(self.store.close)
+        try:
+            await self._db(self.store.close)
+        except sqlite3.Error as exc:  # e.g. the disk failed: nothing left to save
+            log.warning("store not closed cleanly: %s", describe_error(exc))
         self._db_thread.shutdown(wait=True)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import repeat
@@ -114,14 +114,26 @@ def connect(path: Path) -> sqlite3.Connection:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception (SQLite may have rolled back
+    already, e.g. after SQLITE_FULL: the original error is raised, not ROLLBACK's)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except BaseException:  # e.g. the disk filled while committing
+        _rollback(conn)
+        raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is still open; a failure here must not hide the error that led here."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 _GOOD = Quality.good()
@@ -183,6 +195,10 @@ class EvictionResult:
     over_cap: bool  # nothing more could go: new readings are refused until the platform acks
 
 
+ROW_BYTES = 100  # a stored reading besides its raw bytes: row, index entry, page slack
+GROWTH_DECAY = 0.99  # per commit, how fast a large observed growth per reading is forgotten
+EVICT_CHUNK = 5_000  # readings deleted per transaction when evicting, in store order
+
 SeriesSpec = tuple[str, str, Quantity, PointKind, str]
 """meter id, point name, quantity, kind, unit"""
 
@@ -212,6 +228,9 @@ class Store:
                     "; move the old file aside (it is not modified) and start with a new one"
                 )
             )
+        self._growth = 0.0  # bytes one reading recently added to the database at most
+        self._page_size = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+        self._wal_autocheckpoint = int(self.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
         # the series table in memory: ids for the writer's hot path, what each one measures
         self._series: dict[tuple[str, str], int] = {}
         self._measures: dict[tuple[str, str], tuple[str, str, str]] = {}
@@ -289,6 +308,38 @@ class Store:
                 (r.meter_id, r.point, r.quantity, r.kind, r.unit) for r in readings
             )
             self._insert_readings(readings)
+
+    def expected_growth(self, readings: Sequence[Reading]) -> int:
+        """Bytes that committing `readings` may add to the database's pages in use: their
+        raw bytes plus ROW_BYTES each, or what a reading recently took, whichever is more.
+        Pure: safe to call from any thread."""
+        size = sum(len(r.raw) for r in readings) + ROW_BYTES * len(readings)
+        return max(size, int(self._growth * len(readings)))
+
+    def room_needed(self, readings: Sequence[Reading]) -> int:
+        """Bytes that must be left under the cap before committing `readings`: their
+        expected growth, and what the WAL file may still grow: SQLite checkpoints it after
+        the commit that takes it past `wal_autocheckpoint` pages, and that commit writes a
+        frame per page it changes (an index page per point, the new rows' pages)."""
+        data = self.expected_growth(readings)
+        series = len({(r.meter_id, r.point) for r in readings})
+        # the commit's frames, doubled: interior, freelist and other writers' pages too
+        frames = self._wal_autocheckpoint + 2 * (series + data // self._page_size + 1) + 64
+        return data + max(0, frames * (self._page_size + 24) - self._wal_bytes())
+
+    def append_within(self, readings: Sequence[Reading], cap_bytes: int) -> bool:
+        """Commit `readings` (append_readings) unless that could take the store (file and
+        WAL) over `cap_bytes` (room_needed): then nothing is written and the answer is
+        False. Costs a few PRAGMAs and a stat, so the cap holds at every commit."""
+        if not readings:
+            return True
+        data = self._data_bytes()
+        if data + self._wal_bytes() + self.room_needed(readings) > cap_bytes:
+            return False
+        self.append_readings(readings)
+        grown = (self._data_bytes() - data) / len(readings)
+        self._growth = max(grown, self._growth * GROWTH_DECAY)
+        return True
 
     def _insert_readings(self, readings: Sequence[Reading]) -> None:
         series = self._series
@@ -485,12 +536,20 @@ class Store:
 
     def used_bytes(self) -> int:
         """Pages in use (free pages are reused before the file grows) plus the WAL."""
+        return self._data_bytes() + self._wal_bytes()
+
+    def _data_bytes(self) -> int:
         page_size, pages, free = (
             self.conn.execute(f"PRAGMA {name}").fetchone()[0]
             for name in ("page_size", "page_count", "freelist_count")
         )
-        wal = self.path.with_name(self.path.name + "-wal")
-        return int((pages - free) * page_size) + (wal.stat().st_size if wal.exists() else 0)
+        return int((pages - free) * page_size)
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self.path.with_name(self.path.name + "-wal").stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def evictable_before(self, sealed_ns: int, unsent_from_id: int | None = None) -> dict[int, int]:
         """Per series: readings older than this may go. A meter's readings are done with once
@@ -528,25 +587,64 @@ class Store:
                     out[series] = min(out[series], int(first_unsent))
         return out
 
+    def _truncate_wal(self) -> None:
+        """Copy the WAL into the file and empty it (waits for readers, briefly: theirs are
+        short; when they keep it, the WAL just stays as it is)."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     def evict(self, older_than_ns: int, horizons: dict[int, int]) -> int:
         """Delete readings older than `older_than_ns` that are done with (`horizons`, from
-        evictable_before); returns how many went."""
-        deleted = 0
-        with transaction(self.conn):
-            for series, horizon in horizons.items():
-                limit = min(horizon, older_than_ns)
-                if limit > 0:
-                    cur = self.conn.execute(
-                        "DELETE FROM readings WHERE series=? AND ts_ns<?", (series, limit)
+        evictable_before); returns how many went.
+
+        Every page a transaction touches is written to the WAL first, so the deletes go in
+        store order (rows are appended in about time order, the points of a poll cycle side
+        by side), EVICT_CHUNK rows per transaction with the WAL emptied in between: deleting
+        point by point would touch every page once per point, and one large delete would
+        grow the WAL (and the disk) by about what it deletes, while the store is at its cap.
+        Older readings stored later (a backfill) are deleted point by point at the end."""
+        limits = {
+            s: min(h, older_than_ns) for s, h in horizons.items() if min(h, older_than_ns) > 0
+        }
+        if not limits:
+            return 0
+        newest = max(limits.values())
+        deleted, after = 0, 0
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, series, ts_ns FROM readings WHERE id > ? ORDER BY id LIMIT ?",
+                (after, EVICT_CHUNK),
+            ).fetchall()
+            if not rows:
+                break
+            after = rows[-1][0]
+            doomed = [(i, series) for i, series, ts in rows if ts < limits.get(series, 0)]
+            if doomed:
+                with transaction(self.conn):
+                    self.conn.executemany(
+                        "DELETE FROM readings WHERE id = ?", ((i,) for i, _ in doomed)
                     )
-                    deleted += cur.rowcount
-                    if cur.rowcount:
-                        self.conn.execute(
-                            "UPDATE series SET evicted_before = MAX(evicted_before, ?)"
-                            " WHERE id = ?",
-                            (limit, series),
-                        )
+                    self._mark_evicted({series for _, series in doomed}, limits)
+                deleted += len(doomed)
+                self._truncate_wal()
+            if min(ts for _, _, ts in rows) >= newest:
+                break  # past every limit
+        with transaction(self.conn):  # what a backfill stored after the rows seen above
+            late = set()
+            for series, limit in limits.items():
+                n = self.conn.execute(
+                    "DELETE FROM readings WHERE series=? AND ts_ns<?", (series, limit)
+                ).rowcount
+                if n:
+                    deleted += n
+                    late.add(series)
+            self._mark_evicted(late, limits)
         return deleted
+
+    def _mark_evicted(self, series: set[int], limits: dict[int, int]) -> None:
+        self.conn.executemany(
+            "UPDATE series SET evicted_before = MAX(evicted_before, ?) WHERE id = ?",
+            ((limits[s], s) for s in series),
+        )
 
     def enforce_limits(
         self,
@@ -555,25 +653,31 @@ class Store:
         retention_ns: int,
         cap_bytes: int | None,
         unsent_from_id: int | None = None,
+        room_bytes: int = 0,
     ) -> EvictionResult:
         """Retention, then the disk cap (see docs/architecture.md, eviction order): readings
-        past retention go; over the cap, the oldest evictable readings go, in doubling steps
-        of time, until use is under 90 % of the cap or nothing evictable is left. Readings
-        after `unsent_from_id` (not yet acked on the raw readings stream) stay."""
+        past retention go; over the cap (or with less than `room_bytes` left under it), the
+        oldest evictable readings go, in doubling steps of time, until use is under 90 % of
+        the cap (less `room_bytes`) or nothing evictable is left; `over_cap` then says
+        whether `room_bytes` still do not fit. Readings after `unsent_from_id` (not yet
+        acked on the raw readings stream) stay."""
         horizons = self.evictable_before(sealed_ns, unsent_from_id)
         deleted = self.evict(now_ns - retention_ns, horizons)
         used = self.used_bytes()
-        if cap_bytes is not None and used > cap_bytes:
+        if cap_bytes is not None and used + room_bytes > cap_bytes:
+            self._truncate_wal()  # the deletes below start from an empty WAL
             # rows are appended in time order, so the first row is (about) the oldest; this
             # avoids a scan of the whole table, which has no index on time alone
             row = self.conn.execute("SELECT ts_ns FROM readings ORDER BY id LIMIT 1").fetchone()
             cutoff = int(row[0]) if row and row[0] is not None else now_ns
             last = max(horizons.values(), default=0)
             step = 3600 * 10**9
-            while used > 0.9 * cap_bytes and cutoff < last:
+            while used + room_bytes > 0.9 * cap_bytes and cutoff < last:
                 cutoff += step
                 step *= 2
                 deleted += self.evict(cutoff, horizons)
-                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._truncate_wal()
                 used = self.used_bytes()
-        return EvictionResult(deleted, used, cap_bytes is not None and used > cap_bytes)
+        return EvictionResult(
+            deleted, used, cap_bytes is not None and used + room_bytes > cap_bytes
+        )

@@ -8,8 +8,13 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 import cloud_sync
+from gateway import runtime
+from gateway.config import load_site_config
 from gateway.models import PointKind, Quality, Quantity, Reading
+from gateway.runtime import Gateway
 from gateway.store import Store
 
 NS = 1_000_000_000
@@ -138,23 +143,66 @@ def test_at_the_cap_with_nothing_acknowledged_nothing_goes(tmp_path: Path):
     assert len(timestamps(store, "M1", "energy")) == 5000
 
 
-async def test_gateway_refuses_readings_while_the_store_is_at_its_cap(tmp_path: Path):
-    from gateway.config import load_site_config
-    from gateway.runtime import Gateway
-    from gateway.store import EvictionResult
-
+def _capped_gateway(tmp_path: Path, max_disk_mb: float = 16) -> Gateway:
     example = Path(__file__).parents[2] / "deploy" / "site.example.toml"
     (tmp_path / "site.toml").write_text(example.read_text())
-    gateway = Gateway(load_site_config(tmp_path / "site.toml"))
+    config = load_site_config(tmp_path / "site.toml")
+    store = config.store.model_copy(update={"max_disk_mb": max_disk_mb})
+    return Gateway(config.model_copy(update={"store": store}))
+
+
+def _disk_bytes(db: Path) -> int:
+    wal = db.with_name(db.name + "-wal")
+    return db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+async def test_at_the_cap_readings_wait_in_memory_until_eviction_makes_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(runtime, "CAP_RETRY_S", 0.0)
+    gateway = _capped_gateway(tmp_path)
+    cap = 16_000_000
     meter = gateway.config.meters[0].id
-    gateway._pending = [reading(meter, "active_power", T0)]
-    gateway.disk = EvictionResult(0, 17_000_000, over_cap=True)
+    # 17 MB of a counter's readings that the platform has not acknowledged: nothing may go
+    gateway.store.append_readings(
+        [reading(meter, "energy", T0 + i * NS, bytes(2000)) for i in range(8500)]
+    )
+    gateway._pending = [reading(meter, "energy", T0 + 9000 * NS)]
     assert await gateway.flush() == 0
-    assert gateway.readings_refused == 1
-    assert gateway.status_snapshot()["store_over_cap"] is True
-    gateway.disk = EvictionResult(0, 1_000, over_cap=False)
-    gateway._pending = [reading(meter, "active_power", T0 + NS)]
+    status = gateway.status_snapshot()
+    assert str(status["store_refusing"]).startswith("disk cap reached"), status
+    assert status["store_over_cap"] is True
+    assert status["readings_pending"] == 1  # kept, not dropped
+    assert gateway.readings_refused == 0
+    # the platform acknowledges the first two hours: their readings can go, the reading in
+    # memory is written and the store stays under its cap
+    seal(gateway.store, meter, T0, T0 + 120 * MIN, "b1", "acked")
     assert await gateway.flush() == 1
+    assert gateway.refusal is None
+    assert gateway.status_snapshot()["store_refusing"] is None
+    assert gateway.store.used_bytes() <= cap  # the file keeps its size: pages are reused
+    await gateway.close()
+
+
+async def test_the_cap_holds_at_every_commit(tmp_path: Path):
+    """Eviction runs before the commit that would cross the cap, not once a minute."""
+    gateway = _capped_gateway(tmp_path)
+    cap = 16_000_000
+    meter = gateway.config.meters[0].id
+    t = T0
+    for period in range(24):  # ~36 MB of readings, twice the cap and more
+        every = 15 * MIN // 1500
+        gateway._pending = [
+            reading(meter, "energy", t + i * every, bytes(1000)) for i in range(1500)
+        ]
+        while gateway._pending:
+            assert await gateway.flush() > 0
+            assert _disk_bytes(gateway.config.store.path) <= cap
+        end = t + 15 * MIN
+        seal(gateway.store, meter, t, end, f"b{period}", "acked")
+        t = end
+    assert gateway.readings_refused == 0
+    assert gateway.store.used_bytes() <= cap
     await gateway.close()
 
 

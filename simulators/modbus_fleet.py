@@ -248,7 +248,8 @@ class SimMeter:
             case FaultKind.BUSY:
                 f.exception = ExcCodes.DEVICE_BUSY
             case FaultKind.FROZEN:
-                f.frozen_at = now
+                if f.frozen_at is None:  # frozen again: it stays where it stopped
+                    f.frozen_at = now
             case FaultKind.ROLLOVER:
                 modulus = self._first_counter_modulus_kwh()
                 f.energy_offset_kwh = modulus - self.energy_kwh(now + params.get("in_s", 5.0))

@@ -38,6 +38,18 @@ async def test_frozen_counter_stands_still_then_catches_up():
     assert after >= still
 
 
+def test_a_frozen_counter_frozen_again_stays_where_it_stopped():
+    """A second freeze changes nothing: the counter neither jumps to the energy passed since
+    the first (it did: the missed energy booked at once) nor moves when cleared."""
+    meter = MeterFleet(1, 5020, clock=lambda: 1_800_000_000.0).meters[0]
+    meter.inject(FaultKind.FROZEN, 1_800_000_010.0)
+    stopped = meter.counter_kwh(1_800_000_015.0)
+    meter.inject(FaultKind.FROZEN, 1_800_000_020.0)  # ~40 kW for 10 s would be ~0.1 kWh
+    assert meter.counter_kwh(1_800_000_025.0) == stopped
+    meter.inject(FaultKind.CLEAR, 1_800_000_030.0)
+    assert meter.counter_kwh(1_800_000_030.0) == pytest.approx(stopped, abs=1e-9)
+
+
 async def test_rollover_wraps_the_32_bit_counter():
     async with MeterFleet(1, free_port_range(1)) as fleet:
         c = create_collector("M", device_for(fleet, 0, POINTS))

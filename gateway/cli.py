@@ -169,15 +169,19 @@ def check_config(
             markup=False,
         )
     unrated = [
-        m.id
+        f"{m.id}.{p.name}"
         for m in config.meters
-        if m.rated_power_kw is None
-        and any(p.kind is PointKind.COUNTER and p.unit == "kWh" for p in m.points)
+        for p in m.points
+        if p.kind is PointKind.COUNTER
+        and p.max_rate_per_h is None
+        and (m.rated_power_kw is None or p.unit != "kWh")
     ]
     if unrated:  # gateway/counters.py falls back to the meter's own recent rate
         out.print(
-            f"note: no rated_power_kw for {', '.join(unrated)}: a kWh step is then judged"
-            " plausible from the meter's own recent rate (docs/configuration.md)",
+            f"note: no rating for the counter(s) {', '.join(unrated)} (rated_power_kw of the"
+            " meter for kWh, or max_rate_per_h of the point): their steps are judged from"
+            " the meter's own recent rate, which may refuse a short burst from idle"
+            " (docs/configuration.md)",
             highlight=False,
             markup=False,
         )

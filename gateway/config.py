@@ -247,6 +247,24 @@ class SiteConfig(Frozen):
         return self
 
     @model_validator(mode="after")
+    def _gap_limit_spans_polls(self) -> SiteConfig:
+        """Readings of a meter that polls slower than the gap limit would all lie across
+        gaps, where no glitch can be told (gateway/counters.py)."""
+        limit = self.aggregation.gap_limit_s
+        slow = [
+            m for m in self.meters if limit is not None and limit < 2 * m.connection.poll_interval_s
+        ]
+        if slow:
+            m = max(slow, key=lambda m: m.connection.poll_interval_s)
+            raise ValueError(
+                f"aggregation.gap_limit_s = {limit:g} is less than twice meter {m.id!r}'s"
+                f" poll_interval_s ({m.connection.poll_interval_s:g}): each of its readings"
+                " would stand alone across a gap; raise it, or leave it out (3 x each"
+                " meter's poll interval)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _lines_known(self) -> SiteConfig:
         declared = [line.id for line in self.lines]
         if len(set(declared)) != len(declared):

@@ -207,8 +207,10 @@ class _Chain:
         self.values = [_value(r) for r in chain]
         self.modulus = point.counter_modulus()
         self.replacements = _exchanges(meter, point)
-        self.rated_per_ns = (
-            meter.rated_power_kw * RATED_ALLOWANCE / NS_PER_HOUR
+        self.rated_per_ns = (  # the point's own maximum first, else the meter's rated power
+            point.max_rate_per_h / NS_PER_HOUR
+            if point.max_rate_per_h is not None
+            else meter.rated_power_kw * RATED_ALLOWANCE / NS_PER_HOUR
             if meter.rated_power_kw is not None and point.unit == "kWh"
             else None
         )
@@ -217,14 +219,33 @@ class _Chain:
         a, b = self.chain[j].ts_ns, self.chain[j + 1].ts_ns
         return [x for at, x in self.replacements if a < at <= b]
 
+    def gap(self, j: int) -> bool:
+        return self.chain[j + 1].ts_ns - self.chain[j].ts_ns > self.gap_limit_ns
+
     def rate(self, j: int) -> Decimal | None:
-        """Step j's advance per ns when it is ordinary (forward, within the gap limit, no
-        exchange): a yardstick for its neighbours."""
+        """Step j's advance per ns when it can be a yardstick for its neighbours: forward, no
+        exchange, some time long."""
         dt = self.chain[j + 1].ts_ns - self.chain[j].ts_ns
-        if not 0 < dt <= self.gap_limit_ns or self.exchanges(j):
+        if dt <= 0 or self.exchanges(j):
             return None
         a, b = self.chain[j], self.chain[j + 1]
         return _advance(a, b, self.modulus) / dt if _forward(a, b, self.modulus) else None
+
+    def around(self, j: int) -> list[int]:
+        """The steps whose rates judge step j: up to two either side. A step within a run
+        looks no further than its run (what comes after a gap must not change a period
+        sealed before it); a step across a gap takes the runs on both sides, and neighbouring
+        gaps (readings far apart all the time)."""
+        out = []
+        for side in (
+            range(j - 1, max(-1, j - 3), -1),
+            range(j + 1, min(len(self.chain) - 1, j + 3)),
+        ):
+            for k in side:
+                if self.gap(k) and not self.gap(j):
+                    break
+                out.append(k)
+        return out
 
     def bound(self, j: int, d: Decimal, wraps: bool) -> Decimal | None:
         """The largest advance step j may make (rule 2); None when nothing tells."""
@@ -236,8 +257,7 @@ class _Chain:
             return MIN_STEPS * tick  # within the floor whatever the rate: no need to know it
         with localcontext() as ctx:  # a rate is a yardstick: 28 digits are plenty
             ctx.prec = 28
-            around = (*range(max(0, j - 2), j), *range(j + 1, min(len(self.chain) - 1, j + 3)))
-            rates = [r for r in (self.rate(k) for k in around) if r is not None]
+            rates = [r for r in (self.rate(k) for k in self.around(j)) if r is not None]
             if not rates:
                 return None
             return max(RATE_FACTOR * statistics.median(rates) * dt, MIN_STEPS * tick)

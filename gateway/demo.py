@@ -155,6 +155,7 @@ def opcua_meter(port: int, cal_date: date) -> dict[str, Any]:
                 "node": node_id(f"{OPCUA_LINE.name}.Production.UnitsProduced"),
                 "data_type": "integer",
                 "product": OPCUA_LINE.product,
+                "max_rate_per_h": Decimal(60 * OPCUA_LINE.units_per_min * 2),  # twice its pace
             },
             {
                 "quantity": "product_code",
@@ -253,6 +254,8 @@ def demo_site(
                                 "address": DEMO_COUNTER_ADDRESS[register],
                                 "data_type": "uint32",
                                 "product": product,
+                                # the simulated line makes up to rated_kw / 100 units a second
+                                "max_rate_per_h": Decimal(str(rated_kw(i) * 36 * 2)),
                             }
                             for register, product in products.items()
                         ]

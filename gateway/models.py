@@ -524,6 +524,13 @@ class PointSpec(Frozen):
         min_length=1,
         description="the product a production counter counts (its line's output of it)",
     )
+    max_rate_per_h: Decimal | None = Field(
+        default=None,
+        gt=0,
+        le=VALUE_LIMIT,
+        description="the most a counter can advance in an hour, in its unit (a gas meter's"
+        " Qmax in m3/h, a line's top output in units/h); steps beyond are not counted",
+    )
 
     def implausible(self, value: Decimal) -> str | None:
         """The reason code when `value` is outside the plausible range, else None."""
@@ -570,6 +577,8 @@ class PointSpec(Frozen):
                 f"kind {self.kind.value} does not fit {self.quantity.value}: the label"
                 f" quantities ({labels}) and only they are of kind label"
             )
+        if self.max_rate_per_h is not None and self.kind is not PointKind.COUNTER:
+            raise ValueError("max_rate_per_h is for counters: a gauge's value is not a rate")
         if self.kind is PointKind.LABEL and (lo is not None or hi is not None):
             raise ValueError("a label point is text: it has no plausible_min or plausible_max")
         if self.unit != self.quantity.unit:

@@ -646,6 +646,9 @@ class Gateway:
             await self.flush()
             now = self._clock()
             horizon = now - int(self.config.aggregation.grace_s * NS)
+            if self._pending and not final:  # readings the store refused wait in memory:
+                # nothing is sealed over them (they would come as late readings, revisions)
+                horizon = min(horizon, min(r.ts_ns for r in self._pending) - 1)
             new = await self._db(self._new_readings)
             cursor, up_to, _ = new
             records: list[ActivityRecord] = []
@@ -845,12 +848,12 @@ class _PointPeriods:
         up_to_id] (the earliest at `late_ns`) changed, recomputed over each period's own span;
         new records for periods before the first one sealed."""
         m, name = self.meter.id, point.name
-        if late_ns >= sealed_end + self.gap_limit_ns:
-            return []  # too late in time to reach a sealed period's end value
-        before = self.store.last_good_before(m, name, late_ns)
-        if before is not None and before.ts_ns >= sealed_end:
-            return []  # the sealed periods' readings and end values are unchanged
-        anchor = before.ts_ns if before is not None else late_ns
+        before = self.store.good_before(m, name, late_ns, CONTEXT)
+        if len(before) == CONTEXT and before[0].ts_ns >= sealed_end:
+            return []  # CONTEXT readings in between: no sealed period's window reaches it
+        if late_ns >= sealed_end and (not before or late_ns - before[-1].ts_ns > self.gap_limit_ns):
+            return []  # it opens a new run: the sealed periods' windows end at the gap
+        anchor = before[0].ts_ns if before else late_ns
         sealed = self.store.sealed_after(m, name, anchor)
         first = datetime_to_ns(sealed[0].period_start) if sealed else sealed_end
         spans: list[tuple[int, int, ActivityRecord | None]] = []
@@ -863,13 +866,18 @@ class _PointPeriods:
         if not spans:
             return []
         evicted = self.store.evicted_before(m, name)
-        opening = self.store.last_good_before(m, name, spans[0][0])
-        if evicted and (spans[0][0] < evicted or opening is None or opening.ts_ns < evicted):
+        opening = self.store.good_before(m, name, spans[0][0], CONTEXT)
+        if evicted and (spans[0][0] < evicted or not opening or opening[0].ts_ns < evicted):
             # those periods lost readings to eviction: recomputing them would be wrong, and
             # revising only the later ones would break the sums; the late readings are kept
             # as evidence but set aside, so later periods do not use them either
-            old_following = self.store.following(m, name, sealed_end, up_to_id=after_id)
-            until = old_following[0].ts_ns if old_following else sealed_end + self.gap_limit_ns
+            # up to where the sealed periods' windows reached
+            after = self.store.good_from(m, name, sealed_end, CONTEXT, up_to_id=after_id)
+            until = (
+                after[-1].ts_ns + 1
+                if len(after) == CONTEXT
+                else max([sealed_end, *(r.ts_ns for r in after)]) + self.gap_limit_ns
+            )
             n = self.store.set_aside(m, name, after_id, up_to_id, until, "late-for-evicted-period")
             self.gw.readings_set_aside += n
             log.error(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_sync.outbox import OUTBOX_TABLE  # same file; read for acked batches only
+from gateway.counters import CONTEXT
 from gateway.models import (
     ActivityRecord,
     PointKind,
@@ -442,11 +443,15 @@ class Store:
         ).fetchall()
         return [_reading_from_row(r) for r in reversed(rows)]
 
-    def good_from(self, meter_id: str, point: str, ts_ns: int, limit: int) -> list[Reading]:
-        """The first `limit` good readings at or after ts_ns that aggregation may use."""
+    def good_from(
+        self, meter_id: str, point: str, ts_ns: int, limit: int, up_to_id: int | None = None
+    ) -> list[Reading]:
+        """The first `limit` good readings at or after ts_ns that aggregation may use; with
+        `up_to_id`, among the readings stored up to that row only."""
+        stored = "" if up_to_id is None else f" AND r.id <= {int(up_to_id)}"
         rows = self.conn.execute(
             f"{_SELECT_READINGS} WHERE r.series=? AND r.ts_ns>=? AND r.quality='good'"
-            f" AND {_USABLE} ORDER BY r.ts_ns, r.id LIMIT ?",
+            f" AND {_USABLE}{stored} ORDER BY r.ts_ns, r.id LIMIT ?",
             (self._series.get((meter_id, point), -1), ts_ns, limit),
         ).fetchall()
         return [_reading_from_row(r) for r in rows]
@@ -558,8 +563,11 @@ class Store:
         the horizon is the start of its oldest unsettled record, else the end of its last.
         A counter without records yet keeps everything (its first period is not sealed); a
         gauge of a meter without records is done with at `sealed_ns`. The last good reading
-        before the horizon stays: it opens the next period. With `unsent_from_id` (the raw
-        readings stream's cursor), no reading after it goes either: the platform wants it."""
+        before the horizon stays, and of a counter the last CONTEXT: they open the next
+        period (the last one its first value, all of them what is a glitch there:
+        gateway/counters.py). With
+        `unsent_from_id` (the raw readings stream's cursor), no reading after it goes either:
+        the platform wants it."""
         settled = self.conn.execute(
             f"SELECT a.meter_id, MAX(a.period_end_ns), MIN(CASE WHEN o.state IN"
             f" ('acked', 'rejected', 'discarded') THEN NULL ELSE a.period_start_ns END)"
@@ -574,8 +582,9 @@ class Store:
             if h is None:
                 h = 0 if series in counters else sealed_ns
             row = self.conn.execute(
-                "SELECT MAX(ts_ns) FROM readings WHERE series=? AND ts_ns<? AND quality='good'",
-                (series, h),
+                "SELECT ts_ns FROM readings WHERE series=? AND ts_ns<? AND quality='good'"
+                " ORDER BY ts_ns DESC LIMIT 1 OFFSET ?",
+                (series, h, CONTEXT - 1 if series in counters else 0),
             ).fetchone()
             out[series] = min(h, row[0]) if row and row[0] is not None else h
             if unsent_from_id is not None:

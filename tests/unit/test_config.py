@@ -593,3 +593,15 @@ def test_a_password_to_this_machines_broker_may_go_plain(host: str):
     data = example()
     data["mqtt"].update(broker_url=f"mqtt://{host}:1883", username="gw", password_file="/pw")
     assert not parse_site_config(data).mqtt.plaintext_password
+
+
+def test_a_gap_limit_below_two_polls_is_refused():
+    """Review of issue 15: with readings further apart than the gap limit, every reading
+    stood alone and no glitch could be told (a dip to 0 booked 1000 kWh)."""
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["aggregation"] = {"gap_limit_s": 3}
+    data["meters"][0]["connection"]["poll_interval_s"] = 10
+    with pytest.raises(ConfigError, match=r"gap_limit_s = 3 is less than twice meter 'L1-MAIN'"):
+        parse_site_config(data)
+    data["aggregation"] = {"gap_limit_s": 20}
+    parse_site_config(data)

@@ -244,3 +244,24 @@ def test_glitches_never_book_energy_the_counter_did_not_advance(fmt, segments, s
     with localcontext(EXACT):  # float64 values have ~30 digits: add them without rounding
         total = sum(r.quantity for r in records)
         assert expected <= total <= expected + tick * len(records)
+
+
+def test_glitches_among_readings_apart_by_more_than_the_gap_limit_book_nothing_extra():
+    """Review of issue 15: every reading alone across a gap (a link that keeps dropping
+    polls) left rule 1 nothing to compare; the gaps' own rates now bound the steps."""
+    for glitch in ("0", str(UINT32_TOP)):
+        values = ramp("1000.00", 12)
+        values[6] = glitch
+        rec = run(trace(values, dt=10), 0, 120, gap_s=3)
+        assert rec.quantity <= Decimal("0.11")  # never more than the counter advanced
+        assert ActivityFlag.ROLLOVER not in rec.flags
+
+
+def test_a_point_max_rate_bounds_a_gas_counter():
+    """Counters in other units than kWh take the point's max_rate_per_h (a gas meter's Qmax):
+    a batch fill within it counts even from idle, a jump beyond it does not."""
+    gas = POINT.model_copy(update={"max_rate_per_h": Decimal(3600)})  # 1 unit a second
+    values = ["500.00"] * 5 + ["505.00"] * 5  # 5 units within one 1-second poll: too fast
+    assert run(trace(values), 0, 10, point=gas).quantity == 0
+    values = ["500.00"] * 5 + ["500.90"] * 5  # 0.9 in one second: within it
+    assert run(trace(values), 0, 10, point=gas).quantity == Decimal("0.90")

@@ -20,6 +20,7 @@ from gateway.runtime import Gateway
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "site.example.toml"
 NS = 1_000_000_000
 MIN = 60 * NS
+HOUR = 60 * MIN
 T0 = 1_764_000_000 * NS - (1_764_000_000 * NS) % (15 * MIN)  # a 15-minute boundary
 POLL_S = 10
 
@@ -286,3 +287,26 @@ def test_the_mirror_tags_readings_with_the_gateways_registry(tmp_path: Path):
     rows, statuses = gw.mirror._next(0)
     assert statuses == ["not-yet-valid"]  # the example certificate starts in 2026
     asyncio.run(gw.close())
+
+
+def test_readings_waiting_in_memory_hold_back_sealing(gateway):
+    """Review of issue 15: while the store refused readings (disk full), they waited in
+    memory and the aggregator sealed periods by the gap-limit rule without them; stored
+    later, they came as late readings. Nothing is sealed over a reading still waiting."""
+    gw, clock = gateway
+    end = T0 + 15 * MIN
+    rs = readings(T0, end + (CONTEXT + 1) * POLL_S * NS)
+    stored = [r for r in rs if r.ts_ns < end + 3 * POLL_S * NS]
+    gw.store.append_readings(stored)
+    gw._pending = [r for r in rs if r not in stored]  # refused: waiting in memory
+    gw.flush = _no_flush  # type: ignore[method-assign]  # the store still refuses them
+    assert seal(gw, clock, end + HOUR) == []
+    gw.store.append_readings(gw._pending)  # room again: stored
+    gw._pending = []
+    first = seal(gw, clock, end + HOUR + NS)[0]  # and the silent periods after it
+    assert first.end.value == counter(end)
+    assert first.end.interpolated  # from the readings around its end, all of them stored
+
+
+async def _no_flush() -> int:
+    return 0

@@ -13,6 +13,7 @@ import pytest
 import cloud_sync
 from gateway import runtime
 from gateway.config import load_site_config
+from gateway.counters import CONTEXT
 from gateway.models import PointKind, Quality, Quantity, Reading
 from gateway.runtime import Gateway
 from gateway.store import Store
@@ -74,12 +75,12 @@ def test_only_acknowledged_periods_are_evicted_and_the_boundary_reading_stays(tm
     seal(store, "M1", T0 + 15 * MIN, T0 + 30 * MIN, "b2", "pending")
     deleted = store.evict(T0 + 45 * MIN, store.evictable_before(sealed_ns=T0 + 30 * MIN))
     # M1: period 1 acked, period 2 pending: readings before the last one of period 1 go, that
-    # one stays (it opens period 2)
-    assert timestamps(store, "M1", "energy") == minutes[14:]
+    # one stays (it opens period 2); of a counter the last CONTEXT (its glitch rules' window)
+    assert timestamps(store, "M1", "energy") == minutes[15 - CONTEXT :]
     assert timestamps(store, "M1", "power") == minutes[14:]
     # M2 (gauges only, no records) is done with at the end of the last sealed period
     assert timestamps(store, "M2", "power") == minutes[29:]
-    assert deleted == 14 + 14 + 29
+    assert deleted == (15 - CONTEXT) + 14 + 29
 
 
 def test_a_rejected_batch_settles_its_periods_and_a_new_counter_keeps_everything(
@@ -91,7 +92,7 @@ def test_a_rejected_batch_settles_its_periods_and_a_new_counter_keeps_everything
     seal(store, "M1", T0, T0 + 15 * MIN, "b1", "rejected")  # the platform refused it
     horizons = store.evictable_before(sealed_ns=T0 + 30 * MIN)
     store.evict(T0 + 30 * MIN, horizons)
-    assert timestamps(store, "M1", "energy") == minutes[14:]  # rejected: settled
+    assert timestamps(store, "M1", "energy") == minutes[15 - CONTEXT :]  # rejected: settled
     assert timestamps(store, "M2", "energy") == minutes  # a counter with no record yet
 
 

@@ -72,6 +72,9 @@ class GatewayFailed(Exception):
         self.cause = cause
 
 
+BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")  # another process holds the database: it passes
+
+
 class StoreFailed(Exception):
     """The store cannot be written for a cause that does not pass (an I/O error, a read-only
     or damaged file): whichever task meets it stops the gateway."""
@@ -494,13 +497,23 @@ class Gateway:
             return time.monotonic() - self._cap_full_at >= CAP_RETRY_S
         return True
 
+    def _check_store_error(self, exc: Exception) -> None:
+        """Raise StoreFailed for a database error that does not pass by itself (an I/O error,
+        a read-only or damaged file); disk full, busy and anything not the database's pass."""
+        if (
+            isinstance(exc, sqlite3.Error)
+            and not is_disk_full(exc, self.config.store.path)
+            and getattr(exc, "sqlite_errorname", "") not in BUSY
+        ):
+            raise StoreFailed(exc) from exc
+
     def _refuse_for(self, exc: Exception) -> None:
         """Refuse new readings for a cause that passes (disk full, database busy); any other
         error raises StoreFailed."""
         path = self.config.store.path
         if is_disk_full(exc, path):
             self._refuse("disk-full", f"disk full: {path.parent}: {exc} ({describe_free(path)})")
-        elif getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+        elif getattr(exc, "sqlite_errorname", "") in BUSY:
             self._refuse("busy", f"store busy: {exc} (another process holds it)")
         else:
             raise StoreFailed(exc) from exc
@@ -574,6 +587,7 @@ class Gateway:
             try:
                 await self.enforce_limits()
             except Exception as exc:  # e.g. the disk is full or the file locked: try again
+                self._check_store_error(exc)  # a dead disk ends the gateway
                 if is_disk_full(exc, self.config.store.path):
                     self._retention_trouble.note(
                         logging.WARNING,
@@ -619,6 +633,7 @@ class Gateway:
             except StoreFailed:  # met committing the readings first: ends the gateway
                 raise
             except Exception as exc:  # e.g. the disk is full: the readings are safe, try again
+                self._check_store_error(exc)  # a dead disk ends the gateway
                 self.aggregation_failures += 1
                 if is_disk_full(exc, self.config.store.path):
                     self._aggregation_trouble.note(
@@ -657,7 +672,8 @@ class Gateway:
                     records += await self._db(
                         functools.partial(self._meter_records, meter, new, horizon, final)
                     )
-                except Exception:  # one meter's bad data must not hold up the others' records
+                except Exception as exc:  # one meter's bad data must not hold up the others
+                    self._check_store_error(exc)  # but a dead disk ends the gateway
                     self.aggregation_failures += 1
                     log.exception("aggregation of meter %s failed; retried next pass", meter.id)
             if records or up_to != cursor:

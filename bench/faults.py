@@ -51,7 +51,7 @@ import tomli_w
 from gateway.aggregation import EXACT
 from gateway.config import SiteConfig
 from gateway.demo import demo_site, free_port_range, write_site
-from gateway.models import ActivityFlag, BoundaryValue, Quantity
+from gateway.models import ActivityFlag, BoundaryValue, PointSpec, Quantity
 from gateway.periods import NS, datetime_to_ns
 from gateway.runtime import status_path_for
 from gateway.store import Store
@@ -403,7 +403,7 @@ def compare_energy(chain: Chain) -> dict[str, Any]:
     over the same spans. A record's span runs between the instants its boundary values stood
     for: the boundary itself when interpolated (or read there), else the reading the value
     was held at or taken from, looked up in the gateway's store. The simulator's side is its
-    exact counter at those instants, less any jump a fault made in between."""
+    exact counter at those instants (`_counter`), less any jump a fault made in between."""
     journal = FleetJournal(chain.journal)
     store = PlatformStore(chain.platform_db)
     try:
@@ -412,7 +412,8 @@ def compare_energy(chain: Chain) -> dict[str, Any]:
         store.db.close()
     gateway = Store(chain.gateway_db)
     index = {m.id: i for i, m in enumerate(chain.config.meters)}
-    steps = {m.id: _register_step(chain.config, m.id) for m in chain.config.meters}
+    registers = {m.id: _energy_point(chain.config, m.id) for m in chain.config.meters}
+    steps = {m: register.resolution(Decimal(0)) or Decimal(0) for m, register in registers.items()}
     per_meter: dict[str, MeterEnergy] = {}
     try:
         with localcontext(EXACT):
@@ -425,11 +426,11 @@ def compare_energy(chain: Chain) -> dict[str, Any]:
                 t1 = _measured(gateway, meter, point, end, last)
                 if t0 is None or t1 is None:
                     continue  # nothing measured in this period (no readings around it)
-                i = index[meter]
+                i, register = index[meter], registers[meter]
                 counted = (
-                    _counter(journal, i, t1)
-                    - _counter(journal, i, t0)
-                    - Decimal(repr(journal.jumps_kwh(i, t0 / NS, t1 / NS)))
+                    _counter(journal, i, t1, register)
+                    - _counter(journal, i, t0, register)
+                    - Decimal(repr(journal.jumps_kwh(i, t0.ns / NS, t1.ns / NS)))
                 )
                 quantity = Decimal(str(r["quantity"]))
                 if NOT_MEASURED & set(r["flags"]):
@@ -474,31 +475,51 @@ def compare_energy(chain: Chain) -> dict[str, Any]:
     return out
 
 
-def _register_step(config: SiteConfig, meter_id: str) -> Decimal:
+def _energy_point(config: SiteConfig, meter_id: str) -> PointSpec:
     meter = next(m for m in config.meters if m.id == meter_id)
-    point = next(p for p in meter.points if p.quantity is Quantity.ACTIVE_ENERGY_IMPORT)
-    step = point.resolution(Decimal(0))
-    assert step is not None, f"{meter_id}: no register resolution"
-    return step
+    return next(p for p in meter.points if p.quantity is Quantity.ACTIVE_ENERGY_IMPORT)
 
 
-def _measured(store: Store, meter: str, point: str, t: int, b: BoundaryValue) -> int | None:
-    """When the boundary's value was the counter's (None when no reading is near)."""
+@dataclass(frozen=True)
+class Instant:
+    """When a boundary's value was the counter's, and the register value read then (None
+    when the boundary was interpolated between readings)."""
+
+    ns: int
+    read: Decimal | None
+
+
+def _measured(store: Store, meter: str, point: str, t: int, b: BoundaryValue) -> Instant | None:
+    """The instant a boundary value stands for (None when no reading is near)."""
     if b.distance_ns is None:
         return None
-    if b.interpolated or b.distance_ns == 0:
-        return t
+    if b.interpolated:
+        return Instant(t, None)
+    if b.distance_ns == 0:
+        return Instant(t, b.value)
     if b.value is None:  # not measured yet: the value is the first reading after
-        return t + b.distance_ns
+        first = t + b.distance_ns
+        after = store.readings(meter, point, first, first + 1)
+        read = next(r.value for r in after if r.quality.status == "good")
+        return Instant(first, read)
     near = store.readings(meter, point, t - 600 * NS, t + 1)
     held = [r for r in near if r.quality.status == "good" and r.value == b.value]
     assert held, f"{meter}/{point}: no reading of the boundary value {b.value} before {t}"
-    return held[-1].ts_ns
+    return Instant(held[-1].ts_ns, b.value)
 
 
-def _counter(journal: FleetJournal, index: int, t_ns: int) -> Decimal:
-    """The simulator's counter at t, exactly (before its register's resolution and wrap)."""
-    return Decimal(repr(journal.counter_kwh(index, t_ns / NS)))
+def _counter(journal: FleetJournal, index: int, at: Instant, register: PointSpec) -> Decimal:
+    """The simulator's counter at an instant, exactly (before its register's resolution and
+    wrap). At a reading, no more than the top of the register step it showed: a reading is
+    stamped when the answer arrived, and the meter read its counter up to a round trip
+    before, by when the counter may have passed that step."""
+    exact = Decimal(repr(journal.counter_kwh(index, at.ns / NS)))
+    if at.read is None:
+        return exact
+    read, modulus = at.read, register.counter_modulus()
+    if modulus:  # the register's value, unwrapped as the exact counter is
+        read += modulus * ((exact - read) / modulus).to_integral_value()
+    return min(exact, read + (register.resolution(read) or 0))
 
 
 def _shown(kwh: Decimal) -> str:

@@ -277,7 +277,8 @@ def status(
     readings: disk full, at its disk cap with nothing to evict; the cause is shown),
     aggregation (failed passes, late readings set aside for evicted periods), calibration
     (records held back for want of a valid calibration), the outbox (dead letters), the
-    platform link (down: the reason is shown).
+    platform link (down: the reason is shown), the platform (a batch waits for its ack longer
+    than 3 x ack_timeout_s: the broker is up but nobody acknowledges).
 
     Example: tanji status --config /etc/tanji/site.toml
     """
@@ -299,11 +300,15 @@ def status(
             attention.append("aggregation")
         if snapshot.get("records_held"):
             attention.append("calibration")
-        if (snapshot.get("outbox") or {}).get("dead_letters"):
+        outbox = snapshot.get("outbox") or {}
+        if outbox.get("dead_letters"):
             attention.append("outbox")
+        unacked = outbox.get("oldest_pending_age_s")
+        if unacked is not None and unacked > UNACKED_ATTENTION * site.mqtt.ack_timeout_s:
+            attention.append("platform")  # sent, sent again, never acknowledged
         if not (snapshot.get("link") or {}).get("connected", True):
             attention.append("link")
-        table = _status_table(snapshot, age_s)
+        table = _status_table(snapshot, age_s, site.mqtt.ack_timeout_s)
     except FileNotFoundError:
         err.print(f"no status at {path}: the gateway has not run with this configuration")
         raise typer.Exit(EXIT_FINDING) from None
@@ -517,7 +522,10 @@ def _link(link: dict[str, Any] | None) -> str:
     return f" · PLATFORM LINK DOWN ({link.get('last_error') or 'connecting'})" + ignored
 
 
-def _backlog(outbox: dict[str, Any] | None) -> str:
+UNACKED_ATTENTION = 3  # x ack_timeout_s: a batch sent, sent again, and still not acknowledged
+
+
+def _backlog(outbox: dict[str, Any] | None, ack_timeout_s: float) -> str:
     """The outbox part of the status caption: backlog, its age, dead letters."""
     if not outbox:
         return ""
@@ -527,6 +535,8 @@ def _backlog(outbox: dict[str, Any] | None) -> str:
     )
     if outbox.get("dead_letters"):
         text += f" · {outbox['dead_letters']} DEAD LETTERS (tanji outbox list)"
+    if age is not None and age > UNACKED_ATTENTION * ack_timeout_s:
+        text += " · NOT ACKNOWLEDGED: is the platform receiving?"
     return text
 
 
@@ -544,7 +554,7 @@ def _asked_again(at_s: float | None) -> str:
     )
 
 
-def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
+def _status_table(snapshot: dict[str, Any], age_s: float, ack_timeout_s: float) -> Table:
     table = Table(title=f"gateway {snapshot['gateway_id']} — status {age_s:.0f} s old")
     table.caption = (
         f"store {snapshot.get('store_used_mb', 0)} MB used"
@@ -557,7 +567,7 @@ def _status_table(snapshot: dict[str, Any], age_s: float) -> Table:
             else ""
         )
         + f" · {snapshot.get('readings_refused', 0)} readings refused"
-        + _backlog(snapshot.get("outbox"))
+        + _backlog(snapshot.get("outbox"), ack_timeout_s)
         + _link(snapshot.get("link"))
         + f" · records {snapshot.get('records_created', 0)}"
         + f" ({snapshot.get('records_revised', 0)} revisions)"

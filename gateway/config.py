@@ -257,8 +257,8 @@ class SiteConfig(Frozen):
         if slow:
             m = max(slow, key=lambda m: m.connection.poll_interval_s)
             raise ValueError(
-                f"aggregation.gap_limit_s = {limit:g} is less than twice meter {m.id!r}'s"
-                f" poll_interval_s ({m.connection.poll_interval_s:g}): each of its readings"
+                f"aggregation.gap_limit_s = {limit:g} is less than twice the poll_interval_s"
+                f" of meter {m.id} ({m.connection.poll_interval_s:g}): each of its readings"
                 " would stand alone across a gap; raise it, or leave it out (3 x each"
                 " meter's poll interval)"
             )

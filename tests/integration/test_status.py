@@ -122,6 +122,16 @@ def test_status_flags_failed_aggregation_and_late_readings_set_aside(tmp_path: P
     assert result.exit_code == 1
     assert "backlog 3 batches (oldest 120 s)" in result.output
     assert "1 DEAD LETTERS" in result.output
+    # the broker is up (link connected) but nobody acknowledges: after 3 x ack_timeout_s
+    # (30 s by default) that needs attention too
+    snapshot["outbox"] = {**snapshot["outbox"], "dead_letters": 0, "oldest_pending_age_s": 60.0}
+    (tmp_path / "tanji.db.status.json").write_text(json.dumps(snapshot))
+    assert CliRunner().invoke(app, ["status", "-c", str(site)]).exit_code == 0
+    snapshot["outbox"]["oldest_pending_age_s"] = 120.0
+    (tmp_path / "tanji.db.status.json").write_text(json.dumps(snapshot))
+    result = CliRunner().invoke(app, ["status", "-c", str(site)])
+    assert result.exit_code == 1, result.output
+    assert "NOT ACKNOWLEDGED" in result.output
 
 
 def test_status_shows_what_the_lines_make(tmp_path: Path):

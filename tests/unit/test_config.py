@@ -601,7 +601,10 @@ def test_a_gap_limit_below_two_polls_is_refused():
     data = tomllib.loads(EXAMPLE.read_text())
     data["aggregation"] = {"gap_limit_s": 3}
     data["meters"][0]["connection"]["poll_interval_s"] = 10
-    with pytest.raises(ConfigError, match=r"gap_limit_s = 3 is less than twice meter 'L1-MAIN'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"gap_limit_s = 3 is less than twice the poll_interval_s of meter L1-MAIN",
+    ):
         parse_site_config(data)
     data["aggregation"] = {"gap_limit_s": 20}
     parse_site_config(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import os
@@ -867,8 +868,14 @@ class _PointPeriods:
         before = self.store.good_before(m, name, late_ns, CONTEXT)
         if len(before) == CONTEXT and before[0].ts_ns >= sealed_end:
             return []  # CONTEXT readings in between: no sealed period's window reaches it
-        if late_ns >= sealed_end and (not before or late_ns - before[-1].ts_ns > self.gap_limit_ns):
-            return []  # it opens a new run: the sealed periods' windows end at the gap
+        times = [*(r.ts_ns for r in before), late_ns]
+        if late_ns >= sealed_end and (
+            len(times) == 1
+            or any(
+                b - a > self.gap_limit_ns and b >= sealed_end for a, b in itertools.pairwise(times)
+            )
+        ):
+            return []  # in a run that began after a gap past the sealed periods: theirs ended
         anchor = before[0].ts_ns if before else late_ns
         sealed = self.store.sealed_after(m, name, anchor)
         first = datetime_to_ns(sealed[0].period_start) if sealed else sealed_end

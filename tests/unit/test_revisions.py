@@ -39,6 +39,21 @@ def energy(t_ns: int, kwh: Decimal) -> Reading:
     )
 
 
+def timeout(t_ns: int) -> Reading:
+    """The meter did not answer: a bad reading."""
+    return Reading.trusted(
+        "L1-MAIN",
+        "active_energy_import",
+        Quantity.ACTIVE_ENERGY_IMPORT,
+        PointKind.COUNTER,
+        "kWh",
+        t_ns,
+        b"",
+        None,
+        Quality.bad("timeout"),
+    )
+
+
 def counter(t_ns: int) -> Decimal:
     """3.6 kWh an hour on a 0.01 kWh register: 0.01 kWh every 10 s."""
     return Decimal((t_ns - T0) // (10 * NS)) / 100 + 1000
@@ -310,3 +325,27 @@ def test_readings_waiting_in_memory_hold_back_sealing(gateway):
 
 async def _no_flush() -> int:
     return 0
+
+
+def test_a_meter_that_went_silent_and_came_back_revises_nothing(tmp_path: Path):
+    """A fresh-clone trial: after a meter was silent for two minutes (timeouts, stored as
+    bad readings) the periods sealed meanwhile got revisions that changed no figure, each
+    sent to the platform. The run after the gap is new: the sealed periods keep their
+    records."""
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["store"]["path"] = str(tmp_path / "g.db")
+    data["aggregation"] = {"interval": "1min", "grace_s": 5}
+    data["meters"][0]["connection"]["poll_interval_s"] = POLL_S
+    clock = Clock()
+    gw = Gateway(parse_site_config(data), clock=clock)
+    silent = (T0 + 8 * MIN, T0 + 10 * MIN)
+    records = []
+    for t in range(T0 + 3 * NS, T0 + 20 * MIN, POLL_S * NS):
+        if silent[0] <= t < silent[1]:
+            gw.store.append_readings([timeout(t)])
+        else:
+            gw.store.append_readings([energy(t, counter(t))])
+        records += seal(gw, clock, t + NS)
+    assert len(records) == 18  # 00:00-00:18, each once
+    assert {r.revision for r in records} == {0}
+    asyncio.run(gw.close())

@@ -131,7 +131,8 @@ FAULT_STATUS = {
     FaultKind.EXCEPTION: StatusCodes.BadDeviceFailure,
     FaultKind.BUSY: StatusCodes.UncertainLastUsableValue,
 }
-NOT_OVER_OPCUA = (FaultKind.SLOW, FaultKind.ROLLOVER)
+# a register's timing, wrap and read glitches: the plant serves typed variables, not registers
+NOT_OVER_OPCUA = (FaultKind.SLOW, FaultKind.ROLLOVER, FaultKind.GLITCH)
 
 
 @dataclass

@@ -294,6 +294,7 @@ async def test_plant_faults_reach_the_readings_as_status_and_frozen_counters():
     ("simulator", "event", "message"),
     [
         ("opcua", 'fault = "slow"\ndelay_s = 2', "slow is not simulated over OPC UA"),
+        ("opcua", 'fault = "glitch"', "glitch is not simulated over OPC UA"),
         ("modbus", 'fault = "changeover"\nproduct = "X"', "changeover is for the OPC UA plant"),
         (
             "opcua",

@@ -25,7 +25,8 @@ T0 = 1_764_000_000 * NS - (1_764_000_000 * NS) % (15 * MIN)  # a 15-minute bound
 POLL_S = 10
 
 
-def energy(t_ns: int, kwh: Decimal) -> Reading:
+def energy(t_ns: int, kwh: Decimal | None) -> Reading:
+    """The main meter's energy counter at t (None: it did not answer, a bad reading)."""
     return Reading.trusted(
         "L1-MAIN",
         "active_energy_import",
@@ -33,24 +34,9 @@ def energy(t_ns: int, kwh: Decimal) -> Reading:
         PointKind.COUNTER,
         "kWh",
         t_ns,
-        b"\x00\x00\x00\x00",
+        b"\x00\x00\x00\x00" if kwh is not None else b"",
         kwh,
-        Quality.good(),
-    )
-
-
-def timeout(t_ns: int) -> Reading:
-    """The meter did not answer: a bad reading."""
-    return Reading.trusted(
-        "L1-MAIN",
-        "active_energy_import",
-        Quantity.ACTIVE_ENERGY_IMPORT,
-        PointKind.COUNTER,
-        "kWh",
-        t_ns,
-        b"",
-        None,
-        Quality.bad("timeout"),
+        Quality.good() if kwh is not None else Quality.bad("timeout"),
     )
 
 
@@ -342,7 +328,7 @@ def test_a_meter_that_went_silent_and_came_back_revises_nothing(tmp_path: Path):
     records = []
     for t in range(T0 + 3 * NS, T0 + 20 * MIN, POLL_S * NS):
         if silent[0] <= t < silent[1]:
-            gw.store.append_readings([timeout(t)])
+            gw.store.append_readings([energy(t, None)])
         else:
             gw.store.append_readings([energy(t, counter(t))])
         records += seal(gw, clock, t + NS)

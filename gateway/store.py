@@ -405,22 +405,6 @@ class Store:
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def following(
-        self, meter_id: str, point: str, ts_ns: int, up_to_id: int | None = None
-    ) -> list[Reading]:
-        """The good readings at the first timestamp at or after ts_ns (usually one; two
-        readings of the same instant both belong to the period before it); with `up_to_id`,
-        among the readings stored up to that row only."""
-        series = self._series.get((meter_id, point), -1)
-        stored = "" if up_to_id is None else f" AND r.id <= {int(up_to_id)}"
-        rows = self.conn.execute(
-            f"{_SELECT_READINGS} WHERE r.series=? AND r.quality='good' AND {_USABLE}{stored}"
-            " AND r.ts_ns = (SELECT MIN(r.ts_ns) FROM readings r WHERE r.series=? AND"
-            f" r.ts_ns>=? AND r.quality='good' AND {_USABLE}{stored}) ORDER BY r.id",
-            (series, series, ts_ns),
-        ).fetchall()
-        return [_reading_from_row(r) for r in rows]
-
     def last_at(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
         """The point's last reading (any quality) at or before ts_ns."""
         row = self.conn.execute(
@@ -429,10 +413,6 @@ class Store:
             (self._series.get((meter_id, point), -1), ts_ns),
         ).fetchone()
         return _reading_from_row(row) if row else None
-
-    def last_good_before(self, meter_id: str, point: str, ts_ns: int) -> Reading | None:
-        before = self.good_before(meter_id, point, ts_ns, 1)
-        return before[0] if before else None
 
     def good_before(self, meter_id: str, point: str, ts_ns: int, limit: int) -> list[Reading]:
         """The last `limit` good readings before ts_ns that aggregation may use, oldest first."""

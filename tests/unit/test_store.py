@@ -72,7 +72,7 @@ def test_readings_round_trip_exactly(tmp_path: Path):
     )
     store.append_readings([r, bad])  # the series is registered on first sight
     assert store.readings("M1", "main", 0, 2**63 - 1) == [r, bad]
-    assert store.last_good_before("M1", "main", 2**63 - 1) == r
+    assert store.good_before("M1", "main", 2**63 - 1, 10) == [r]  # good ones only
     assert store.readings("M1", "other", 0, 2**63 - 1) == []
 
 

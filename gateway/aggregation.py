@@ -124,7 +124,7 @@ def boundary(
     for s in stepped:
         if s.a.ts_ns < t < s.b.ts_ns:
             distance = min(t - s.a.ts_ns, s.b.ts_ns - t)
-            if s.exchange:
+            if s.exchange or s.unmeasured:  # no single counter value: a swap, or unknown
                 return BoundaryValue(value=None, distance_ns=distance)
             if s.gap:
                 return BoundaryValue(value=s.a.value, distance_ns=distance)

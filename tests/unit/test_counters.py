@@ -94,6 +94,9 @@ def test_a_wrap_far_from_the_maximum_is_not_a_rollover():
 
 def test_a_counter_reset_is_backwards_and_its_step_unmeasured():
     values = ramp("500.00", 5) + ramp("0.00", 5)
+    first, second = run(trace(values), 0, 4.5), run(trace(values), 4.5, 10)
+    assert first.end.value is None  # the counter between 500.04 and 0.00: not known
+    assert first.end == second.start
     rec = run(trace(values), 0, 10)
     assert rec.quantity == Decimal("0.08")
     assert ActivityFlag.COUNTER_BACKWARDS in rec.flags

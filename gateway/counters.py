@@ -14,10 +14,11 @@ figures (docs/architecture.md, "Counter glitches"); neither ever adds energy:
    that returns is caught whatever its size (up to two among 2 x RADIUS + 1 readings); a real
    reset is not an outlier, since the readings after it agree with it.
 2. **Steps must be possible.** Between the remaining readings, a step counts only when it is
-   at most `bound`: the meter's rated power x 1.2 x time plus one register step when rated
-   power is configured (kWh counters); otherwise RATE_FACTOR x the meter's own recent rate
-   (the median rate of up to two ordinary steps on either side) x time, and never less than
-   MIN_STEPS ticks. A wrap is a rollover only within that bound (near the register's maximum to
+   at most `bound`: the point's `max_rate_per_h` x time, else the meter's rated power x 1.2 x
+   time (kWh counters), plus one register step; without either, RATE_FACTOR x the meter's
+   own recent rate (the median rate of up to two steps on either side, within the run; a
+   step across a gap also from the gaps beside it) x time, and never less than MIN_STEPS
+   ticks. A wrap is a rollover only within that bound (near the register's maximum to
    near zero). A step that fails carries no energy: its time is unmeasured (coverage, gap) and
    the period is flagged `implausible-step` or `counter-backwards`. Without rated power and
    without neighbouring steps to take a rate from, a forward step is taken as it is and a

@@ -814,7 +814,12 @@ class _PointPeriods:
         self.gap_limit_ns = int((agg.gap_limit_s or 3 * meter.connection.poll_interval_s) * NS)
 
     def record(
-        self, point: PointSpec, start: int, end: int, interval: Interval | None = None
+        self,
+        point: PointSpec,
+        start: int,
+        end: int,
+        interval: Interval | None = None,
+        after: Sequence[Reading] | None = None,  # good_from(end, CONTEXT) when already read
     ) -> ActivityRecord:
         m, name = self.meter.id, point.name
         return aggregate(
@@ -828,7 +833,7 @@ class _PointPeriods:
                 end_ns=end,
                 before=self.store.good_before(m, name, start, CONTEXT),
                 readings=self.store.readings(m, name, start, end),
-                after=self.store.good_from(m, name, end, CONTEXT),
+                after=after if after is not None else self.store.good_from(m, name, end, CONTEXT),
                 gap_limit_ns=self.gap_limit_ns,
                 tz=self.tz,
                 factors=self.gw.factors,
@@ -854,7 +859,7 @@ class _PointPeriods:
             latest = after[-1].ts_ns if after else end
             if len(after) < CONTEXT and latest + self.gap_limit_ns > horizon and not final:
                 break  # what the counter did around `end` is not settled yet
-            out.append(self.record(point, start, end))
+            out.append(self.record(point, start, end, after=after))
             start = end
         return out
 

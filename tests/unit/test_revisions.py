@@ -318,12 +318,8 @@ def test_a_meter_that_went_silent_and_came_back_revises_nothing(tmp_path: Path):
     bad readings) the periods sealed meanwhile got revisions that changed no figure, each
     sent to the platform. The run after the gap is new: the sealed periods keep their
     records."""
-    data = tomllib.loads(EXAMPLE.read_text())
-    data["store"]["path"] = str(tmp_path / "g.db")
-    data["aggregation"] = {"interval": "1min", "grace_s": 5}
-    data["meters"][0]["connection"]["poll_interval_s"] = POLL_S
     clock = Clock()
-    gw = Gateway(parse_site_config(data), clock=clock)
+    gw = gateway_on(tmp_path / "g.db", "1min", clock)
     silent = (T0 + 8 * MIN, T0 + 10 * MIN)
     records = []
     for t in range(T0 + 3 * NS, T0 + 20 * MIN, POLL_S * NS):

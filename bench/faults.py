@@ -422,8 +422,9 @@ def compare_energy(chain: Chain) -> dict[str, Any]:
                 e = per_meter.setdefault(meter, MeterEnergy([]))
                 first, last = BoundaryValue(**r["start"]), BoundaryValue(**r["end"])
                 start, end = _ns(r["period_start"]), _ns(r["period_end"])
-                t0 = _measured(gateway, meter, point, start, first)
-                t1 = _measured(gateway, meter, point, end, last)
+                unmeasured = bool(NOT_MEASURED & set(r["flags"]))
+                t0 = _measured(gateway, meter, point, start, first, unmeasured)
+                t1 = _measured(gateway, meter, point, end, last, unmeasured)
                 if t0 is None or t1 is None:
                     continue  # nothing measured in this period (no readings around it)
                 i, register = index[meter], registers[meter]
@@ -433,7 +434,7 @@ def compare_energy(chain: Chain) -> dict[str, Any]:
                     - Decimal(repr(journal.jumps_kwh(i, t0.ns / NS, t1.ns / NS)))
                 )
                 quantity = Decimal(str(r["quantity"]))
-                if NOT_MEASURED & set(r["flags"]):
+                if unmeasured:
                     e.not_measured_records += 1
                     e.not_measured_platform_kwh += quantity
                     e.not_measured_simulator_kwh += counted
@@ -489,19 +490,25 @@ class Instant:
     read: Decimal | None
 
 
-def _measured(store: Store, meter: str, point: str, t: int, b: BoundaryValue) -> Instant | None:
-    """The instant a boundary value stands for (None when no reading is near)."""
+def _measured(
+    store: Store, meter: str, point: str, t: int, b: BoundaryValue, unmeasured: bool
+) -> Instant | None:
+    """The instant a boundary value stands for (None when no reading is near). In a record
+    with a step not counted (`unmeasured`), a boundary without value lies in such a step
+    (or an exchange): the span is taken to the boundary itself, so the simulator's side is
+    all the counter moved in the period, and a record booking more than that invented it."""
     if b.distance_ns is None:
         return None
-    if b.interpolated:
+    if b.interpolated or (b.value is None and unmeasured):
         return Instant(t, None)
     if b.distance_ns == 0:
         return Instant(t, b.value)
     if b.value is None:  # not measured yet: the value is the first reading after
         first = t + b.distance_ns
         after = store.readings(meter, point, first, first + 1)
-        read = next(r.value for r in after if r.quality.status == "good")
-        return Instant(first, read)
+        good = [r.value for r in after if r.quality.status == "good"]
+        assert good, f"{meter}/{point}: no good reading {b.distance_ns} ns after {t}"
+        return Instant(first, good[0])
     near = store.readings(meter, point, t - 600 * NS, t + 1)
     held = [r for r in near if r.quality.status == "good" and r.value == b.value]
     assert held, f"{meter}/{point}: no reading of the boundary value {b.value} before {t}"

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.config import parse_site_config
 from gateway.models import PointKind, Quality, Quantity, Reading
-from gateway.runtime import Gateway
+from gateway.runtime.supervisor import Gateway
 
 NS = 1_000_000_000
 T0 = 1_764_000_000 * NS - (1_764_000_000 * NS) % (900 * NS)  # a 15-minute boundary

@@ -30,7 +30,7 @@ import tomli_w
 
 from gateway.config import parse_site_config
 from gateway.models import PointKind, Quality, Reading
-from gateway.store import Store
+from gateway.store.sqlite import Store
 
 POINTS = [
     "active_energy_import",

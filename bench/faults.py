@@ -48,13 +48,13 @@ from typing import Any
 
 import tomli_w
 
-from gateway.aggregation import EXACT
+from gateway.activity.aggregation import EXACT
 from gateway.config import SiteConfig
 from gateway.demo import demo_site, free_port_range, write_site
 from gateway.models import ActivityFlag, BoundaryValue, PointSpec, Quantity
 from gateway.periods import NS, datetime_to_ns
-from gateway.runtime import status_path_for
-from gateway.store import Store
+from gateway.runtime.supervisor import status_path_for
+from gateway.store.sqlite import Store
 from simulators.modbus_fleet import FleetJournal, rated_kw
 from simulators.platform import PlatformStore, ack_signer, public_key_path
 from tests.conftest import Mosquitto, _mosquitto_binary

@@ -5,7 +5,7 @@ collector, its CPU and RSS, next to a bare asyncua subscription client in the sa
 
 An asyncua server in its own process serves `--items` Double variables, all changed every
 second. *Ours*: one OpcUaCollector subscribing to all of them (publishing 1 s), every batch
-written to a real SQLite store (gateway.store.Store). *Bare*: an asyncua Client with one
+written to a real SQLite store (gateway.store.sqlite.Store). *Bare*: an asyncua Client with one
 subscription and a handler that counts notifications. Each runs alone for `--seconds`
 against the same server; prints JSON.
 """
@@ -78,7 +78,7 @@ def rss_mb() -> float:
 async def ours(port: int, items: int, seconds: float, db: Path) -> dict[str, Any]:
     from collectors.opcua import OpcUaCollector, OpcUaDevice
     from gateway.models import PointKind, Quantity
-    from gateway.store import Store
+    from gateway.store.sqlite import Store
 
     device = OpcUaDevice.model_validate(
         {

@@ -18,7 +18,7 @@ from collectors.modbus.decode import decode, encode
 from collectors.opcua.collector import reading_of
 from collectors.opcua.config import OpcUaPoint
 from gateway.evidence import leaf_hash
-from gateway.store import _row
+from gateway.store.sqlite import _row
 from tests.unit.test_aggregation import reading, run
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.models import PointKind, Quality, Quantity, Reading
-from gateway.store import SCHEMA_STATEMENTS, Store, connect
+from gateway.store.sqlite import SCHEMA_STATEMENTS, Store, connect
 
 GOOD = Quality.good()
 T0 = 1_764_000_000_000_000_000

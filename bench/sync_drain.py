@@ -36,8 +36,8 @@ import paho.mqtt.client as paho
 
 from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.periods import NS, datetime_to_ns
-from gateway.runtime import READINGS_CURSOR, StoreReadings
-from gateway.store import Store
+from gateway.runtime.supervisor import READINGS_CURSOR, StoreReadings
+from gateway.store.sqlite import Store
 from simulators.backlog import POINT, fill_outbox, meter, reading, site_records
 from tests.conftest import Mosquitto, Postgres, _postgres_bindir
 from tests.support.procs import wait_until

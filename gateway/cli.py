@@ -38,14 +38,14 @@ from gateway.config import (
     problems_from,
 )
 from gateway.models import PointKind
-from gateway.store import Store, StoreError
+from gateway.store.sqlite import Store, StoreError
 
 if TYPE_CHECKING:
     from cloud_sync import Outbox
-    from gateway.allocation import Allocation
-    from gateway.balance import BalanceConfig, BalanceResult
-    from gateway.calibration import Registry
+    from gateway.activity.allocation import Allocation
+    from gateway.activity.balance import BalanceConfig, BalanceResult
     from gateway.demo import DemoParts, DemoSummary
+    from gateway.metrology.calibration import Registry
     from gateway.models import CalibrationRecord, CalibrationStatus
 
 app = typer.Typer(
@@ -176,7 +176,7 @@ def check_config(
         and p.max_rate_per_h is None
         and (m.rated_power_kw is None or p.unit != "kWh")
     ]
-    if unrated:  # gateway/counters.py falls back to the meter's own recent rate
+    if unrated:  # gateway/activity/counters.py falls back to the meter's own recent rate
         out.print(
             f"note: no rating for the counter(s) {', '.join(unrated)} (rated_power_kw of the"
             " meter for kWh, or max_rate_per_h of the point): their steps are judged from"
@@ -214,8 +214,8 @@ def run(
             " = true); use mqtts:// unless that network is trusted",
             site.mqtt.host,
         )
-    from gateway.runtime import Gateway, GatewayFailed, describe_error
-    from gateway.storelock import StoreLock
+    from gateway.runtime.supervisor import Gateway, GatewayFailed, describe_error
+    from gateway.store.lock import StoreLock
 
     async def main() -> None:
         stop = _stop_on_signals()
@@ -283,7 +283,7 @@ def status(
     Example: tanji status --config /etc/tanji/site.toml
     """
     site = _load_site(config)
-    from gateway.runtime import STATUS_INTERVAL_S, status_path_for
+    from gateway.runtime.supervisor import STATUS_INTERVAL_S, status_path_for
 
     path = status_path_for(site.store.path)
     try:
@@ -316,7 +316,7 @@ def status(
         err.print(f"{path}: not a tanji status file ({exc!r})", highlight=False, markup=False)
         raise typer.Exit(EXIT_FINDING) from None
     if metrics:
-        from gateway.metrics import prometheus_text
+        from gateway.runtime.metrics import prometheus_text
 
         print(prometheus_text(snapshot, age_s), end="")
         return
@@ -368,9 +368,9 @@ def report(
     from datetime import timedelta
     from zoneinfo import ZoneInfo
 
-    from gateway import report as rpt
-    from gateway.allocation import allocate
-    from gateway.balance import check as check_balance
+    from gateway.activity import report as rpt
+    from gateway.activity.allocation import allocate
+    from gateway.activity.balance import check as check_balance
     from gateway.periods import Interval, datetime_to_ns
 
     site = _load_site(config)
@@ -455,7 +455,7 @@ def report(
 
 
 def _balance_table(balance: BalanceConfig, results: list[BalanceResult]) -> Table:
-    from gateway.balance import summary
+    from gateway.activity.balance import summary
 
     counts = summary(results)
     table = Table(
@@ -481,7 +481,7 @@ def _balance_table(balance: BalanceConfig, results: list[BalanceResult]) -> Tabl
 
 
 def _products_table(allocation: Allocation) -> Table:
-    from gateway.report import per_unit
+    from gateway.activity.report import per_unit
 
     table = Table(title="energy per product (split by output; idle: periods without output)")
     for col in ("line", "product", "output", "carrier", "energy", "unit", "per unit"):
@@ -724,7 +724,7 @@ def _registry(site: SiteConfig) -> Registry:
 
 
 def _store_and_registry(site: SiteConfig) -> tuple[Store, Registry]:
-    from gateway.calibration import Registry
+    from gateway.metrology.calibration import Registry
 
     try:
         store = Store(site.store.path)
@@ -741,7 +741,7 @@ def _store_and_registry(site: SiteConfig) -> tuple[Store, Registry]:
 def _calibration_rows(
     site: SiteConfig, registry: Registry, day: date
 ) -> list[tuple[str, CalibrationStatus, CalibrationRecord | None]]:
-    from gateway.metrology import status_on
+    from gateway.metrology.status import status_on
 
     rows = []
     for m in site.meters:
@@ -829,7 +829,7 @@ def calibration_list(
 def _class_findings(site: SiteConfig) -> list[str]:
     """Meters whose accuracy class does not meet `required_accuracy_class` (or cannot be
     compared)."""
-    from gateway.metrology import class_meets
+    from gateway.metrology.status import class_meets
 
     out = []
     for m in site.meters:
@@ -906,7 +906,7 @@ def calibration_import(
     Examples: tanji calibration import -c site.toml certificates-2026.csv
               tanji calibration import -c site.toml 2026-0815.dcc.xml --due 2027-08-14
     """
-    from gateway.calibration import CalibrationError, file_source, read_certificates
+    from gateway.metrology.calibration import CalibrationError, file_source, read_certificates
 
     site = _load_site(config)
     try:
@@ -944,7 +944,7 @@ def calibration_import(
 def _read_dcc(
     file: Path, content: bytes, site: SiteConfig, due: str | None
 ) -> tuple[str, CalibrationRecord]:
-    from gateway.dcc import DccError, read_dcc
+    from gateway.metrology.dcc import DccError, read_dcc
 
     if due is None:
         err.print(
@@ -971,7 +971,7 @@ def calibration_revoke(
 
     Example: tanji calibration revoke -c site.toml L1-MAIN JL-2026-0012 --reason "wrong meter"
     """
-    from gateway.calibration import STANDARD, CalibrationError
+    from gateway.metrology.calibration import STANDARD, CalibrationError
 
     site = _load_site(config)
     if meter not in {m.id for m in site.meters} and not meter.startswith(STANDARD):
@@ -1145,8 +1145,8 @@ def trace(
     """
     from zoneinfo import ZoneInfo
 
-    from gateway.metrology import complete
-    from gateway.metrology import trace as chain_of
+    from gateway.metrology.status import complete
+    from gateway.metrology.status import trace as chain_of
     from gateway.periods import datetime_to_ns
 
     site = _load_site(config)

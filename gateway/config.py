@@ -19,9 +19,8 @@ from pydantic_core import ErrorDetails
 
 from cloud_sync.transport import MqttConfig
 from collectors import collector_types
-from gateway.balance import BalanceConfig
-from gateway.factors import FactorError, FactorsConfig, FactorSet
-from gateway.mirror import MirrorConfig
+from gateway.activity.balance import BalanceConfig
+from gateway.activity.factors import FactorError, FactorsConfig, FactorSet
 from gateway.models import (
     CalibrationRecord,
     Carrier,
@@ -37,6 +36,7 @@ from gateway.models import (
     wrong_type,
 )
 from gateway.periods import Interval, fixed_offset_problem
+from gateway.store.mirror import MirrorConfig
 from gateway.uscc import uscc_problem
 
 RATED_POWER_LIMIT_KW = Decimal(10_000_000)  # 10 GW: above any one meter's circuit
@@ -249,7 +249,7 @@ class SiteConfig(Frozen):
     @model_validator(mode="after")
     def _gap_limit_spans_polls(self) -> SiteConfig:
         """Readings of a meter that polls slower than the gap limit would all lie across
-        gaps, where no glitch can be told (gateway/counters.py)."""
+        gaps, where no glitch can be told (gateway/activity/counters.py)."""
         limit = self.aggregation.gap_limit_s
         slow = [
             m for m in self.meters if limit is not None and limit < 2 * m.connection.poll_interval_s

@@ -23,16 +23,17 @@ from typing import Any
 import tomli_w
 
 from cloud_sync.transport import MqttConfig
-from gateway import balance, uncertainty
-from gateway.aggregation import EXACT
-from gateway.allocation import allocate
-from gateway.calibration import file_source
+from gateway.activity import balance
+from gateway.activity.aggregation import EXACT
+from gateway.activity.allocation import allocate
+from gateway.activity.report import per_unit
 from gateway.config import SiteConfig, parse_site_config
-from gateway.dcc import read_dcc
+from gateway.metrology import uncertainty
+from gateway.metrology.calibration import file_source
+from gateway.metrology.dcc import read_dcc
 from gateway.models import ActivityRecord, CalibrationRecord
 from gateway.periods import datetime_to_ns
-from gateway.report import per_unit
-from gateway.runtime import Gateway
+from gateway.runtime.supervisor import Gateway
 from simulators.broker import EmbeddedBroker
 from simulators.modbus_fleet import MeterFleet, rated_kw
 from simulators.opcua_plant import LineSpec, PlantServer, node_id
@@ -225,7 +226,7 @@ def demo_site(
                 "model": "tanji simulated meter (not a real product)",
                 "carrier": "electricity",
                 "accuracy_class": "0.5S" if i == main else "1",
-                # counter steps faster than 1.2 x this are implausible (gateway/counters.py)
+                # steps faster than 1.2 x this are implausible (gateway/activity/counters.py)
                 "rated_power_kw": Decimal(
                     str(
                         sum(rated_kw(k) for k in range(meters - 1)) * (1 + MAIN_LOSSES)

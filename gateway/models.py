@@ -368,7 +368,7 @@ _FIELDS_SET = {
 
 
 class CalibrationStatus(enum.StrEnum):
-    """A meter's calibration at a time (rules in gateway/metrology.py)."""
+    """A meter's calibration at a time (rules in gateway/metrology/status.py)."""
 
     VALID = "valid"
     EXPIRED = "expired"
@@ -642,9 +642,10 @@ class BoundaryValue(Frozen):
 
 
 class Uncertainty(Frozen):
-    """Standard uncertainties of a record's quantity, in its unit (gateway/uncertainty.py):
-    the meter's systematic part (adds linearly over the same meter's periods) and the parts
-    at its start and end boundaries (shared with the neighbouring periods); U = k u_c."""
+    """Standard uncertainties of a record's quantity, in its unit
+    (gateway/metrology/uncertainty.py): the meter's systematic part (adds linearly over the
+    same meter's periods) and the parts at its start and end boundaries (shared with the
+    neighbouring periods); U = k u_c."""
 
     u_systematic: Decimal = Field(ge=0)
     u_start: Decimal = Field(ge=0)
@@ -668,7 +669,7 @@ class ActivityRecord(Frozen):
     """Energy (or output) of one meter over one aligned period, traceable to its readings.
 
     `quantity` is the counter's advance between the period's boundaries, the value at each
-    boundary interpolated between the good readings around it (gateway.aggregation has the
+    boundary interpolated between the good readings around it (gateway.activity.aggregation has the
     rule); consecutive records share their boundary value, so sums over records equal the
     counter's advance with nothing counted twice. `readings_root` is the Merkle root
     (gateway.evidence) of the readings the figure was computed from. Late readings give a new

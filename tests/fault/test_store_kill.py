@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import Store
+from gateway.store.sqlite import Store
 from tests.support.store_writer import BATCH
 
 

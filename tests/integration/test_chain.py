@@ -73,7 +73,7 @@ def test_tanji_demo_command_prints_json_summary(tmp_path: Path):
 async def test_energy_per_product_through_the_chain(tmp_path: Path, mosquitto: Mosquitto):
     """Production counters read over Modbus reach the platform as records of their product;
     a line's energy (its meters' fractions) is split between its products by output."""
-    from gateway.allocation import allocate
+    from gateway.activity.allocation import allocate
     from gateway.models import ActivityRecord
     from simulators.platform import PlatformStore
 
@@ -184,7 +184,7 @@ async def test_a_backfilled_reading_reaches_the_platform_as_a_revision(
         tmp_path,
         meters=1,
         interval_s=2,
-        duration_s=20,  # sealed once 10 readings follow a period (gateway/counters.py)
+        duration_s=20,  # sealed once 10 readings follow a period (gateway/activity/counters.py)
         on_tick=backfill,
         broker_port=mosquitto.port,
     )

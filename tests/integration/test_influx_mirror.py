@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.mirror import MIRROR_CURSOR, Mirror, MirrorConfig
 from gateway.models import PointKind, Quality, Quantity, Reading
-from gateway.store import Store
+from gateway.store.mirror import MIRROR_CURSOR, Mirror, MirrorConfig
+from gateway.store.sqlite import Store
 from tests.conftest import VictoriaMetrics
 
 T0 = 1_764_000_000_000_000_000

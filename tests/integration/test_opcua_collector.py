@@ -17,7 +17,7 @@ import pytest
 from collectors.opcua import OpcUaCollector, OpcUaDevice
 from gateway.config import parse_site_config
 from gateway.models import QualityStatus, Reading
-from gateway.runtime import Gateway
+from gateway.runtime.supervisor import Gateway
 from simulators.modbus_fleet import Scenario
 from simulators.opcua_plant import LineSpec, PlantServer, node_id
 from tests.conftest import Mosquitto, free_port
@@ -219,7 +219,7 @@ async def test_production_counters_reach_the_store(tmp_path: Path, mosquitto: Mo
         made = plant.units("Line1")
     labels = gateway.status_snapshot()["meters"]["L1-OPC"]["labels"]  # `tanji status`
     assert labels == {"product_code": "CELL-B", "production_order": "Line1-PO00002"}
-    from gateway.store import Store
+    from gateway.store.sqlite import Store
 
     store = Store(tmp_path / "g.db")
     units = [r for r in store.readings("L1-OPC", "units", 0, 2**63 - 1) if r.value is not None]

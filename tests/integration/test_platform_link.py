@@ -13,7 +13,7 @@ import pytest
 
 from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.demo import DEMO_USCC, DemoSummary, run_demo
-from gateway.store import Store
+from gateway.store.sqlite import Store
 from simulators.platform import PlatformStore
 from tests.conftest import BrokerTls, Mosquitto, TlsBroker, _mosquitto_binary, require
 from tests.support.mqtt import retained

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from typer.testing import CliRunner
 
-from gateway.aggregation import EXACT
+from gateway.activity.aggregation import EXACT
 from gateway.cli import app
 from gateway.demo import run_demo
 from tests.conftest import Mosquitto

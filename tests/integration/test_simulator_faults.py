@@ -80,7 +80,7 @@ async def test_read_glitches_book_no_energy_through_the_real_collector():
     """Issue 15: one glitched read of the energy counter (0, or 0xFFFFFFFF) booked the whole
     counter (12,345 kWh) or a rollover (4.29e7 kWh). Read over Modbus TCP from the simulated
     meter, glitched as a wire fault, aggregated as the gateway does: only the true advance."""
-    from gateway.aggregation import PeriodInput, aggregate
+    from gateway.activity.aggregation import PeriodInput, aggregate
     from gateway.periods import Interval
     from tests.unit.test_aggregation import METER, SH
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gateway import runtime
 from gateway.cli import app
 from gateway.demo import DemoParts, run_demo
+from gateway.runtime import supervisor as runtime
 from simulators.modbus_fleet import FaultKind
 from tests.conftest import Mosquitto
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from gateway.models import PointKind, Quality, Quantity, Reading
-from gateway.store import Store
+from gateway.store.sqlite import Store
 
 BATCH = 1000
 

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collectors.modbus import ModbusPoint
-from gateway.aggregation import PeriodInput, aggregate
-from gateway.counters import CONTEXT
-from gateway.factors import FactorSet
+from gateway.activity.aggregation import PeriodInput, aggregate
+from gateway.activity.counters import CONTEXT
+from gateway.activity.factors import FactorSet
 from gateway.models import (
     ActivityFlag,
     CalibrationRecord,
@@ -252,7 +252,7 @@ def test_sum_over_periods_equals_counter_advance_and_no_period_gains_energy(
     or counted twice: interpolated boundaries telescope), no period gets less than zero or more
     than the steps crossing it (interpolation never creates energy), and neighbours agree on
     their shared boundary. Any eight consecutive steps stay below half the register's range,
-    so every rollover is recognisable (gateway/counters.py); an exchange happens at a reading, with `tail` advanced unread on the old
+    so every rollover is recognisable (gateway/activity/counters.py); an exchange happens at a reading, with `tail` advanced unread on the old
     meter and the new one starting from `initial`."""
     point = POINT.model_copy(update={"data_type": "uint16"})
     where = exchange[0] % len(steps) if exchange else None

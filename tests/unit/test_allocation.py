@@ -11,10 +11,10 @@ from hypothesis import example as falsified_by
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.allocation import allocate, split
+from gateway.activity.allocation import allocate, split
+from gateway.activity.report import latest_revisions
 from gateway.config import ConfigError, parse_site_config
 from gateway.models import ActivityRecord, Carrier, LineShare, Quantity
-from gateway.report import latest_revisions
 from tests.unit.test_aggregation import reading, run
 from tests.unit.test_config import example, problems
 
@@ -129,7 +129,7 @@ def test_a_product_needs_a_production_counter_on_one_line():
 
 
 def test_the_report_page_charts_energy_per_product_unit():
-    from gateway.report import to_html, totals
+    from gateway.activity.report import to_html, totals
 
     records = [
         energy("E1", "100.00", P1, {"L1": "1"}),

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.balance import BalanceConfig, check, summary
+from gateway.activity.balance import BalanceConfig, check, summary
 from gateway.config import ConfigError, parse_site_config
 from gateway.models import ActivityFlag, CalibrationStatus
 from tests.unit.test_aggregation import reading, run

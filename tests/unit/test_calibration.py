@@ -10,11 +10,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.calibration import CalibrationError, Registry, read_certificates
 from gateway.config import ConfigError
-from gateway.metrology import Entry, status_on, status_over
+from gateway.metrology.calibration import CalibrationError, Registry, read_certificates
+from gateway.metrology.status import Entry, status_on, status_over
 from gateway.models import CalibrationRecord, CalibrationStatus
-from gateway.store import Store
+from gateway.store.sqlite import Store
 
 SH = ZoneInfo("Asia/Shanghai")
 S = CalibrationStatus
@@ -165,7 +165,7 @@ def test_certificate_files_name_every_problem(tmp_path: Path):
 
 
 def test_trace_follows_reference_standards_and_marks_every_break(registry: Registry):
-    from gateway.metrology import LinkState, complete, trace
+    from gateway.metrology.status import LinkState, complete, trace
     from gateway.models import Carrier, Meter
 
     meter = Meter(id="M1", serial="S1", model="m", carrier=Carrier.ELECTRICITY, accuracy_class="1")
@@ -239,8 +239,8 @@ def test_an_import_is_all_or_nothing(registry: Registry):
 
 
 def test_a_certificate_uncertainty_that_is_not_a_number_falls_back_to_the_class():
+    from gateway.metrology.uncertainty import relative_systematic
     from gateway.models import Carrier
-    from gateway.uncertainty import relative_systematic
 
     for odd in ("NaN %", "Infinity %", "1E+999999 %", "abc %", "-1 %"):
         c = cert("A", "2026-01-01", "2026-12-31").model_copy(
@@ -260,7 +260,7 @@ def test_csv_that_cannot_be_read_is_a_clear_error(tmp_path: Path):
 
 
 def test_trace_follows_the_certificate_the_link_names(registry: Registry):
-    from gateway.metrology import LinkState, complete, trace
+    from gateway.metrology.status import LinkState, complete, trace
     from gateway.models import Carrier, Meter
 
     meter = Meter(id="M1", serial="S1", model="m", carrier=Carrier.ELECTRICITY, accuracy_class="1")
@@ -290,7 +290,7 @@ def test_trace_follows_the_certificate_the_link_names(registry: Registry):
 
 
 def test_an_s_requirement_needs_an_s_class():
-    from gateway.metrology import class_meets
+    from gateway.metrology.status import class_meets
 
     assert class_meets("electricity", "0.5S", "0.5S") is True
     assert class_meets("electricity", "0.2S", "0.5S") is True
@@ -301,7 +301,7 @@ def test_an_s_requirement_needs_an_s_class():
 
 
 def test_a_good_label_reading_is_a_verified_link(registry: Registry):
-    from gateway.metrology import LinkState, trace
+    from gateway.metrology.status import LinkState, trace
     from gateway.models import Carrier, Meter, Quality
     from tests.unit.test_store import LABEL
 

@@ -405,7 +405,7 @@ def test_the_largest_allowed_values_do_not_break_the_run(tmp_path: Path):
     made at the top of every range (before, inf and 1e300 passed and failed every minute)."""
     import asyncio
 
-    from gateway.runtime import Gateway
+    from gateway.runtime.supervisor import Gateway
 
     data = example()
     data["store"] = {

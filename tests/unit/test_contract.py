@@ -70,7 +70,7 @@ def test_ack_round_trip_and_malformed_acks():
 
 
 def test_platform_keeps_revisions_and_counts_the_latest(tmp_path: Path):
-    from gateway.aggregation import revise
+    from gateway.activity.aggregation import revise
 
     store = PlatformStore(tmp_path / "p.db")
     topic = f"tanji/v1/{USCC}/gw/activity"
@@ -98,7 +98,7 @@ def test_platform_keeps_revisions_and_counts_the_latest(tmp_path: Path):
 def test_revisions_may_arrive_out_of_order(tmp_path: Path):
     """A re-send after an outage can bring revision 1 before revision 0: both are kept and
     the latest counts, whichever came first."""
-    from gateway.aggregation import revise
+    from gateway.activity.aggregation import revise
 
     store = PlatformStore(tmp_path / "p.db")
     topic = f"tanji/v1/{USCC}/gw/activity"

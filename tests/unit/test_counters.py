@@ -1,5 +1,5 @@
 """Counters that cannot invent energy: glitched readings set aside, implausible steps not
-counted (gateway/counters.py), through the same aggregation the gateway runs."""
+counted (gateway/activity/counters.py), through the same aggregation the gateway runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from decimal import Decimal, localcontext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.counters import EXACT, RADIUS
+from gateway.activity.counters import EXACT, RADIUS
 from gateway.models import ActivityFlag
 from tests.unit.test_aggregation import METER, POINT, reading, run
 

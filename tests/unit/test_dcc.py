@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.dcc import DccError, read_dcc
+from gateway.metrology.dcc import DccError, read_dcc
 
 DATA = Path(__file__).parents[1] / "data" / "dcc"
 VALID = (DATA / "dcclib_valid.xml").read_bytes()

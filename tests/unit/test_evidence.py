@@ -74,7 +74,7 @@ def test_readings_hash_as_rfc8785_says(point, ts, raw, value, reason):
 
 
 def test_a_readings_json_form_has_no_numbers():
-    """What lets aggregation skip the check (gateway.aggregation, readings_root)."""
+    """What lets aggregation skip the check (gateway.activity.aggregation, readings_root)."""
 
     def types(schema: dict, defs: dict) -> set[str]:
         if "$ref" in schema:

@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.contract import build_batch, parse_batch
+from gateway.activity.factors import (
+    FactorError,
+    FactorsConfig,
+    FactorSet,
+    coal_coefficients,
+    grid_factors,
+)
 from gateway.config import ConfigError, parse_site_config
-from gateway.factors import FactorError, FactorsConfig, FactorSet, coal_coefficients, grid_factors
 from gateway.models import Carrier
 from tests.unit.test_aggregation import reading, run
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from gateway.mirror import to_point
 from gateway.models import PointKind, Quality, Quantity, Reading
+from gateway.store.mirror import to_point
 
 BASE = {"meter_id": "P1", "ts_ns": 1_764_000_000_000_000_000, "quality": Quality.good()}
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.activity.counters import CONTEXT
 from gateway.config import parse_site_config
-from gateway.counters import CONTEXT
 from gateway.models import ActivityFlag, PointKind, Quality, Quantity, Reading
-from gateway.runtime import Gateway
+from gateway.runtime.supervisor import Gateway
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "site.example.toml"
 NS = 1_000_000_000

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.evidence import leaf_hash
 from gateway.models import PointKind, Quality, Quantity, Reading
-from gateway.store import SCHEMA_VERSION, Store, StoreError
+from gateway.store.sqlite import SCHEMA_VERSION, Store, StoreError
 
 DATA = Path(__file__).parent.parent / "data"
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 import cloud_sync
-from gateway import runtime
+from gateway.activity.counters import CONTEXT
 from gateway.config import load_site_config
-from gateway.counters import CONTEXT
 from gateway.models import PointKind, Quality, Quantity, Reading
-from gateway.runtime import Gateway
-from gateway.store import Store
+from gateway.runtime import supervisor as runtime
+from gateway.runtime.supervisor import Gateway
+from gateway.store.sqlite import Store
 
 NS = 1_000_000_000
 MIN = 60 * NS

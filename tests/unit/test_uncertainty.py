@@ -10,11 +10,11 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.aggregation import PeriodInput, aggregate
-from gateway.counters import CONTEXT
+from gateway.activity.aggregation import PeriodInput, aggregate
+from gateway.activity.counters import CONTEXT
+from gateway.metrology.uncertainty import of_independent, of_point, relative_systematic
 from gateway.models import CalibrationRecord, Carrier, Meter, Uncertainty
 from gateway.periods import NS, Interval, datetime_to_ns
-from gateway.uncertainty import of_independent, of_point, relative_systematic
 from tests.unit.test_aggregation import POINT, SH, reading, run
 
 METER = Meter(

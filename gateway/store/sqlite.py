@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_sync.outbox import OUTBOX_TABLE  # same file; read for acked batches only
-from gateway.counters import CONTEXT
+from gateway.activity.counters import CONTEXT
 from gateway.models import (
     ActivityRecord,
     PointKind,
@@ -545,7 +545,7 @@ class Store:
         gauge of a meter without records is done with at `sealed_ns`. The last good reading
         before the horizon stays, and of a counter the last CONTEXT: they open the next
         period (the last one its first value, all of them what is a glitch there:
-        gateway/counters.py). With
+        gateway/activity/counters.py). With
         `unsent_from_id` (the raw readings stream's cursor), no reading after it goes either:
         the platform wants it."""
         settled = self.conn.execute(

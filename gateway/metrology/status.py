@@ -260,7 +260,7 @@ def class_meets(carrier: str, actual: str, required: str) -> bool | None:
     """Whether a meter of class `actual` satisfies a requirement of class `required` (its
     error limit is no wider); None when either limit is unknown (gateway/data/
     accuracy-classes.toml)."""
-    from gateway.uncertainty import class_limits
+    from gateway.metrology.uncertainty import class_limits
 
     limits = class_limits()
     actual, required = actual.strip(), required.strip()

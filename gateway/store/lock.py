@@ -10,7 +10,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from gateway.store import StoreError
+from gateway.store.sqlite import StoreError
 
 
 def lock_path_for(store_path: Path) -> Path:

@@ -4,7 +4,7 @@ or revoked with a reason; nothing is ever updated or deleted (SQLite triggers re
 the history an auditor sees is the history there was.
 
 The site's own `[meters.calibration]` entries are registered at start (`sync_site`);
-`tanji calibration import` adds certificates from files. gateway.metrology decides, from the
+`tanji calibration import` adds certificates from files. gateway.metrology.status decides, from the
 entries, the status of a meter at a time.
 """
 
@@ -23,9 +23,9 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from gateway.config import ConfigError, ConfigProblem, problems_from
-from gateway.metrology import Entry
+from gateway.metrology.status import Entry
 from gateway.models import CalibrationRecord, Frozen
-from gateway.store import transaction
+from gateway.store.sqlite import transaction
 
 SCHEMA = (
     """
@@ -258,7 +258,7 @@ class Registry:
         )
 
 
-# --- certificate files (paper certificates typed in; DCC XML: gateway.dcc) ---------------------
+# --- certificate files (paper certificates typed in; DCC XML: gateway.metrology.dcc) --------
 
 
 class _Certificate(CalibrationRecord):

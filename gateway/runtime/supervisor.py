@@ -26,17 +26,23 @@ from zoneinfo import ZoneInfo
 
 import cloud_sync
 from collectors import CollectorStats, Shared, create_collector
-from gateway.aggregation import PeriodInput, aggregate, revise
-from gateway.calibration import Registry
+from gateway.activity.aggregation import PeriodInput, aggregate, revise
+from gateway.activity.counters import CONTEXT
+from gateway.activity.factors import FactorSet
 from gateway.config import MeterConfig, SiteConfig
-from gateway.counters import CONTEXT
-from gateway.diskspace import Reserve, describe_free, free_bytes, is_disk_full, reserve_path_for
-from gateway.factors import FactorSet
-from gateway.metrology import Entry, status_on
-from gateway.mirror import Mirror, RunInDb
+from gateway.metrology.calibration import Registry
+from gateway.metrology.status import Entry, status_on
 from gateway.models import ActivityRecord, PointKind, PointSpec, Reading
 from gateway.periods import NS, Interval, datetime_to_ns, ns_to_datetime
-from gateway.store import EvictionResult, Store, transaction
+from gateway.store.diskspace import (
+    Reserve,
+    describe_free,
+    free_bytes,
+    is_disk_full,
+    reserve_path_for,
+)
+from gateway.store.mirror import Mirror, RunInDb
+from gateway.store.sqlite import EvictionResult, Store, transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -603,7 +609,7 @@ class Gateway:
             await asyncio.sleep(RETENTION_INTERVAL_S)
 
     async def enforce_limits(self, room_bytes: int = 0) -> EvictionResult:
-        """Evict what retention and the disk cap allow (gateway.store.Store.enforce_limits),
+        """Evict what retention and the disk cap allow (gateway.store.sqlite.Store.enforce_limits),
         making `room_bytes` more room under the cap where it can."""
         cfg, agg = self.config.store, self.config.aggregation
         now = self._clock()
@@ -651,7 +657,7 @@ class Gateway:
         """Seal every period that ended more than `grace_s` ago into records and the outbox,
         and revise sealed ones that late readings changed. A period is sealed once CONTEXT
         good readings after its end exist (they decide whether the readings around its end
-        are glitches: gateway/counters.py) or the gap limit has passed since the last of
+        are glitches: gateway/activity/counters.py) or the gap limit has passed since the last of
         them; `final` (no more readings coming: collection stopped) seals without.
 
         Records are computed one meter at a time on the database thread, so the store writer

@@ -26,7 +26,7 @@ import xmlschema
 
 from gateway.models import CalibrationRecord
 
-SCHEMA_DIR = Path(__file__).parent / "data" / "dcc"
+SCHEMA_DIR = Path(__file__).parent.parent / "data" / "dcc"
 SCHEMA_VERSION = "3.3.0"
 NS = {"dcc": "https://ptb.de/dcc", "si": "https://ptb.de/si"}
 # the XSDs' remote imports, answered from the shipped copies (gateway/data/dcc/SOURCES.md)

@@ -1,10 +1,10 @@
 """Counter readings -> ActivityRecords per meter and aligned period. Pure functions, no I/O.
 
-Rule (docs/architecture.md, "Activity data"): a counter is known at its good readings, less
-the outliers set aside (gateway/counters.py); between two consecutive ones (a, b) it advanced
-by the step `d` (corrected for rollover and meter exchanges; 0 for a step backwards or beyond
-what the meter can do). A period [S, E) gets, from every step, the part of `d` that falls
-between its boundaries:
+Rule (docs/architecture.md, "Activity data"): a counter is known at its good readings,
+less the outliers set aside (gateway/activity/counters.py); between two consecutive ones (a, b)
+it advanced by the step `d` (corrected for rollover and meter exchanges; 0 for a step
+backwards or beyond what the meter can do). A period [S, E) gets, from every step, the part
+of `d` that falls between its boundaries:
 
     part = share(E) - share(S),  share(t) = d * clip((t - a.ts) / (b.ts - a.ts), 0, 1)
 
@@ -25,11 +25,12 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal, localcontext
 from zoneinfo import ZoneInfo
 
-from gateway.counters import EXACT as EXACT  # exact sums: report, demo and platform use it
-from gateway.counters import Step, outliers, steps
+from gateway.activity.counters import EXACT as EXACT  # exact sums: report, demo and platform use it
+from gateway.activity.counters import Step, outliers, steps
+from gateway.activity.factors import FactorSet
 from gateway.evidence import content_id, root_of
-from gateway.factors import FactorSet
-from gateway.metrology import Entry, entries_of, status_on, status_over
+from gateway.metrology.status import Entry, entries_of, status_on, status_over
+from gateway.metrology.uncertainty import boundary_u, record_uncertainty, relative_systematic
 from gateway.models import (
     ActivityFlag,
     ActivityRecord,
@@ -43,7 +44,6 @@ from gateway.models import (
     Reading,
 )
 from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
-from gateway.uncertainty import boundary_u, record_uncertainty, relative_systematic
 
 # quantities that are energy or resources consumed: only these get tce and CO2 (exported
 # electricity, reactive energy and production counts do not add to a footprint)

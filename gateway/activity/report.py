@@ -19,9 +19,9 @@ from datetime import date, datetime
 from decimal import Decimal, localcontext
 from zoneinfo import ZoneInfo
 
-from gateway import uncertainty
-from gateway.aggregation import EXACT
-from gateway.allocation import Allocation
+from gateway.activity.aggregation import EXACT
+from gateway.activity.allocation import Allocation
+from gateway.metrology import uncertainty
 from gateway.models import ActivityFlag, ActivityRecord
 from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Context, Decimal, localcontext
 
-from gateway.aggregation import CONSUMED
+from gateway.activity.aggregation import CONSUMED
 from gateway.models import ActivityRecord, Quantity
 
 Energy = dict[tuple[str, str], Decimal]  # (carrier, unit) -> quantity
@@ -80,7 +80,7 @@ def split(energy: Decimal, outputs: dict[str, Decimal]) -> dict[str, Decimal]:
 
 def allocate(latest: Iterable[ActivityRecord]) -> Allocation:
     """Energy per line and product from the latest revision of each record (see
-    gateway.report.latest_revisions); records of all meters must share one interval."""
+    gateway.activity.report.latest_revisions); records of all meters must share one interval."""
     with localcontext(EXACT):  # products of fractions and sums stay exact
         return _allocate(latest)
 

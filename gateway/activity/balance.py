@@ -20,8 +20,8 @@ from decimal import Decimal
 
 from pydantic import Field, model_validator
 
+from gateway.metrology.uncertainty import combined, of_independent
 from gateway.models import ActivityFlag, ActivityRecord, Frozen
-from gateway.uncertainty import combined, of_independent
 
 UNRELIABLE = {ActivityFlag.GAP, ActivityFlag.COUNTER_BACKWARDS, ActivityFlag.IMPLAUSIBLE_STEP}
 

@@ -1,0 +1,4 @@
+"""Energy activity data: counter steps judged (`counters`), periods aggregated into
+ActivityRecords (`aggregation`), shared meters allocated to lines (`allocation`), energy
+balances (`balance`), emission factors (`factors`) and the period report (`report`). Reads the
+store and the metrology layer; knows nothing of collectors, sync or the command line."""

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from cloud_sync.outbox import create_schema, enqueue
 from collectors.modbus import ModbusPoint
-from gateway.aggregation import PeriodInput, aggregate
+from gateway.activity.aggregation import PeriodInput, aggregate
 from gateway.models import (
     ActivityRecord,
     CalibrationRecord,

@@ -34,7 +34,7 @@ import psycopg
 from cloud_sync.acks import AckSigner
 from cloud_sync.contract import Ack, AckStatus, ContractError, parse_batch, parse_readings_batch
 from cloud_sync.transport import MqttConfig, TransportError, describe_error
-from gateway.aggregation import EXACT
+from gateway.activity.aggregation import EXACT
 
 log = logging.getLogger(__name__)
 

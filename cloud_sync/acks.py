@@ -30,6 +30,7 @@ from cloud_sync.contract import (
     load_json,
     validate,
 )
+from gateway.errors import TanjiError
 from gateway.evidence import canonical_json
 
 MAX_ACK_BYTES = 16 * 1024  # docs/platform-contract.md: a larger message is dropped unread
@@ -41,7 +42,7 @@ _INT64 = 2**63 - 1
 _PEM_PUBLIC_KEY = b"-----BEGIN PUBLIC KEY-----"
 
 
-class AckRefused(Exception):
+class AckRefused(TanjiError):
     """A message on the ack topic that must not settle anything. `kind` says which rule it
     broke (a counter per kind in the gateway's status), `detail` says how."""
 

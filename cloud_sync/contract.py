@@ -19,6 +19,7 @@ from typing import Any
 
 import jsonschema_rs
 
+from gateway.errors import TanjiError
 from gateway.evidence import canonical_json, sha256_hex
 from gateway.models import ActivityRecord, Reading
 
@@ -75,7 +76,7 @@ def _validator(name: str) -> jsonschema_rs.Draft202012Validator:
     return jsonschema_rs.Draft202012Validator(schema(name), validate_formats=True)
 
 
-class ContractError(ValueError):
+class ContractError(TanjiError, ValueError):
     """A message does not satisfy the contract; the text names the offending field."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cloud_sync.contract import Ack, AckStatus, build_batch
+from gateway.errors import TanjiError
 from gateway.models import ActivityRecord
 
 OUTBOX_TABLE = "outbox"  # the gateway's store reads `batch_id` and `state` to evict safely
@@ -111,7 +112,7 @@ class Parked:
     reason: str | None
 
 
-class OutboxError(ValueError):
+class OutboxError(TanjiError, ValueError):
     """An outbox command that does not fit the batch's state."""
 
 

@@ -25,6 +25,7 @@ from paho.mqtt.properties import Properties
 from pydantic import Field, field_validator, model_validator
 
 from cloud_sync.acks import MAX_KEY_FILE_BYTES, AckKeys
+from gateway.errors import TanjiFailure
 from gateway.models import ConfigBool, ConfigFloat, Frozen, in_range
 
 DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
@@ -41,7 +42,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class TransportError(Exception):
+class TransportError(TanjiFailure):
     """The link cannot be set up as configured (unreadable key, missing password, ...)."""
 
 

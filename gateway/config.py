@@ -21,6 +21,7 @@ from cloud_sync.transport import MqttConfig
 from collectors import collector_types
 from gateway.activity.balance import BalanceConfig
 from gateway.activity.factors import FactorError, FactorsConfig, FactorSet
+from gateway.errors import TanjiError
 from gateway.models import (
     CalibrationRecord,
     Carrier,
@@ -339,7 +340,7 @@ class ConfigProblem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(Exception):
+class ConfigError(TanjiError):
     """The configuration is invalid; `problems` lists every one with its field path."""
 
     def __init__(self, source: str, problems: Sequence[ConfigProblem]) -> None:

@@ -16,6 +16,8 @@ from decimal import Decimal
 
 import pint
 
+from gateway.errors import TanjiError
+
 
 @functools.cache
 def registry() -> pint.UnitRegistry[Decimal]:
@@ -31,7 +33,7 @@ def registry() -> pint.UnitRegistry[Decimal]:
 PINT_NAMES = {"kWh": "kWh", "kvarh": "kilovar * hour", "m3": "m**3", "t": "t", "unit": "count"}
 
 
-class UnitError(ValueError):
+class UnitError(TanjiError, ValueError):
     pass
 
 

@@ -35,6 +35,7 @@ from cloud_sync.acks import AckSigner
 from cloud_sync.contract import Ack, AckStatus, ContractError, parse_batch, parse_readings_batch
 from cloud_sync.transport import MqttConfig, TransportError, describe_error
 from gateway.activity.aggregation import EXACT
+from gateway.errors import TanjiError
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class Database:
         (self._pg if self.postgres else self._sqlite).close()
 
 
-class Refused(Exception):
+class Refused(TanjiError):
     """Raised inside a transaction to roll it back and ack with this verdict instead."""
 
     def __init__(self, ack: Ack) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from decimal import Context, Decimal
 from typing import Literal
 
+from gateway.errors import TanjiError
+
 DataType = Literal[
     "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool"
 ]
@@ -37,7 +39,7 @@ UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
 _EXACT = Context(prec=1100)
 
 
-class DecodeError(ValueError):
+class DecodeError(TanjiError, ValueError):
     """The registers cannot be turned into a number; `reason` is a stable code."""
 
     def __init__(self, reason: str, detail: str) -> None:

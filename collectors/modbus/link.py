@@ -31,6 +31,7 @@ from collectors.modbus.config import (
     ModbusTcpConnection,
 )
 from collectors.modbus.mbap import Garbled, MbapClient
+from gateway.errors import TanjiFailure
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Failure(enum.Enum):
     RESPONSE = "response"  # an answer that does not fit the request
 
 
-class RequestFailed(Exception):
+class RequestFailed(TanjiFailure):
     def __init__(self, kind: Failure, reason: str, code: int | None = None) -> None:
         super().__init__(reason)
         self.kind = kind

@@ -18,11 +18,13 @@ import asyncio
 import struct
 from typing import cast
 
+from gateway.errors import TanjiError
+
 _HEADER = struct.Struct(">HHHB")  # transaction id, protocol id (0), length, unit id
 MAX_PDU = 253  # Modbus Application Protocol v1.1b3, section 4.1
 
 
-class Garbled(Exception):
+class Garbled(TanjiError):
     """The byte stream is not valid MBAP."""
 
 

@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from collectors.modbus.config import FunctionCode, ModbusPoint
 from collectors.modbus.decode import ByteOrder, DataType
+from gateway.errors import TanjiError
 from gateway.models import Frozen, PointKind, Quantity, in_range
 
 
@@ -104,7 +105,7 @@ class Profile(Frozen):
         )
 
 
-class ProfileError(ValueError):
+class ProfileError(TanjiError, ValueError):
     pass
 
 

@@ -43,6 +43,7 @@ from collectors.opcua.security import (
     check_trusted,
     load_certificate,
 )
+from gateway.errors import TanjiFailure
 from gateway.models import (
     DeviceSpec,
     PointKind,
@@ -63,7 +64,7 @@ POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
 }
 
 
-class SecurityMismatch(Exception):
+class SecurityMismatch(TanjiFailure):
     """The server offers no endpoint with the configured security policy and mode."""
 
 

@@ -26,13 +26,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from gateway.errors import TanjiFailure
+
 if TYPE_CHECKING:
     from collectors.opcua.config import OpcUaConnection
 
 CERT_SUFFIXES = (".der", ".pem", ".crt", ".cer")
 
 
-class TrustError(Exception):
+class TrustError(TanjiFailure):
     """The server's certificate is not trusted (or not usable); the text says which and why."""
 
 

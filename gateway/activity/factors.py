@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from gateway.errors import TanjiError
 from gateway.models import Carrier, ConfigBool, Frozen
 from gateway.units import UnitError, convert
 
@@ -25,7 +26,7 @@ GRID_FILE = "cn-grid-emission-factors.toml"
 FOOTPRINT_FILE = "cn-electricity-footprint-factors.toml"
 
 
-class FactorError(ValueError):
+class FactorError(TanjiError, ValueError):
     pass
 
 

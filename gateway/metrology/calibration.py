@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from gateway.config import ConfigError, ConfigProblem, problems_from
+from gateway.errors import TanjiError
 from gateway.metrology.status import Entry
 from gateway.models import CalibrationRecord, Frozen
 from gateway.store.sqlite import transaction
@@ -55,7 +56,7 @@ SITE = "site.toml"
 STANDARD = "std:"  # holder ids of reference standards (their certificates extend the chain)
 
 
-class CalibrationError(ValueError):
+class CalibrationError(TanjiError, ValueError):
     """A registry operation that would contradict what is registered."""
 
 

@@ -24,6 +24,7 @@ from xml.etree import ElementTree
 
 import xmlschema
 
+from gateway.errors import TanjiError
 from gateway.models import CalibrationRecord
 
 SCHEMA_DIR = Path(__file__).parent.parent / "data" / "dcc"
@@ -41,7 +42,7 @@ LOCAL_COPIES = {
 FAILING = {"fail", "conditionalfail", "nopass"}
 
 
-class DccError(ValueError):
+class DccError(TanjiError, ValueError):
     """The file is not a DCC tanji can register; the message names the element."""
 
 

@@ -30,6 +30,7 @@ from gateway.activity.aggregation import PeriodInput, aggregate, revise
 from gateway.activity.counters import CONTEXT
 from gateway.activity.factors import FactorSet
 from gateway.config import MeterConfig, SiteConfig
+from gateway.errors import TanjiFailure
 from gateway.metrology.calibration import Registry
 from gateway.metrology.status import Entry, status_on
 from gateway.models import ActivityRecord, PointKind, PointSpec, Reading
@@ -69,7 +70,7 @@ def describe_error(exc: BaseException) -> str:
     return f"{text} ({name})" if name else f"{type(exc).__name__}: {text}"
 
 
-class GatewayFailed(Exception):
+class GatewayFailed(TanjiFailure):
     """A background task failed in a way the gateway does not handle: the process must end
     with a non-zero exit code so that the service manager restarts it."""
 
@@ -82,7 +83,7 @@ class GatewayFailed(Exception):
 BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")  # another process holds the database: it passes
 
 
-class StoreFailed(Exception):
+class StoreFailed(TanjiFailure):
     """The store cannot be written for a cause that does not pass (an I/O error, a read-only
     or damaged file): whichever task meets it stops the gateway."""
 

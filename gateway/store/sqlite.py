@@ -19,6 +19,7 @@ from typing import Any
 
 from cloud_sync.outbox import OUTBOX_TABLE  # same file; read for acked batches only
 from gateway.activity.counters import CONTEXT
+from gateway.errors import TanjiError
 from gateway.models import (
     ActivityRecord,
     PointKind,
@@ -204,7 +205,7 @@ SeriesSpec = tuple[str, str, Quantity, PointKind, str]
 """meter id, point name, quantity, kind, unit"""
 
 
-class StoreError(Exception):
+class StoreError(TanjiError):
     """The database file cannot be used by this version of tanji (message says why)."""
 
 

@@ -45,6 +45,7 @@ system-deps:
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(DEVSTAMP)
 	$(BIN)/mypy

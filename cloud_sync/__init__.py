@@ -14,11 +14,20 @@ from cloud_sync.contract import (
     parse_readings_batch,
     reading_message,
 )
-from cloud_sync.outbox import Outbox, OutboxError, OutboxStats, Parked, create_schema, enqueue
+from cloud_sync.outbox import (
+    SETTLED_BATCHES,
+    Outbox,
+    OutboxError,
+    OutboxStats,
+    Parked,
+    create_schema,
+    enqueue,
+)
 from cloud_sync.sync import CloudSync, ReadingsSource, SyncCounters
 from cloud_sync.transport import MqttConfig, TransportError
 
 __all__ = [
+    "SETTLED_BATCHES",
     "Ack",
     "AckStatus",
     "CloudSync",

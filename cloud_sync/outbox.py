@@ -19,7 +19,9 @@ from cloud_sync.contract import Ack, AckStatus, build_batch
 from gateway.errors import TanjiError
 from gateway.models import ActivityRecord
 
-OUTBOX_TABLE = "outbox"  # the gateway's store reads `batch_id` and `state` to evict safely
+# the batches the platform settled (acked, rejected, discarded by an operator): their records
+# are done with, so the store may evict their readings (it shares this file)
+SETTLED_BATCHES = "SELECT batch_id FROM outbox WHERE state IN ('acked', 'rejected', 'discarded')"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
 
 from cloud_sync.transport import MqttConfig
 from collectors import collector_types
+from gateway import problems
 from gateway.activity.balance import BalanceConfig
 from gateway.activity.factors import FactorError, FactorsConfig, FactorSet
-from gateway.errors import TanjiError
 from gateway.models import (
     CalibrationRecord,
     Carrier,
@@ -33,10 +30,10 @@ from gateway.models import (
     Meter,
     MeterReplacement,
     PointSpec,
-    shown,
-    wrong_type,
 )
 from gateway.periods import Interval, fixed_offset_problem
+from gateway.problems import ConfigError as ConfigError  # the error of a site configuration
+from gateway.problems import ConfigProblem as ConfigProblem
 from gateway.store.mirror import MirrorConfig
 from gateway.uscc import uscc_problem
 
@@ -331,87 +328,9 @@ class SiteConfig(Frozen):
 # --- loading with readable errors ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ConfigProblem:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
-class ConfigError(TanjiError):
-    """The configuration is invalid; `problems` lists every one with its field path."""
-
-    def __init__(self, source: str, problems: Sequence[ConfigProblem]) -> None:
-        self.source = source
-        self.problems = list(problems)
-        super().__init__(f"{source}: " + "; ".join(str(p) for p in problems))
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    protocols = set(collector_types())
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in protocols or part.startswith("function-"):
-            continue  # the union tag pydantic inserts, not a field the user wrote
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
-def _lower_first(msg: str) -> str:
-    return msg[:1].lower() + msg[1:]
-
-
-def _message(err: ErrorDetails) -> str:
-    kind = err["type"]
-    ctx: dict[str, Any] = dict(err.get("ctx") or {})
-    if kind == "missing":
-        return "is required"
-    if kind == "extra_forbidden":
-        return "is not a known field (check the spelling)"
-    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        return f"{_lower_first(err['msg'])} (got {shown(err['input'])})"
-    if kind == "finite_number":
-        return f"must be a finite number (got {shown(err['input'])})"
-    if kind in ("float_type", "float_parsing", "decimal_type", "decimal_parsing"):
-        return wrong_type(err["input"], "a number")
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return wrong_type(err["input"], "a whole number")
-    if kind in ("bool_type", "bool_parsing"):
-        return f"must be true or false, without quotes (got {shown(err['input'])})"
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        allowed = ", ".join(sorted(collector_types()))
-        return f"must be one of: {allowed} (got {ctx.get('tag', 'nothing')!r})"
-    if kind in ("literal_error", "enum"):
-        return f"{_lower_first(err['msg'])} (got {err['input']!r})"
-    msg = str(ctx.get("error") or err["msg"])
-    return msg.removeprefix("Value error, ")
-
-
 def problems_from(exc: ValidationError) -> list[ConfigProblem]:
-    errors = exc.errors(include_url=False)
-    # pydantic checks a list's length after dropping invalid items: such a "too short" error
-    # is only an echo of the errors inside the list, so it is left out
-    inner = [e["loc"] for e in errors]
-    errors = [
-        e
-        for e in errors
-        if not (
-            e["type"] == "too_short"
-            and any(loc[: len(e["loc"])] == e["loc"] and len(loc) > len(e["loc"]) for loc in inner)
-        )
-    ]
-    problems = []
-    for err in errors:
-        loc = err["loc"]
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            loc = (*loc, "protocol")
-        problems.append(ConfigProblem(_path(loc), _message(err)))
-    return problems
+    """Every problem in a site configuration, by field path (gateway/problems.py)."""
+    return problems.problems_from(exc, tuple(collector_types()))
 
 
 def parse_site_config(data: dict[str, Any], source: str = "<config>") -> SiteConfig:

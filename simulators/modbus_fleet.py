@@ -37,7 +37,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from collectors.modbus.config import ModbusPoint
+from collectors.modbus import ModbusPoint
 from collectors.modbus.decode import UNSIGNED_BITS, encode
 from collectors.modbus.profiles import Profile, load_profile
 from gateway.models import Frozen, PointKind, Quantity

@@ -3,7 +3,6 @@
 from collectors.base import CollectorType, register
 from collectors.modbus.collector import ModbusCollector, check_devices, explain
 from collectors.modbus.config import (
-    ModbusPoint,
     ModbusRtuConnection,
     ModbusRtuDevice,
     ModbusRtuOverTcpConnection,
@@ -11,6 +10,7 @@ from collectors.modbus.config import (
     ModbusTcpConnection,
     ModbusTcpDevice,
 )
+from collectors.modbus.points import ModbusPoint
 
 for _model in (ModbusTcpDevice, ModbusRtuOverTcpDevice, ModbusRtuDevice):
     register(

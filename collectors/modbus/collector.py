@@ -28,9 +28,7 @@ from decimal import Decimal
 
 from collectors.base import CollectorStats, Shared, WallClock
 from collectors.modbus.config import (
-    BIT_FUNCTIONS,
     AnyModbusDevice,
-    ModbusPoint,
     ModbusRtuConnection,
     ModbusRtuDevice,
     ModbusRtuOverTcpDevice,
@@ -47,6 +45,7 @@ from collectors.modbus.link import (
     RequestFailed,
 )
 from collectors.modbus.plan import Request, plan_device, split_point
+from collectors.modbus.points import BIT_FUNCTIONS, ModbusPoint
 from gateway.models import DeviceSpec, Quality, Reading
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from collectors.modbus.config import BIT_FUNCTIONS, ModbusDevice, ModbusPoint
+from collectors.modbus.config import ModbusDevice
+from collectors.modbus.points import BIT_FUNCTIONS, ModbusPoint
 
 
 @dataclass(frozen=True)

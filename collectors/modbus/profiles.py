@@ -19,8 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from collectors.modbus.config import FunctionCode, ModbusPoint
 from collectors.modbus.decode import ByteOrder, DataType
+from collectors.modbus.points import FunctionCode, ModbusPoint
 from gateway.errors import TanjiError
 from gateway.models import Frozen, PointKind, Quantity, in_range
 

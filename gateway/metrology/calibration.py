@@ -22,10 +22,10 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from gateway.config import ConfigError, ConfigProblem, problems_from
 from gateway.errors import TanjiError
 from gateway.metrology.status import Entry
 from gateway.models import CalibrationRecord, Frozen
+from gateway.problems import ConfigError, ConfigProblem, problems_from
 from gateway.store.sqlite import transaction
 
 SCHEMA = (

@@ -43,7 +43,7 @@ from gateway.store.diskspace import (
     reserve_path_for,
 )
 from gateway.store.mirror import Mirror, RunInDb
-from gateway.store.sqlite import EvictionResult, Store, transaction
+from gateway.store.sqlite import EvictionResult, Keep, Store, transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,6 +54,8 @@ RETENTION_INTERVAL_S = 60.0
 PENDING_LIMIT = 50_000  # readings held in memory while the store refuses (~30 MB), then dropped
 WRITE_CHUNK = 5_000  # readings per transaction when catching up
 REMIND_S = 60.0  # a condition that lasts is logged when it starts, then this often
+# what eviction leaves: a counter's readings that open its next period, unsettled batches
+KEEP = Keep(counter_readings=CONTEXT, settled_batches=cloud_sync.SETTLED_BATCHES)
 CAP_RETRY_S = 15.0  # at the disk cap with nothing to evict: how often eviction is tried again
 
 
@@ -622,8 +624,9 @@ class Gateway:
                 sealed,
                 int(cfg.retention_days * 86400 * NS),
                 int(cfg.max_disk_mb * 1e6),
-                (self.store.cursor(READINGS_CURSOR) or 0) if streaming else None,
-                room_bytes,
+                keep=KEEP,
+                unsent_from_id=(self.store.cursor(READINGS_CURSOR) or 0) if streaming else None,
+                room_bytes=room_bytes,
             )
         )
         if self.disk.deleted:

@@ -17,8 +17,6 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
-from cloud_sync.outbox import OUTBOX_TABLE  # same file; read for acked batches only
-from gateway.activity.counters import CONTEXT
 from gateway.errors import TanjiError
 from gateway.models import (
     ActivityRecord,
@@ -188,6 +186,17 @@ def _row(r: Reading, series: dict[tuple[str, str], int]) -> tuple[Any, ...]:
         d["server_ts_ns"],
         d["text"],
     )
+
+
+@dataclass(frozen=True)
+class Keep:
+    """What eviction must leave, told by the layers that know why: of a counter, the last
+    `counter_readings` good readings before a meter's horizon (aggregation judges a period's
+    first steps by them), and the records of batches not in `settled_batches`, a query of the
+    batch ids the platform settled (delivery keeps its outbox in this file)."""
+
+    counter_readings: int
+    settled_batches: str
 
 
 @dataclass(frozen=True)
@@ -537,23 +546,24 @@ class Store:
         except FileNotFoundError:
             return 0
 
-    def evictable_before(self, sealed_ns: int, unsent_from_id: int | None = None) -> dict[int, int]:
+    def evictable_before(
+        self, sealed_ns: int, *, keep: Keep, unsent_from_id: int | None = None
+    ) -> dict[int, int]:
         """Per series: readings older than this may go. A meter's readings are done with once
         the platform has settled every activity record of theirs (acknowledged, or rejected:
         a rejected record is kept and needs attention, but must not hold the disk forever):
         the horizon is the start of its oldest unsettled record, else the end of its last.
         A counter without records yet keeps everything (its first period is not sealed); a
         gauge of a meter without records is done with at `sealed_ns`. The last good reading
-        before the horizon stays, and of a counter the last CONTEXT: they open the next
-        period (the last one its first value, all of them what is a glitch there:
-        gateway/activity/counters.py). With
+        before the horizon stays, and of a counter the last `keep.counter_readings`: they
+        open the next period (the last one its first value, all of them what is a glitch
+        there: gateway/activity/counters.py). With
         `unsent_from_id` (the raw readings stream's cursor), no reading after it goes either:
         the platform wants it."""
         settled = self.conn.execute(
-            f"SELECT a.meter_id, MAX(a.period_end_ns), MIN(CASE WHEN o.state IN"
-            f" ('acked', 'rejected', 'discarded') THEN NULL ELSE a.period_start_ns END)"
-            f" FROM activity_records a LEFT JOIN {OUTBOX_TABLE} o ON o.batch_id = a.batch_id"
-            " GROUP BY a.meter_id"
+            "SELECT a.meter_id, MAX(a.period_end_ns), MIN(CASE WHEN a.batch_id IN"
+            f" ({keep.settled_batches}) THEN NULL ELSE a.period_start_ns END)"
+            " FROM activity_records a GROUP BY a.meter_id"
         ).fetchall()
         horizon = {m: (open_ if open_ is not None else end) for m, end, open_ in settled}
         counters = {i for (i,) in self.conn.execute("SELECT id FROM series WHERE kind = 'counter'")}
@@ -565,7 +575,7 @@ class Store:
             row = self.conn.execute(
                 "SELECT ts_ns FROM readings WHERE series=? AND ts_ns<? AND quality='good'"
                 " ORDER BY ts_ns DESC LIMIT 1 OFFSET ?",
-                (series, h, CONTEXT - 1 if series in counters else 0),
+                (series, h, keep.counter_readings - 1 if series in counters else 0),
             ).fetchone()
             out[series] = min(h, row[0]) if row and row[0] is not None else h
             if unsent_from_id is not None:
@@ -642,6 +652,8 @@ class Store:
         sealed_ns: int,
         retention_ns: int,
         cap_bytes: int | None,
+        *,
+        keep: Keep,
         unsent_from_id: int | None = None,
         room_bytes: int = 0,
     ) -> EvictionResult:
@@ -651,7 +663,7 @@ class Store:
         the cap (less `room_bytes`) or nothing evictable is left; `over_cap` then says
         whether `room_bytes` still do not fit. Readings after `unsent_from_id` (not yet
         acked on the raw readings stream) stay."""
-        horizons = self.evictable_before(sealed_ns, unsent_from_id)
+        horizons = self.evictable_before(sealed_ns, keep=keep, unsent_from_id=unsent_from_id)
         deleted = self.evict(now_ns - retention_ns, horizons)
         used = self.used_bytes()
         if cap_bytes is not None and used + room_bytes > cap_bytes:

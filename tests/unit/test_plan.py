@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collectors.modbus.config import ModbusPoint
+from collectors.modbus import ModbusPoint
 from collectors.modbus.decode import decode, encode
 from collectors.modbus.plan import Request, plan, split_point
 

@@ -15,7 +15,7 @@ import pytest
 from gateway.activity.counters import CONTEXT
 from gateway.config import parse_site_config
 from gateway.models import ActivityFlag, PointKind, Quality, Quantity, Reading
-from gateway.runtime.supervisor import Gateway
+from gateway.runtime.supervisor import KEEP, Gateway
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "site.example.toml"
 NS = 1_000_000_000
@@ -226,7 +226,7 @@ def test_late_readings_for_evicted_periods_are_kept_but_not_used(gateway):
     gw.store.append_readings([r for r in rs if r.ts_ns <= settled and r not in late])
     (first,) = seal(gw, clock, settled)
     gw.store.conn.execute("UPDATE outbox SET state='acked'")  # the platform has it
-    assert gw.store.evict(2**62, gw.store.evictable_before(end)) > 0
+    assert gw.store.evict(2**62, gw.store.evictable_before(end, keep=KEEP)) > 0
     gw.store.append_readings(late + [r for r in rs if r.ts_ns > settled])
     (second,) = seal(gw, clock, T0 + 32 * MIN)
     assert second.revision == 0  # the sealed period is not revised

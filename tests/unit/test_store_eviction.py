@@ -15,7 +15,7 @@ from gateway.activity.counters import CONTEXT
 from gateway.config import load_site_config
 from gateway.models import PointKind, Quality, Quantity, Reading
 from gateway.runtime import supervisor as runtime
-from gateway.runtime.supervisor import Gateway
+from gateway.runtime.supervisor import KEEP, Gateway
 from gateway.store.sqlite import Store
 
 NS = 1_000_000_000
@@ -73,7 +73,7 @@ def test_only_acknowledged_periods_are_evicted_and_the_boundary_reading_stays(tm
     )
     seal(store, "M1", T0, T0 + 15 * MIN, "b1", "acked")
     seal(store, "M1", T0 + 15 * MIN, T0 + 30 * MIN, "b2", "pending")
-    deleted = store.evict(T0 + 45 * MIN, store.evictable_before(sealed_ns=T0 + 30 * MIN))
+    deleted = store.evict(T0 + 45 * MIN, store.evictable_before(sealed_ns=T0 + 30 * MIN, keep=KEEP))
     # M1: period 1 acked, period 2 pending: readings before the last one of period 1 go, that
     # one stays (it opens period 2); of a counter the last CONTEXT (its glitch rules' window)
     assert timestamps(store, "M1", "energy") == minutes[15 - CONTEXT :]
@@ -90,7 +90,7 @@ def test_a_rejected_batch_settles_its_periods_and_a_new_counter_keeps_everything
     minutes = [T0 + m * MIN for m in range(30)]
     store.append_readings([reading(m, "energy", t) for t in minutes for m in ("M1", "M2")])
     seal(store, "M1", T0, T0 + 15 * MIN, "b1", "rejected")  # the platform refused it
-    horizons = store.evictable_before(sealed_ns=T0 + 30 * MIN)
+    horizons = store.evictable_before(sealed_ns=T0 + 30 * MIN, keep=KEEP)
     store.evict(T0 + 30 * MIN, horizons)
     assert timestamps(store, "M1", "energy") == minutes[15 - CONTEXT :]  # rejected: settled
     assert timestamps(store, "M2", "energy") == minutes  # a counter with no record yet
@@ -103,7 +103,11 @@ def test_retention_keeps_young_readings_even_when_acknowledged(tmp_path: Path):
     seal(store, "M1", T0, T0 + 15 * MIN, "b1", "acked")
     seal(store, "M1", T0 + 15 * MIN, T0 + 30 * MIN, "b2", "acked")
     result = store.enforce_limits(
-        now_ns=T0 + 30 * MIN, sealed_ns=T0 + 30 * MIN, retention_ns=20 * MIN, cap_bytes=None
+        now_ns=T0 + 30 * MIN,
+        sealed_ns=T0 + 30 * MIN,
+        retention_ns=20 * MIN,
+        cap_bytes=None,
+        keep=KEEP,
     )
     assert result.deleted == 10  # older than 20 minutes
     assert timestamps(store, "M1", "energy") == minutes[10:]
@@ -121,7 +125,7 @@ def test_the_disk_cap_holds_while_writing_past_it(tmp_path: Path):
         end = t + 15 * MIN
         seal(store, "M1", t, end, f"b{period}", "acked" if period < 38 else "pending")
         t = end
-        result = store.enforce_limits(t, t, retention_ns=10**6 * MIN, cap_bytes=cap)
+        result = store.enforce_limits(t, t, retention_ns=10**6 * MIN, cap_bytes=cap, keep=KEEP)
         assert result.used_bytes <= cap
         assert not result.over_cap
     # eviction went oldest first and never touched the two unacknowledged periods
@@ -138,7 +142,7 @@ def test_at_the_cap_with_nothing_acknowledged_nothing_goes(tmp_path: Path):
     store = open_store(tmp_path)
     store.append_readings([reading("M1", "energy", T0 + i * NS, bytes(200)) for i in range(5000)])
     seal(store, "M1", T0, T0 + 15 * MIN, "b1", "pending")
-    result = store.enforce_limits(T0 + 15 * MIN, T0 + 15 * MIN, 1, cap_bytes=100_000)
+    result = store.enforce_limits(T0 + 15 * MIN, T0 + 15 * MIN, 1, cap_bytes=100_000, keep=KEEP)
     assert result.over_cap
     assert result.deleted == 0
     assert len(timestamps(store, "M1", "energy")) == 5000
@@ -212,7 +216,11 @@ def test_readings_not_yet_streamed_to_the_platform_stay(tmp_path: Path):
     minutes = [T0 + m * MIN for m in range(30)]
     store.append_readings([reading("M2", "power", t) for t in minutes])  # gauges, no records
     streamed = store.readings_after(0, 10)[-1][0]  # the stream has the first ten
-    store.evict(T0 + 30 * MIN, store.evictable_before(T0 + 30 * MIN, unsent_from_id=streamed))
+    store.evict(
+        T0 + 30 * MIN, store.evictable_before(T0 + 30 * MIN, keep=KEEP, unsent_from_id=streamed)
+    )
     assert timestamps(store, "M2", "power") == minutes[10:]  # not one unsent reading went
-    store.evict(T0 + 30 * MIN, store.evictable_before(T0 + 30 * MIN))  # without the stream
+    store.evict(
+        T0 + 30 * MIN, store.evictable_before(T0 + 30 * MIN, keep=KEEP)
+    )  # without the stream
     assert timestamps(store, "M2", "power") == minutes[29:]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import json
 import logging
 import os
@@ -26,15 +25,21 @@ from zoneinfo import ZoneInfo
 
 import cloud_sync
 from collectors import CollectorStats, Shared, create_collector
-from gateway.activity.aggregation import PeriodInput, aggregate, revise
 from gateway.activity.counters import CONTEXT
 from gateway.activity.factors import FactorSet
+from gateway.activity.sealing import (
+    LATE_CURSOR,
+    MeterPeriods,
+    NewReadings,
+    SiteSealing,
+    new_readings,
+)
 from gateway.config import MeterConfig, SiteConfig
 from gateway.errors import TanjiFailure
 from gateway.metrology.calibration import Registry
 from gateway.metrology.status import Entry, status_on
-from gateway.models import ActivityRecord, PointKind, PointSpec, Reading
-from gateway.periods import NS, Interval, datetime_to_ns, ns_to_datetime
+from gateway.models import ActivityRecord, Reading
+from gateway.periods import NS, ns_to_datetime
 from gateway.store.diskspace import (
     Reserve,
     describe_free,
@@ -49,7 +54,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATUS_INTERVAL_S = 5.0
 READINGS_CURSOR = "platform-readings"  # the raw readings stream's position (acked up to)
-LATE_CURSOR = "aggregation"  # readings up to here were checked for changing sealed periods
 RETENTION_INTERVAL_S = 60.0
 PENDING_LIMIT = 50_000  # readings held in memory while the store refuses (~30 MB), then dropped
 WRITE_CHUNK = 5_000  # readings per transaction when catching up
@@ -177,6 +181,13 @@ class Gateway:
         )
         self.meter_status = {m.id: MeterStatus() for m in config.meters}
         self.factors = FactorSet(config.factors)  # checked by the config already
+        self._sealing = SiteSealing(
+            config.enterprise.uscc,
+            config.gateway_id,
+            config.aggregation.period,
+            self._tz,
+            self.factors,
+        )
         if self.factors.skipped_unverified:
             log.warning(
                 "factors marked unverified are not used (allow_unverified = false): %s",
@@ -675,8 +686,7 @@ class Gateway:
             if self._pending and not final:  # readings the store refused wait in memory:
                 # nothing is sealed over them (they would come as late readings, revisions)
                 horizon = min(horizon, min(r.ts_ns for r in self._pending) - 1)
-            new = await self._db(self._new_readings)
-            cursor, up_to, _ = new
+            new = await self._db(functools.partial(new_readings, self.store))
             records: list[ActivityRecord] = []
             for meter in self.config.meters:
                 try:
@@ -687,41 +697,30 @@ class Gateway:
                     self._check_store_error(exc)  # but a dead disk ends the gateway
                     self.aggregation_failures += 1
                     log.exception("aggregation of meter %s failed; retried next pass", meter.id)
-            if records or up_to != cursor:
-                await self._db(lambda: self._enqueue(records, up_to, now))
+            if records or new.up_to != new.cursor:
+                await self._db(lambda: self._enqueue(records, new.up_to, now))
         if records:
             self.records_created += len(records)
             self.records_revised += sum(1 for r in records if r.revision)
             self.sync.wake()
         return records
 
-    def _new_readings(self) -> tuple[int | None, int, dict[tuple[str, str], int]]:
-        """The late-readings cursor, the last reading id now, and per point the earliest
-        timestamp among the readings stored in between."""
-        up_to = self.store.last_reading_id()
-        cursor = self.store.cursor(LATE_CURSOR)
-        earliest = self.store.earliest_new(cursor, up_to) if cursor is not None else {}
-        return cursor, up_to, earliest
-
     def _meter_records(
-        self,
-        meter: MeterConfig,
-        new: tuple[int | None, int, dict[tuple[str, str], int]],
-        horizon: int,
-        final: bool,
+        self, meter: MeterConfig, new: NewReadings, horizon: int, final: bool
     ) -> list[ActivityRecord]:
-        cursor, up_to, earliest = new
-        periods = _PointPeriods(self, meter)
-        records: list[ActivityRecord] = []
-        for point in meter.points:
-            if point.kind is not PointKind.COUNTER:
-                continue
-            sealed_end = self.store.last_period_end_ns(meter.id, point.name)
-            late = earliest.get((meter.id, point.name))
-            if sealed_end is not None and late is not None and cursor is not None:
-                records += periods.revise(point, late, sealed_end, cursor, up_to)
-            records += periods.seal(point, sealed_end, horizon, final)
-        return records
+        agg = self.config.aggregation
+        periods = MeterPeriods(
+            self._sealing,
+            self.store,
+            meter.meter(),
+            meter.points,
+            self.calibrations.entries(meter.id),
+            int((agg.gap_limit_s or 3 * meter.connection.poll_interval_s) * NS),
+        )
+        try:
+            return periods.records(new, horizon, final)
+        finally:
+            self.readings_set_aside += periods.set_aside
 
     def _enqueue(self, records: list[ActivityRecord], up_to: int, now_ns: int) -> None:
         """Records and their outbox batches in one transaction; where the site says so,
@@ -811,127 +810,3 @@ class StoreReadings:
                 self._store.set_cursor(READINGS_CURSOR, seq)
 
         await self._db(move)
-
-
-class _PointPeriods:
-    """Seals and revises the periods of one meter's counters (on the database thread)."""
-
-    def __init__(self, gw: Gateway, meter: MeterConfig) -> None:
-        agg = gw.config.aggregation
-        self.gw, self.store, self.tz, self.interval = gw, gw.store, gw._tz, agg.period
-        self.meter = meter.meter()
-        self.calibrations = gw.calibrations.entries(meter.id)
-        self.gap_limit_ns = int((agg.gap_limit_s or 3 * meter.connection.poll_interval_s) * NS)
-
-    def record(
-        self,
-        point: PointSpec,
-        start: int,
-        end: int,
-        interval: Interval | None = None,
-        after: Sequence[Reading] | None = None,  # good_from(end, CONTEXT) when already read
-    ) -> ActivityRecord:
-        m, name = self.meter.id, point.name
-        return aggregate(
-            PeriodInput(
-                uscc=self.gw.config.enterprise.uscc,
-                gateway_id=self.gw.config.gateway_id,
-                meter=self.meter,
-                point=point,
-                interval=interval or self.interval,
-                start_ns=start,
-                end_ns=end,
-                before=self.store.good_before(m, name, start, CONTEXT),
-                readings=self.store.readings(m, name, start, end),
-                after=after if after is not None else self.store.good_from(m, name, end, CONTEXT),
-                gap_limit_ns=self.gap_limit_ns,
-                tz=self.tz,
-                factors=self.gw.factors,
-                calibrations=self.calibrations,
-            )
-        )
-
-    def seal(
-        self, point: PointSpec, sealed_end: int | None, horizon: int, final: bool
-    ) -> list[ActivityRecord]:
-        """Records of the periods after `sealed_end` that are complete by `horizon`. After a
-        change of `[aggregation] interval` the first one runs from the last sealed end to the
-        next boundary of the new interval."""
-        start = sealed_end
-        if start is None:
-            first = self.store.first_reading_ns(self.meter.id, point.name)
-            if first is None:
-                return []
-            start = self.interval.start(first, self.tz)
-        out = []
-        while (end := self.interval.end(self.interval.start(start, self.tz), self.tz)) <= horizon:
-            after = self.store.good_from(self.meter.id, point.name, end, CONTEXT)
-            latest = after[-1].ts_ns if after else end
-            if len(after) < CONTEXT and latest + self.gap_limit_ns > horizon and not final:
-                break  # what the counter did around `end` is not settled yet
-            out.append(self.record(point, start, end, after=after))
-            start = end
-        return out
-
-    def revise(
-        self, point: PointSpec, late_ns: int, sealed_end: int, after_id: int, up_to_id: int
-    ) -> list[ActivityRecord]:
-        """New revisions of the sealed periods that the readings stored in (after_id,
-        up_to_id] (the earliest at `late_ns`) changed, recomputed over each period's own span;
-        new records for periods before the first one sealed."""
-        m, name = self.meter.id, point.name
-        before = self.store.good_before(m, name, late_ns, CONTEXT)
-        if len(before) == CONTEXT and before[0].ts_ns >= sealed_end:
-            return []  # CONTEXT readings in between: no sealed period's window reaches it
-        times = [*(r.ts_ns for r in before), late_ns]
-        if late_ns >= sealed_end and (
-            len(times) == 1
-            or any(
-                b - a > self.gap_limit_ns and b >= sealed_end for a, b in itertools.pairwise(times)
-            )
-        ):
-            return []  # in a run that began after a gap past the sealed periods: theirs ended
-        anchor = before[0].ts_ns if before else late_ns
-        sealed = self.store.sealed_after(m, name, anchor)
-        first = datetime_to_ns(sealed[0].period_start) if sealed else sealed_end
-        spans: list[tuple[int, int, ActivityRecord | None]] = []
-        start = self.interval.start(anchor, self.tz)
-        while start < first:  # periods older than any record (readings older than all)
-            end = min(self.interval.end(start, self.tz), first)
-            spans.append((start, end, None))
-            start = end
-        spans += [(datetime_to_ns(r.period_start), datetime_to_ns(r.period_end), r) for r in sealed]
-        if not spans:
-            return []
-        evicted = self.store.evicted_before(m, name)
-        opening = self.store.good_before(m, name, spans[0][0], CONTEXT)
-        if evicted and (spans[0][0] < evicted or not opening or opening[0].ts_ns < evicted):
-            # those periods lost readings to eviction: recomputing them would be wrong, and
-            # revising only the later ones would break the sums; the late readings are kept
-            # as evidence but set aside, so later periods do not use them either
-            # up to where the sealed periods' windows reached
-            after = self.store.good_from(m, name, sealed_end, CONTEXT, up_to_id=after_id)
-            until = (
-                after[-1].ts_ns + 1
-                if len(after) == CONTEXT
-                else max([sealed_end, *(r.ts_ns for r in after)]) + self.gap_limit_ns
-            )
-            n = self.store.set_aside(m, name, after_id, up_to_id, until, "late-for-evicted-period")
-            self.gw.readings_set_aside += n
-            log.error(
-                "meter %s point %s: %d reading(s) arrived for periods whose readings were"
-                " evicted (from %s); kept in the store, not aggregated",
-                m,
-                name,
-                n,
-                ns_to_datetime(spans[0][0], self.tz).isoformat(),
-            )
-            return []
-        out = []
-        for start, end, old in spans:
-            interval = Interval.parse(old.interval) if old is not None else self.interval
-            new = self.record(point, start, end, interval)
-            revised = new if old is None else revise(new, old)
-            if revised is not None:
-                out.append(revised)
-        return out

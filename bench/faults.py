@@ -49,8 +49,8 @@ from typing import Any
 import tomli_w
 
 from gateway.activity.aggregation import EXACT
+from gateway.cli.demo_site import demo_site, free_port_range, write_site
 from gateway.config import SiteConfig
-from gateway.demo import demo_site, free_port_range, write_site
 from gateway.models import ActivityFlag, BoundaryValue, PointSpec, Quantity
 from gateway.periods import NS, datetime_to_ns
 from gateway.runtime.supervisor import status_path_for

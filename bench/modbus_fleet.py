@@ -36,7 +36,7 @@ import tomli_w
 from collectors.modbus import ModbusPoint
 from collectors.modbus.plan import plan
 from collectors.modbus.profiles import load_profile
-from gateway.demo import DEMO_USCC, free_port_range
+from gateway.cli.demo_site import DEMO_USCC, free_port_range
 
 TANJI = [sys.executable, "-m", "gateway"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

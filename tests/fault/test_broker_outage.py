@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.demo import DemoParts, run_demo
+from gateway.cli.demo_chain import DemoParts, run_demo
 from tests.conftest import Mosquitto
 
 

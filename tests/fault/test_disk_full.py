@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from gateway.demo import demo_site, write_site
+from gateway.cli.demo_site import demo_site, write_site
 from gateway.runtime.supervisor import status_path_for
 from tests.conftest import Mosquitto, free_port
 from tests.support.procs import Proc, wait_until

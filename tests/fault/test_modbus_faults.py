@@ -17,7 +17,7 @@ import pytest
 
 from collectors import Collector, Shared, create_collector
 from collectors.modbus import ModbusRtuOverTcpDevice, ModbusTcpDevice
-from gateway.demo import free_port_range
+from gateway.cli.demo_site import free_port_range
 from gateway.models import QualityStatus, Reading
 from simulators.modbus_fleet import FaultKind, MeterFleet
 from tests.support.evil_modbus import WRONG_COUNT_ADDRESS, EvilServer

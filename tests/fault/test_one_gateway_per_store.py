@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.demo import demo_site, write_site
+from gateway.cli.demo_site import demo_site, write_site
 from gateway.runtime.supervisor import status_path_for
 from tests.conftest import free_port
 from tests.support.procs import Proc, wait_until

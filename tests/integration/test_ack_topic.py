@@ -22,7 +22,8 @@ import pytest
 
 from cloud_sync import Ack, AckStatus, CloudSync, MqttConfig, Topics
 from cloud_sync.acks import AckSigner
-from gateway.demo import DEMO_USCC, run_demo
+from gateway.cli.demo_chain import run_demo
+from gateway.cli.demo_site import DEMO_USCC
 from gateway.periods import datetime_to_ns
 from simulators.backlog import fill_outbox, site_records
 from simulators.platform import PlatformReceiver, ack_signer, public_key_path

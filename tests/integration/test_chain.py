@@ -8,7 +8,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from gateway.demo import run_demo
+from gateway.cli.demo_chain import run_demo
 from tests.conftest import Mosquitto
 
 

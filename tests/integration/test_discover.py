@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.cli.demo_site import DEMO_USCC, free_port_range
 from gateway.config import parse_site_config
-from gateway.demo import DEMO_USCC, free_port_range
 
 TANJI = [sys.executable, "-m", "gateway"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from collectors import create_collector
 from collectors.modbus import ModbusTcpDevice
-from gateway.demo import free_port_range
+from gateway.cli.demo_site import free_port_range
 from simulators.modbus_fleet import MeterFleet
 
 

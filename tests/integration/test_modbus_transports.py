@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from collectors import Shared, create_collector
-from gateway.demo import free_port_range
+from gateway.cli.demo_site import free_port_range
 from gateway.models import QualityStatus, Reading
 from simulators.modbus_fleet import POWER_FACTOR, FaultKind, MeterFleet
 from tests.support.modbus import device_for

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from cloud_sync import CloudSync, MqttConfig, Topics
-from gateway.demo import DEMO_USCC, DemoSummary, run_demo
+from gateway.cli.demo_chain import DemoSummary, run_demo
+from gateway.cli.demo_site import DEMO_USCC
 from gateway.store.sqlite import Store
 from simulators.platform import PlatformStore
 from tests.conftest import BrokerTls, Mosquitto, TlsBroker, _mosquitto_binary, require

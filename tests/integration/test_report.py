@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from gateway.activity.aggregation import EXACT
 from gateway.cli import app
-from gateway.demo import run_demo
+from gateway.cli.demo_chain import run_demo
 from tests.conftest import Mosquitto
 
 

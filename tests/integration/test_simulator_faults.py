@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 
 from collectors import create_collector
-from gateway.demo import free_port_range
+from gateway.cli.demo_site import free_port_range
 from gateway.models import Reading
 from simulators.modbus_fleet import FaultKind, FleetJournal, MeterFleet, Scenario
 from tests.support.modbus import device_for

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.demo import DemoParts, run_demo
+from gateway.cli.demo_chain import DemoParts, run_demo
 from gateway.runtime import supervisor as runtime
 from simulators.modbus_fleet import FaultKind
 from tests.conftest import Mosquitto

@@ -1,0 +1,118 @@
+"""`tanji demo`: the whole chain in one process (gateway.cli.demo_chain), shown live and
+summed up."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from gateway.cli.common import (
+    err,
+    out,
+    run_async,
+    setup_logging,
+    stop_on_signals,
+)
+from gateway.cli.demo_chain import DemoParts, DemoSummary, run_demo
+from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
+
+
+def _demo_table(parts: DemoParts) -> Table:
+    gw = parts.gateway
+    table = Table(title="tanji demo — simulated meters → gateway → MQTT → platform")
+    for col in ("meter", "port", "energy kWh", "power kW", "readings", "bad", "status"):
+        table.add_column(col, justify="right" if col not in ("meter", "status") else "left")
+    for meter in parts.config.meters:
+        st = gw.meter_status[meter.id]
+        energy = st.last_values.get("active_energy_import")
+        power = st.last_values.get("active_power")
+        table.add_row(
+            meter.id,
+            str(
+                getattr(meter.connection, "port", None)
+                or urlsplit(getattr(meter.connection, "endpoint", "")).port
+                or ""
+            ),
+            str(energy) if energy is not None else "-",
+            f"{float(power):.2f}" if power is not None else "-",
+            str(st.readings),
+            str(st.bad),
+            st.last_reason or "ok",
+        )
+    c = gw.sync.counters
+    accepted = parts.platform.counters.accepted
+    _, records = parts.platform.store.counts()
+    table.caption = (
+        f"stored {gw.readings_stored} readings · {gw.records_created} activity records · "
+        f"published {c.published} · acks {c.acks} · platform accepted {accepted} batches"
+        f" ({records} records) · broker {'up' if c.connected else 'down'}"
+    )
+    return table
+
+
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="stop after this many seconds and print a summary")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    meters: Annotated[
+        int,
+        typer.Option(min=1, max=200, help="simulated meters (from 4, the last is a main meter)"),
+    ] = 4,
+    interval: Annotated[
+        int, typer.Option(min=2, max=900, help="aggregation period in seconds")
+    ] = 10,
+    workdir: Annotated[
+        Path | None, typer.Option(help="where the databases and site.toml go (default: temp)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run simulated meters, an embedded broker, the platform simulator and the gateway.
+
+    Example: tanji demo --duration 30 --json
+    """
+    if duration is not None and duration <= 0:
+        err.print("--duration must be a positive number of seconds")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    if 86400 % interval:
+        err.print(f"--interval {interval} must divide a day (86400 s), e.g. 5, 10, 15, 30, 60")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    setup_logging(verbose)
+
+    wd = workdir or Path(tempfile.mkdtemp(prefix="tanji-demo-"))
+    live = Live(console=err, refresh_per_second=2) if not as_json and err.is_terminal else None
+
+    def tick(parts: DemoParts) -> None:
+        if live is not None:
+            live.update(_demo_table(parts))
+
+    if live is None and not as_json:
+        err.print(f"tanji demo: running ({duration or 'until Ctrl-C'} s); work dir {wd}")
+
+    async def main() -> DemoSummary:
+        stop = stop_on_signals()
+        return await run_demo(wd, meters, interval, duration, tick, stop=stop)
+
+    try:
+        if live is not None:
+            live.start()
+        summary = run_async(main())
+    finally:
+        if live is not None:
+            live.stop()
+    if as_json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        table = Table(title="tanji demo summary", show_header=False)
+        for key, value in summary.as_dict().items():
+            table.add_row(key, str(value))
+        out.print(table)
+    if not summary.totals_match:
+        raise typer.Exit(EXIT_FINDING)

@@ -1,0 +1,217 @@
+"""`tanji discover modbus|opcua`: find devices and the meter profiles or variables that fit
+them, and print a site.toml fragment."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from gateway.cli.common import (
+    err,
+    out,
+    run_async,
+    setup_logging,
+)
+from gateway.config import problems_from
+from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
+
+
+def discover_opcua(
+    endpoint: Annotated[str, typer.Argument(help="opc.tcp://host:port/path")],
+    security_policy: Annotated[
+        str, typer.Option(help="None, Basic256Sha256 or Aes256_Sha256_RsaPss")
+    ] = "None",
+    security_mode: Annotated[str, typer.Option(help="None, Sign or SignAndEncrypt")] = "None",
+    certificate: Annotated[Path | None, typer.Option(help="the gateway's certificate")] = None,
+    private_key: Annotated[Path | None, typer.Option(help="its private key")] = None,
+    trust_dir: Annotated[Path | None, typer.Option(help="trusted server certificates")] = None,
+    username: Annotated[str | None, typer.Option()] = None,
+    password_file: Annotated[Path | None, typer.Option()] = None,
+    timeout: Annotated[float, typer.Option(min=0.5, max=60, help="seconds per request")] = 5.0,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="nodes to visit")] = 20000,
+) -> None:
+    """Browse an OPC UA server for energy and production variables (data type, engineering
+    unit, a guessed quantity) and print a site.toml fragment; exit 1 when none is found.
+
+    Example: tanji discover opcua opc.tcp://127.0.0.1:4840/tanji/plant
+    """
+    from pydantic import ValidationError
+
+    from collectors.opcua.collector import SecurityMismatch, connect
+    from collectors.opcua.config import OpcUaConnection
+    from collectors.opcua.discover import browse, site_fragment
+    from collectors.opcua.security import TrustError
+
+    try:
+        conn = OpcUaConnection.model_validate(
+            {
+                "endpoint": endpoint,
+                "security_policy": security_policy,
+                "security_mode": security_mode,
+                "certificate": str(certificate) if certificate else None,
+                "private_key": str(private_key) if private_key else None,
+                "trust_dir": str(trust_dir) if trust_dir else None,
+                "username": username,
+                "password_file": str(password_file) if password_file else None,
+                "timeout_s": timeout,
+            }
+        )
+    except ValidationError as exc:
+        for found in problems_from(exc):
+            err.print(f"option {found}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+
+    async def main() -> list[Any]:
+        client = await connect(conn)
+        try:
+            return await browse(client, limit)
+        finally:
+            await client.disconnect()
+
+    try:
+        candidates = run_async(main())
+    except (TrustError, SecurityMismatch) as exc:
+        err.print(f"{endpoint}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    except (OSError, TimeoutError, ua_errors()) as exc:
+        err.print(f"{endpoint}: cannot browse: {exc!r}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    except (ValueError, TypeError) as exc:  # an unreadable key, certificate or password file
+        err.print(f"{endpoint}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    table = Table(title=f"{endpoint}: variables")
+    for col in ("node", "path", "type", "unit", "guess"):
+        table.add_column(col)
+    useful = [c for c in candidates if c.quantity is not None]
+    for c in useful or candidates[:50]:
+        guess = f"{c.quantity} ({c.kind})" if c.quantity else "-"
+        table.add_row(c.node, c.path, c.data_type, c.unit or "-", guess)
+    err.print(table)
+    if not useful:
+        err.print(f"{len(candidates)} variables, none with an energy or power unit or a count")
+        raise typer.Exit(EXIT_FINDING)
+    print(site_fragment(endpoint, useful))
+
+
+def ua_errors() -> type[Exception]:
+    from asyncua.ua.uaerrors import UaError
+
+    return UaError
+
+
+def discover_modbus(
+    target: Annotated[
+        str | None, typer.Argument(help="HOST[:PORT] of a Modbus TCP device or device server")
+    ] = None,
+    serial: Annotated[
+        str | None, typer.Option(help="serial port instead, e.g. /dev/ttyUSB0")
+    ] = None,
+    rtu_over_tcp: Annotated[
+        bool, typer.Option("--rtu-over-tcp", help="TARGET speaks RTU frames (device server)")
+    ] = False,
+    units: Annotated[str, typer.Option(help="unit ids to try: 1-16, or 1,3,5")] = "1-16",
+    baud: Annotated[int, typer.Option(help="serial: baud rate")] = 9600,
+    parity: Annotated[str, typer.Option(help="serial: N, E or O")] = "E",
+    timeout: Annotated[float, typer.Option(min=0.05, max=10, help="seconds per request")] = 0.5,
+    profile: Annotated[
+        list[str] | None, typer.Option(help="only try these profiles (repeatable)")
+    ] = None,
+) -> None:
+    """Scan unit ids, try the known meter profiles, print a site.toml fragment.
+
+    Example: tanji discover modbus 127.0.0.1:5020 --units 1-4
+
+    Example: tanji discover modbus --serial /dev/ttyUSB0 --baud 9600 --parity N
+    """
+    from collectors.modbus.discover import device_for_link, discover, site_fragment
+    from collectors.modbus.link import RequestFailed
+    from collectors.modbus.profiles import ProfileError, load_profile
+    from gateway.config import problems_from
+
+    problems: list[str] = []
+    unit_ids = _unit_ids(units, problems)
+    if (target is None) == (serial is None):
+        problems.append("give either TARGET (host[:port]) or --serial DEVICE")
+    for name in profile or []:
+        try:
+            load_profile(name)
+        except ProfileError as exc:
+            problems.append(f"--profile: {exc}")
+    connection: dict[str, Any] = {"timeout_s": timeout, "retries": 0}
+    protocol = "modbus_rtu" if serial else "modbus_rtu_over_tcp" if rtu_over_tcp else "modbus_tcp"
+    if serial:
+        connection.update(serial_port=serial, baudrate=baud, parity=parity.upper())
+    elif target:
+        host, _, port = target.rpartition(":") if ":" in target else (target, "", "502")
+        # a port is a number to the configuration (which refuses "502"); text stays text
+        connection.update(host=host, port=int(port) if port.isdigit() else port)
+    device = None
+    if not problems:
+        try:
+            device = device_for_link(protocol, connection)
+        except ValidationError as exc:
+            problems += [f"{p.path.split('.')[-1]}: {p.message}" for p in problems_from(exc)]
+    if problems or device is None:
+        for problem in problems:
+            err.print(problem, highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    setup_logging(False)
+    logging.getLogger("collectors").setLevel(logging.CRITICAL)  # refusals are expected here
+    where = serial or target
+
+    async def scan() -> list[Any]:
+        with err.status(f"scanning {where}") as status:
+            return await discover(
+                device,
+                unit_ids,
+                profile,
+                progress=lambda u: status.update(f"scanning {where}: unit {u}"),
+            )
+
+    try:
+        findings = run_async(scan())
+    except RequestFailed:
+        err.print(f"cannot connect to {where}", highlight=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    table = Table(title=f"Modbus devices on {where}")
+    for col in ("unit", "answer", "best profile", "points read", "sample"):
+        table.add_column(col)
+    for f in findings:
+        if not f.answered:
+            continue
+        best = f.best
+        table.add_row(
+            str(f.unit_id),
+            f.reason,
+            f"{best.profile.id}{'' if best.profile.verified else ' (unverified)'}" if best else "-",
+            f"{best.good}/{best.total}" if best else "-",
+            ", ".join(f"{k}={v}" for k, v in best.sample.items()) if best else "",
+        )
+    out.print(table)
+    fragment = site_fragment(device, findings)
+    if fragment:
+        out.print(fragment, highlight=False, markup=False)
+    else:
+        answered = any(f.answered for f in findings)
+        err.print("no unit matched a known profile" if answered else "no units answered")
+        raise typer.Exit(EXIT_FINDING)
+
+
+def _unit_ids(spec: str, problems: list[str]) -> list[int]:
+    ids: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            ids += range(int(lo), int(hi or lo) + 1)
+    except ValueError:
+        problems.append(f"--units: {spec!r} is not like 1-16 or 1,3,5")
+        return []
+    if not ids or not all(0 <= u <= 255 for u in ids):
+        problems.append(f"--units: {spec!r}: unit ids are 0..255")
+    return ids

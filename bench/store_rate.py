@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.models import PointKind, Quality, Quantity, Reading
-from gateway.store.sqlite import SCHEMA_STATEMENTS, Store, connect
+from gateway.store.schema import SCHEMA_STATEMENTS, connect
+from gateway.store.sqlite import Store
 
 GOOD = Quality.good()
 T0 = 1_764_000_000_000_000_000

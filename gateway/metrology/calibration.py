@@ -26,7 +26,7 @@ from gateway.errors import TanjiError
 from gateway.metrology.status import Entry
 from gateway.models import CalibrationRecord, Frozen
 from gateway.problems import ConfigError, ConfigProblem, problems_from
-from gateway.store.sqlite import transaction
+from gateway.store.schema import transaction
 
 SCHEMA = (
     """

@@ -27,7 +27,8 @@ from influxdb_client.domain.write_precision import WritePrecision
 from pydantic import Field, SecretStr, field_validator
 
 from gateway.models import ConfigFloat, Frozen, Reading, in_range
-from gateway.store.sqlite import Store, transaction
+from gateway.store.schema import transaction
+from gateway.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

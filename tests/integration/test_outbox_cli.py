@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 import cloud_sync
 from cloud_sync import Ack, AckStatus
 from gateway.cli import app
-from gateway.store.sqlite import Store, transaction
+from gateway.store.schema import transaction
+from gateway.store.sqlite import Store
 from tests.unit.test_aggregation import reading, run
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "site.example.toml"

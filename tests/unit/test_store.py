@@ -11,7 +11,8 @@ import pytest
 
 from gateway.evidence import leaf_hash
 from gateway.models import PointKind, Quality, Quantity, Reading
-from gateway.store.sqlite import SCHEMA_VERSION, Store, StoreError
+from gateway.store.schema import SCHEMA_VERSION
+from gateway.store.sqlite import Store, StoreError
 
 DATA = Path(__file__).parent.parent / "data"
 

@@ -36,7 +36,7 @@ import paho.mqtt.client as paho
 
 from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.periods import NS, datetime_to_ns
-from gateway.runtime.supervisor import READINGS_CURSOR, StoreReadings
+from gateway.runtime.readings import READINGS_CURSOR, StoreReadings
 from gateway.store.sqlite import Store
 from simulators.backlog import POINT, fill_outbox, meter, reading, site_records
 from tests.conftest import Mosquitto, Postgres, _postgres_bindir

@@ -40,6 +40,7 @@ from gateway.metrology.calibration import Registry
 from gateway.metrology.status import Entry, status_on
 from gateway.models import ActivityRecord, Reading
 from gateway.periods import NS, ns_to_datetime
+from gateway.runtime.readings import StoreReadings, unsent_from_id
 from gateway.store.diskspace import (
     Reserve,
     describe_free,
@@ -47,15 +48,12 @@ from gateway.store.diskspace import (
     is_disk_full,
     reserve_path_for,
 )
-from gateway.store.eviction import EvictionResult, Keep
-from gateway.store.mirror import Mirror, RunInDb
-from gateway.store.schema import transaction
-from gateway.store.sqlite import Store
+from gateway.store.mirror import Mirror
+from gateway.store.sqlite import EvictionResult, Keep, Store, transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATUS_INTERVAL_S = 5.0
-READINGS_CURSOR = "platform-readings"  # the raw readings stream's position (acked up to)
 RETENTION_INTERVAL_S = 60.0
 PENDING_LIMIT = 50_000  # readings held in memory while the store refuses (~30 MB), then dropped
 WRITE_CHUNK = 5_000  # readings per transaction when catching up
@@ -173,13 +171,14 @@ class Gateway:
             ((m.id, m.calibration) for m in config.meters if m.calibration), clock()
         ):
             log.info("calibration registry: %s", note)
+        self._readings_source = StoreReadings(self.store, self._db)  # raw readings stream
         self.sync = cloud_sync.CloudSync(
             config.store.path,
             cloud_sync.Topics(config.mqtt.topic_prefix, config.enterprise.uscc, config.gateway_id),
             config.mqtt,
             config.mqtt.client_id or f"tanji-{config.gateway_id}",
             clock=clock,
-            readings=StoreReadings(self.store, self._db),
+            readings=self._readings_source,
         )
         self.meter_status = {m.id: MeterStatus() for m in config.meters}
         self.factors = FactorSet(config.factors)  # checked by the config already
@@ -638,7 +637,7 @@ class Gateway:
                 int(cfg.retention_days * 86400 * NS),
                 int(cfg.max_disk_mb * 1e6),
                 keep=KEEP,
-                unsent_from_id=(self.store.cursor(READINGS_CURSOR) or 0) if streaming else None,
+                unsent_from_id=unsent_from_id(self.store) if streaming else None,
                 room_bytes=room_bytes,
             )
         )
@@ -763,20 +762,13 @@ class Gateway:
         await self.aggregate_due(final=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if (await self.sync.stats()).pending == 0 and await self._readings_streamed():
+            if (await self.sync.stats()).pending == 0 and (
+                self.sync.readings is None or await self._readings_source.all_acked()
+            ):
                 return True
             self.sync.wake()
             await asyncio.sleep(0.2)
         return False
-
-    async def _readings_streamed(self) -> bool:
-        """Whether the raw readings stream (when on) has every stored reading acked."""
-        if self.sync.readings is None:
-            return True
-        store = self.store
-        return await self._db(
-            lambda: (store.cursor(READINGS_CURSOR) or 0) >= store.last_reading_id()
-        )
 
     async def close(self) -> None:
         self._shared.close()
@@ -787,28 +779,3 @@ class Gateway:
         except sqlite3.Error as exc:  # e.g. the disk failed: nothing left to save
             log.warning("store not closed cleanly: %s", describe_error(exc))
         self._db_thread.shutdown(wait=True)
-
-
-class StoreReadings:
-    """The store's readings for the optional raw readings stream (cloud_sync.ReadingsSource),
-    read on the gateway's database thread from a cursor kept in the store."""
-
-    def __init__(self, store: Store, db: RunInDb) -> None:
-        self._store = store
-        self._db = db
-
-    async def next(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
-        store = self._store
-
-        def read() -> list[tuple[int, Reading]]:
-            return store.readings_after(store.cursor(READINGS_CURSOR) or 0, limit)
-
-        rows = await self._db(read)
-        return (rows[-1][0] if rows else 0), [cloud_sync.reading_message(i, r) for i, r in rows]
-
-    async def advance(self, seq: int) -> None:
-        def move() -> None:
-            with transaction(self._store.conn):
-                self._store.set_cursor(READINGS_CURSOR, seq)
-
-        await self._db(move)

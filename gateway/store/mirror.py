@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Protocol, TypeVar
@@ -26,6 +25,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from pydantic import Field, SecretStr, field_validator
 
+from gateway.drain import drain, drain_once
 from gateway.models import ConfigFloat, Frozen, Reading, in_range
 from gateway.store.schema import transaction
 from gateway.store.sqlite import Store
@@ -80,6 +80,48 @@ class RunInDb(Protocol):
     def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
 
 
+class StoreCursor:
+    """The store's readings after the mirror's cursor, each with its meter's calibration
+    status (a gateway.drain.Cursor), read and moved on the store's own thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        db: RunInDb | None,
+        calibration_of: Callable[[Sequence[Reading]], list[str]] | None,
+    ) -> None:
+        self.store = store
+        self._db = db
+        self._calibration_of = calibration_of  # run on the store's thread with the readings
+
+    async def _in_db(self, fn: Callable[[], T]) -> T:
+        if self._db is not None:
+            return await self._db(fn)
+        return fn()
+
+    async def next(self, limit: int) -> tuple[int, list[tuple[Reading, str | None]]]:
+        return await self._in_db(lambda: self._next(limit))
+
+    def _next(self, limit: int) -> tuple[int, list[tuple[Reading, str | None]]]:
+        rows = self.store.readings_after(self.store.cursor(MIRROR_CURSOR) or 0, limit)
+        if not rows:
+            return 0, []
+        readings = [r for _, r in rows]
+        statuses: list[str | None] = (
+            [None] * len(rows)
+            if self._calibration_of is None
+            else [*self._calibration_of(readings)]
+        )
+        return rows[-1][0], list(zip(readings, statuses, strict=True))
+
+    async def advance(self, position: int) -> None:
+        def move() -> None:
+            with transaction(self.store.conn):
+                self.store.set_cursor(MIRROR_CURSOR, position)
+
+        await self._in_db(move)
+
+
 class Mirror:
     """Copies readings from `store` (through `db`, the store's own thread) to InfluxDB."""
 
@@ -92,8 +134,7 @@ class Mirror:
     ) -> None:
         self.config = config
         self.store = store
-        self._db = db
-        self._calibration_of = calibration_of  # run on the store's thread with the readings
+        self._cursor = StoreCursor(store, db, calibration_of)
         self._http = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-mirror")
         self._client = InfluxDBClient(
             url=config.url,
@@ -106,52 +147,33 @@ class Mirror:
         self.failures = 0
         self.last_error: str | None = None
 
-    async def _in_db(self, fn: Callable[[], T]) -> T:
-        if self._db is not None:
-            return await self._db(fn)
-        return fn()
-
     async def run(self) -> None:
-        backoff = 0.0
-        while True:
-            try:
-                while await self.send_once() == self.config.batch_size:
-                    pass  # catching up: no pause between full batches
-                backoff = 0.0
-                await asyncio.sleep(self.config.interval_s)
-            except Exception as exc:  # the mirror never takes the gateway down
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                backoff = min(300.0, max(self.config.interval_s, backoff * 2))
-                log.warning("influxdb mirror: %s; retrying in %.0f s", self.last_error, backoff)
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+        """Mirror for ever (gateway.drain): retries with backoff, never takes the gateway down."""
+        await drain(
+            self._cursor,
+            self._send,
+            self.config.batch_size,
+            self.config.interval_s,
+            on_error=self._failed,
+        )
 
     async def send_once(self) -> int:
         """Send the next batch after the cursor; returns how many readings went."""
-        cursor = await self._in_db(lambda: self.store.cursor(MIRROR_CURSOR) or 0)
-        rows, statuses = await self._in_db(lambda: self._next(cursor))
-        if not rows:
-            return 0
-        points = [to_point(r, s) for (_, r), s in zip(rows, statuses, strict=True)]
+        return await drain_once(self._cursor, self._send, self.config.batch_size)
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("influxdb mirror: %s; retrying", self.last_error)
+
+    async def _send(self, batch: list[tuple[Reading, str | None]]) -> None:
+        points = [to_point(r, calibration) for r, calibration in batch]
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(
             self._http,
             lambda: self._write.write(bucket=self.config.bucket, record=points),
         )
-        last = rows[-1][0]
-        await self._in_db(lambda: self._advance(last))
-        self.sent += len(rows)
-        return len(rows)
-
-    def _next(self, cursor: int) -> tuple[list[tuple[int, Reading]], list[str | None]]:
-        rows = self.store.readings_after(cursor, self.config.batch_size)
-        if self._calibration_of is None:
-            return rows, [None] * len(rows)
-        return rows, list(self._calibration_of([r for _, r in rows]))
-
-    def _advance(self, reading_id: int) -> None:
-        with transaction(self.store.conn):
-            self.store.set_cursor(MIRROR_CURSOR, reading_id)
+        self.sent += len(batch)
 
     def close(self) -> None:
         self._client.close()

@@ -48,8 +48,10 @@ from gateway.store.diskspace import (
     is_disk_full,
     reserve_path_for,
 )
+from gateway.store.eviction import EvictionResult, Keep
 from gateway.store.mirror import Mirror
-from gateway.store.sqlite import EvictionResult, Keep, Store, transaction
+from gateway.store.schema import transaction
+from gateway.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

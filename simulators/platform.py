@@ -1,119 +1,44 @@
-"""Stand-in for the provincial platform: receives activity batches over MQTT and acks them.
+"""Stand-in for the provincial platform: receives activity batches over MQTT (and HTTPS,
+`simulators/platform_https.py`) and acks them.
 
-Validates every batch against the contract (JSON Schema + content-derived batch id), stores
-accepted records in SQLite or PostgreSQL, recognises re-sent batches as duplicates (a unique
-constraint on the batch id), and acks `accepted | duplicate | rejected(reason)` only after its
-own commit, each ack signed with the platform's key (`ack_signer`: kept in a file, its public
-half beside it for the gateways' `platform_ack_key`). Several instances split the load
-through an MQTT shared subscription (`$share/{group}/...`) and one PostgreSQL database: the
-shape of a provincial deployment on an existing broker cluster.
+`PlatformStore` (simulators/platform_store.py) validates, stores and decides; the `PlatformDesk`
+here answers each batch, whichever way it came, with an ack signed by the platform's key
+(`ack_signer`: kept in a file, its public half beside it for the gateways'
+`platform_ack_key`), only after its own commit. Several instances split the load through an
+MQTT shared subscription (`$share/{group}/...`) and one PostgreSQL database: the shape of a
+provincial deployment on an existing broker cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gzip
-import io
-import json
 import logging
 import os
-import sqlite3
 import time
-import zlib
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
-import psycopg
 
 from cloud_sync.acks import AckSigner
-from cloud_sync.contract import Ack, AckStatus, ContractError, parse_batch, parse_readings_batch
+from cloud_sync.contract import Ack, AckStatus, ContractError
 from cloud_sync.transport import MqttConfig, TransportError, describe_error
-from gateway.activity.aggregation import EXACT
-from gateway.errors import TanjiError
+from gateway.errors import TanjiFailure
+from simulators.platform_store import PlatformStore
+
+__all__ = [
+    "PlatformCounters",
+    "PlatformDesk",
+    "PlatformReceiver",
+    "PlatformStore",
+    "ack_signer",
+    "public_key_path",
+]
 
 log = logging.getLogger(__name__)
 
-TABLES = """
-CREATE TABLE IF NOT EXISTS batches (
-    batch_id    TEXT PRIMARY KEY,   -- a re-sent batch collides here: duplicate
-    uscc        TEXT NOT NULL,
-    gateway_id  TEXT NOT NULL,
-    received_ns BIGINT NOT NULL,
-    received_by TEXT NOT NULL,          -- which simulator instance stored it
-    payload     TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS records (
-    record_id    TEXT PRIMARY KEY,
-    batch_id     TEXT NOT NULL REFERENCES batches(batch_id),
-    uscc         TEXT NOT NULL,
-    gateway_id   TEXT NOT NULL,
-    meter_id     TEXT NOT NULL,
-    point        TEXT NOT NULL,
-    period_start TEXT NOT NULL,
-    period_end   TEXT NOT NULL,
-    value        TEXT NOT NULL,
-    unit         TEXT NOT NULL,
-    revision     INTEGER NOT NULL,
-    supersedes   TEXT,
-    record_json  TEXT NOT NULL,
-    UNIQUE (uscc, gateway_id, meter_id, point, period_start, revision)
-);
-CREATE INDEX IF NOT EXISTS records_by_period ON records (uscc, gateway_id, period_start);
-CREATE TABLE IF NOT EXISTS reading_batches (
-    batch_id    TEXT PRIMARY KEY,
-    uscc        TEXT NOT NULL,
-    gateway_id  TEXT NOT NULL,
-    received_ns BIGINT NOT NULL,
-    received_by TEXT NOT NULL,
-    count       INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS readings (
-    uscc        TEXT NOT NULL,
-    gateway_id  TEXT NOT NULL,
-    seq         BIGINT NOT NULL,      -- the gateway's reading number
-    meter_id    TEXT NOT NULL,
-    point       TEXT NOT NULL,
-    quantity    TEXT NOT NULL,
-    unit        TEXT NOT NULL,
-    ts_ns       BIGINT NOT NULL,
-    source_ts_ns BIGINT,
-    value       TEXT,
-    quality     TEXT NOT NULL,
-    reason      TEXT,
-    raw         TEXT NOT NULL,
-    batch_id    TEXT NOT NULL REFERENCES reading_batches(batch_id),
-    kind        TEXT,                 -- readings batch 2 on: counter, gauge or label
-    server_ts_ns BIGINT,
-    text        TEXT,                 -- a label's text (product code, production order)
-    PRIMARY KEY (uscc, gateway_id, seq)
-);
-CREATE TABLE IF NOT EXISTS rejections (
-    id          {serial} PRIMARY KEY,
-    topic       TEXT NOT NULL,
-    received_ns BIGINT NOT NULL,
-    reason      TEXT NOT NULL
-)
-"""
-
-ADDED_COLUMNS = (  # (table, column, type) added since the first release of these tables
-    ("readings", "kind", "TEXT"),
-    ("readings", "server_ts_ns", "BIGINT"),
-    ("readings", "text", "TEXT"),
-)
-SCHEMA_LOCK = 0x74616E6A69  # PostgreSQL advisory lock key ("tanji") held while creating tables
-# content a database refuses (e.g. PostgreSQL takes no NUL in text): rejected with the reason;
-# other database errors (connection lost, ...) are not the batch's fault: no ack, so the
-# gateway sends it again
-DATA_ERRORS = (sqlite3.DataError, sqlite3.IntegrityError, psycopg.DataError, psycopg.IntegrityError)
 GROUP_COMMIT_MAX = 100  # batches stored in one commit when they arrive together
-MAX_PAYLOAD = 64 * 1024 * 1024  # a decompressed batch larger than this is refused
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -121,359 +46,6 @@ class PlatformCounters:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
-
-
-class Database:
-    """One connection to SQLite (a path) or PostgreSQL (a `postgresql://` DSN); statements
-    use `?` placeholders either way, transactions are explicit."""
-
-    def __init__(self, target: Path | str) -> None:
-        self.postgres = isinstance(target, str) and target.startswith(
-            ("postgresql://", "postgres://")
-        )
-        if self.postgres:
-            self._pg = psycopg.connect(str(target), autocommit=True)
-            self._begin = "BEGIN"
-        else:
-            path = Path(target)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._sqlite = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._sqlite.execute("PRAGMA journal_mode=WAL")
-            self._sqlite.execute("PRAGMA synchronous=FULL")
-            self._sqlite.execute("PRAGMA busy_timeout=30000")
-            self._begin = "BEGIN IMMEDIATE"
-        serial = "BIGSERIAL" if self.postgres else "INTEGER"
-        with self.transaction():
-            if self.postgres:  # instances starting together would race to create the tables
-                self.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
-            for statement in TABLES.format(serial=serial).split(";"):
-                self.execute(statement)
-            for table, column, sql_type in ADDED_COLUMNS:  # a database made before they were
-                if self.postgres:
-                    self.execute(
-                        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {sql_type}"
-                    )
-                elif column not in {r[1] for r in self.execute(f"PRAGMA table_info({table})")}:
-                    self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        """A cursor (DB-API: fetchone, fetchall, rowcount)."""
-        if self.postgres:
-            return self._pg.execute(sql.replace("?", "%s").encode(), params)
-        return self._sqlite.execute(sql, params)
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        if self.postgres:
-            with self._pg.cursor() as cur:
-                cur.executemany(sql.replace("?", "%s").encode(), rows)
-        else:
-            self._sqlite.executemany(sql, rows)
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.execute(self._begin)
-        try:
-            yield
-        except BaseException:
-            self.execute("ROLLBACK")
-            raise
-        self.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def savepoint(self) -> Iterator[None]:
-        """A nested transaction: undone alone when the block raises."""
-        self.execute("SAVEPOINT batch")
-        try:
-            yield
-        except BaseException:
-            self.execute("ROLLBACK TO SAVEPOINT batch")
-            self.execute("RELEASE SAVEPOINT batch")
-            raise
-        self.execute("RELEASE SAVEPOINT batch")
-
-    def close(self) -> None:
-        (self._pg if self.postgres else self._sqlite).close()
-
-
-class Refused(TanjiError):
-    """Raised inside a transaction to roll it back and ack with this verdict instead."""
-
-    def __init__(self, ack: Ack) -> None:
-        self.ack = ack
-
-
-class PlatformStore:
-    """The platform simulator's database: a SQLite file, or PostgreSQL given a DSN. Several
-    simulator instances may share one PostgreSQL database: unique constraints decide which
-    of two concurrent copies of a batch is stored and which is a duplicate, and a
-    transaction-level lock per gateway (taken in a fixed order) makes one instance's checks
-    against what another is storing for the same gateway see a settled state. SQLite takes
-    one writer at a time anyway."""
-
-    def __init__(self, target: Path | str, instance: str = "platform") -> None:
-        self.target = target
-        self.db = Database(target)
-        self.instance = instance
-
-    def reopen(self) -> None:
-        """A fresh connection (after the database server dropped the old one)."""
-        with contextlib.suppress(Exception):
-            self.db.close()
-        self.db = Database(self.target)
-
-    def receive(self, topic: str, payload: bytes) -> Ack | None:
-        """Store a batch (activity or raw readings, by the topic) and say what to ack; None
-        when not even a batch id can be told."""
-        return self.receive_many([(topic, payload)])[0]
-
-    def receive_many(self, messages: Sequence[tuple[str, bytes]]) -> list[Ack | None]:
-        """Several batches in one commit (group commit: one fsync for all); each is stored or
-        refused on its own. Ack them only after this returns."""
-        with self.db.transaction():
-            if self.db.postgres:
-                gateways = sorted({"/".join(t.rsplit("/", 3)[-3:-1]) for t, _ in messages})
-                for gateway in gateways:  # in a fixed order: no deadlock between instances
-                    self.db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (gateway,))
-            return [self._receive(topic, payload) for topic, payload in messages]
-
-    def _receive(self, topic: str, payload: bytes) -> Ack | None:
-        kind = topic.rsplit("/", 1)[-1]
-        try:
-            payload = _decoded(payload)
-            batch = (parse_readings_batch if kind == "readings" else parse_batch)(payload)
-        except ContractError as exc:
-            self.db.execute(
-                "INSERT INTO rejections (topic, received_ns, reason) VALUES (?,?,?)",
-                (topic, time.time_ns(), str(exc)),
-            )
-            bid = _batch_id_of(payload)
-            return Ack(bid, AckStatus.REJECTED, _reason(str(exc))) if bid else None
-        expected_topic_tail = f"/{batch['uscc']}/{batch['gateway_id']}/{kind}"
-        if not topic.endswith(expected_topic_tail):
-            return Ack(batch["batch_id"], AckStatus.REJECTED, "topic does not match the batch")
-        try:
-            with self.db.savepoint():
-                if kind == "readings":
-                    self._store_readings(batch)
-                else:
-                    self._store(batch)
-        except Refused as verdict:
-            return verdict.ack
-        except DATA_ERRORS as exc:  # valid by the contract, yet not storable here
-            reason = f"the platform cannot store this batch: {exc}"
-            return Ack(batch["batch_id"], AckStatus.REJECTED, _reason(reason))
-        return Ack(batch["batch_id"], AckStatus.ACCEPTED)
-
-    def _store_readings(self, batch: dict[str, Any]) -> None:
-        bid, uscc, gw = str(batch["batch_id"]), batch["uscc"], batch["gateway_id"]
-        readings = batch["readings"]
-        inserted = self.db.execute(
-            "INSERT INTO reading_batches VALUES (?,?,?,?,?,?) ON CONFLICT (batch_id) DO NOTHING",
-            (bid, uscc, gw, time.time_ns(), self.instance, len(readings)),
-        ).rowcount
-        if inserted != 1:
-            raise Refused(Ack(bid, AckStatus.DUPLICATE))
-        seqs = [r["seq"] for r in readings]
-        held = {
-            int(seq): (str(ts), value, text)
-            for seq, ts, value, text in self.db.execute(
-                "SELECT seq, ts_ns, value, text FROM readings WHERE uscc=? AND gateway_id=?"
-                " AND seq BETWEEN ? AND ?",
-                (uscc, gw, min(seqs), max(seqs)),
-            ).fetchall()
-        }
-        new = []
-        for r in readings:
-            content = (r["ts_ns"], r["value"], r["text"])
-            if r["seq"] in held:
-                if held[r["seq"]] != content:
-                    raise Refused(
-                        Ack(bid, AckStatus.REJECTED, f"reading {r['seq']} held with other content")
-                    )
-                continue
-            held[r["seq"]] = content  # a number twice in one batch
-            new.append(
-                (uscc, gw, r["seq"], r["meter_id"], r["point"], r["quantity"], r["unit"],
-                 int(r["ts_ns"]), _ns(r["source_ts_ns"]), r["value"], r["quality"], r["reason"],
-                 r["raw"], bid, r["kind"], _ns(r["server_ts_ns"]), r["text"])
-            )  # fmt: skip
-        if new:
-            self.db.executemany(
-                "INSERT INTO readings (uscc, gateway_id, seq, meter_id, point, quantity, unit,"
-                " ts_ns, source_ts_ns, value, quality, reason, raw, batch_id, kind, server_ts_ns,"
-                " text) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                new,
-            )
-
-    def _store(self, batch: dict[str, Any]) -> None:
-        bid = str(batch["batch_id"])
-        inserted = self.db.execute(
-            "INSERT INTO batches VALUES (?,?,?,?,?,?) ON CONFLICT (batch_id) DO NOTHING",
-            (
-                bid,
-                batch["uscc"],
-                batch["gateway_id"],
-                time.time_ns(),
-                self.instance,
-                json.dumps(batch),
-            ),
-        ).rowcount
-        if inserted != 1:
-            raise Refused(Ack(bid, AckStatus.DUPLICATE))
-        records: list[dict[str, Any]] = batch["records"]
-        held, periods = self._held_for(batch["uscc"], batch["gateway_id"], records)
-        rows = []
-        for r in records:
-            text = json.dumps(r, sort_keys=True)
-            if r["record_id"] in held:
-                if held[r["record_id"]] != text:
-                    raise Refused(
-                        Ack(
-                            bid,
-                            AckStatus.REJECTED,
-                            f"record {r['record_id']} already stored with other content;"
-                            " send a new revision instead",
-                        )
-                    )
-                continue
-            revisions = periods[r["meter_id"], r["point"], r["period_start"]]
-            conflict = _revision_conflict(r, revisions)
-            if conflict is not None:
-                raise Refused(
-                    Ack(
-                        bid,
-                        AckStatus.REJECTED,
-                        f"record {r['record_id']} (revision {r['revision']}) conflicts with"
-                        f" the revisions held for its period: {conflict}",
-                    )
-                )
-            revisions[r["revision"]] = (r["record_id"], r.get("supersedes"))
-            held[r["record_id"]] = text  # a record twice in one batch is stored once
-            rows.append(
-                (r["record_id"], bid, r["uscc"], r["gateway_id"], r["meter_id"], r["point"],
-                 r["period_start"], r["period_end"], r["quantity"], r["unit"], r["revision"],
-                 r.get("supersedes"), text)
-            )  # fmt: skip
-        if rows:
-            self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-
-    def _held_for(
-        self, uscc: str, gateway_id: str, records: list[dict[str, Any]]
-    ) -> tuple[
-        dict[str, str], defaultdict[tuple[str, str, str], dict[int, tuple[str, str | None]]]
-    ]:
-        """What is already stored about a batch's records, in two queries: the records with
-        their ids, and every revision held for their periods."""
-        ids = [r["record_id"] for r in records]
-        held = dict(
-            self.db.execute(
-                f"SELECT record_id, record_json FROM records WHERE record_id IN ({_marks(ids)})",
-                ids,
-            ).fetchall()
-        )
-        starts = sorted({r["period_start"] for r in records})
-        periods: defaultdict[tuple[str, str, str], dict[int, tuple[str, str | None]]] = defaultdict(
-            dict
-        )
-        for meter, point, start, revision, record_id, supersedes in self.db.execute(
-            "SELECT meter_id, point, period_start, revision, record_id, supersedes FROM records"
-            f" WHERE uscc = ? AND gateway_id = ? AND period_start IN ({_marks(starts)})",
-            [uscc, gateway_id, *starts],
-        ).fetchall():
-            periods[meter, point, start][int(revision)] = (record_id, supersedes)
-        return held, periods
-
-    def totals(self) -> dict[tuple[str, str], Decimal]:
-        """(meter_id, point) -> sum of the latest revision of each period's record."""
-        out: dict[tuple[str, str], Decimal] = {}
-        with localcontext(EXACT):  # float-derived quantities have ~30 digits: add them exactly
-            for r in self.records():
-                key = (str(r["meter_id"]), str(r["point"]))
-                out[key] = out.get(key, Decimal(0)) + Decimal(str(r["quantity"]))
-        return out
-
-    def records(self, revisions: bool = False) -> list[dict[str, Any]]:
-        """The latest revision of every period's record (every revision with `revisions`)."""
-        latest = (
-            ""
-            if revisions
-            else " WHERE revision = (SELECT MAX(revision) FROM records b WHERE"
-            " b.uscc=a.uscc AND b.gateway_id=a.gateway_id AND b.meter_id=a.meter_id AND"
-            " b.point=a.point AND b.period_start=a.period_start)"
-        )
-        rows = self.db.execute(
-            f"SELECT record_json FROM records a{latest} ORDER BY period_start, meter_id, revision"
-        )
-        return [json.loads(r[0]) for r in rows]
-
-    def counts(self) -> tuple[int, int]:
-        """(batches, records) stored."""
-        b = self.db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-        r = self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-        return int(b), int(r)
-
-    def readings(self) -> list[dict[str, Any]]:
-        """Raw readings received, by gateway and number."""
-        rows = self.db.execute(
-            "SELECT gateway_id, seq, meter_id, point, kind, ts_ns, server_ts_ns, value, text,"
-            " quality FROM readings ORDER BY gateway_id, seq"
-        ).fetchall()
-        keys = ("gateway_id", "seq", "meter_id", "point", "kind", "ts_ns", "server_ts_ns",
-                "value", "text", "quality")  # fmt: skip
-        return [dict(zip(keys, row, strict=True)) for row in rows]
-
-    def by_instance(self) -> dict[str, int]:
-        """Batches stored by each simulator instance."""
-        rows = self.db.execute("SELECT received_by, COUNT(*) FROM batches GROUP BY received_by")
-        return {str(who): int(n) for who, n in rows.fetchall()}
-
-
-def _marks(values: Sequence[Any]) -> str:
-    return ",".join("?" * len(values))
-
-
-def _revision_conflict(r: dict[str, Any], held: dict[int, tuple[str, str | None]]) -> str | None:
-    """Why a record does not fit the revisions held for its period, or None. Revisions may
-    arrive in any order (a re-send after an outage); each must name the one before it
-    (`supersedes`) and be named by the one after it, where those are held."""
-    before, after = held.get(r["revision"] - 1), held.get(r["revision"] + 1)
-    if before is not None and before[0] != r["supersedes"]:
-        return f"supersedes {r['supersedes']}, but revision {r['revision'] - 1} is {before[0]}"
-    if after is not None and after[1] != r["record_id"]:
-        return f"revision {r['revision'] + 1} supersedes {after[1]}, not this record"
-    return None
-
-
-def _decoded(payload: bytes) -> bytes:
-    """The JSON text of a payload sent as is or gzip-compressed (told by gzip's magic bytes,
-    which JSON text never starts with)."""
-    if not payload.startswith(GZIP_MAGIC):
-        return payload
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(payload)) as f:
-            text = f.read(MAX_PAYLOAD + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ContractError(f"gzip payload cannot be decompressed: {exc}") from None
-    if len(text) > MAX_PAYLOAD:
-        raise ContractError(f"decompressed payload exceeds {MAX_PAYLOAD} bytes")
-    return text
-
-
-def _batch_id_of(payload: bytes) -> str | None:
-    """The batch id of a refused message, when it has one an ack can carry."""
-    try:
-        bid = json.loads(payload).get("batch_id")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    if not isinstance(bid, str) or not 0 < len(bid) <= 128:
-        return None
-    return bid if _reason(bid) == bid else None  # not a lone surrogate
-
-
-def _reason(text: str) -> str:
-    """A rejection's reason as an ack carries it: Unicode text (a lone surrogate from the
-    refused message shown as '?'), at most 1000 characters."""
-    return text.encode("utf-8", "replace").decode("utf-8")[:1000]
 
 
 def public_key_path(key_path: Path) -> Path:
@@ -515,9 +87,111 @@ def ack_signer(key_path: Path) -> AckSigner:
     return signer
 
 
+class Interrupted(TanjiFailure):
+    """A batch was in a group whose commit was cut short: whether it was stored is not known,
+    so it gets no ack (the gateway sends it again and hears `duplicate` if it was)."""
+
+
+class PlatformDesk:
+    """Answers batches, whichever way they came (MQTT, HTTPS): stores a group of them in one
+    commit (one at a time: the store has one connection), counts the verdicts and signs an
+    ack for each. The MQTT receiver and the HTTPS listener of one simulator share one desk."""
+
+    def __init__(self, store: PlatformStore, signer: AckSigner | None = None) -> None:
+        self.store = store
+        self.signer = signer or AckSigner.generate()
+        self.counters = PlatformCounters()
+        self._issued_ns = 0
+        self._lock = asyncio.Lock()
+        self._waiting: list[tuple[str, bytes, asyncio.Future[bytes | None]]] = []
+
+    async def answer(self, batches: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
+        """Store `(address, payload)` batches in one commit, then the signed ack of each; None
+        where no ack can be given (not even a batch id, or an address that names no gateway).
+        Raises what the database raised: then nothing was stored, nothing is acked."""
+        async with self._lock:
+            return await self._answer(batches)
+
+    async def answer_one(self, address: str, payload: bytes) -> bytes | None:
+        """One batch of several arriving at once (HTTPS requests): those waiting are stored
+        together, up to GROUP_COMMIT_MAX in one commit, each answered on its own. Raises what
+        the database raised (the store is then reopened for the next)."""
+        mine: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((address, payload, mine))
+        try:
+            async with self._lock:
+                while not mine.done():
+                    group = self._waiting[:GROUP_COMMIT_MAX]
+                    del self._waiting[: len(group)]
+                    await self._answer_group(group)
+        except asyncio.CancelledError:  # the client went away: do not store it for nobody
+            self._waiting = [w for w in self._waiting if w[2] is not mine]
+            if mine.done() and not mine.cancelled():
+                mine.exception()  # seen: not reported as never retrieved
+            raise
+        return await mine
+
+    async def _answer_group(
+        self, group: list[tuple[str, bytes, asyncio.Future[bytes | None]]]
+    ) -> None:
+        try:
+            answers = await self._answer([(address, payload) for address, payload, _ in group])
+        except asyncio.CancelledError:  # the others in the group must not wait for ever
+            for *_, waiter in group:
+                if not waiter.done():
+                    waiter.set_exception(Interrupted("the platform was interrupted"))
+            raise
+        except Exception as exc:
+            for *_, waiter in group:
+                waiter.set_exception(exc)
+            log.error("platform: database: %s; reopening it", exc)
+            await self.recover()
+            return
+        for (*_, waiter), answer in zip(group, answers, strict=True):
+            waiter.set_result(answer)
+
+    async def recover(self) -> None:
+        """A fresh database connection after a failure; logged when that fails too (the next
+        batch tries again)."""
+        try:
+            await asyncio.to_thread(self.store.reopen)
+        except Exception as again:
+            log.error("platform: database still unavailable: %s", again)
+
+    async def _answer(self, batches: Sequence[tuple[str, bytes]]) -> list[bytes | None]:
+        acks = await asyncio.to_thread(self.store.receive_many, batches) if batches else []
+        return [self._signed(address, ack) for (address, _), ack in zip(batches, acks, strict=True)]
+
+    def _signed(self, address: str, ack: Ack | None) -> bytes | None:
+        if ack is None:
+            self.counters.rejected += 1
+            log.warning("platform: unreadable message at %s dropped", address)
+            return None
+        if ack.status is AckStatus.ACCEPTED:
+            self.counters.accepted += 1
+        elif ack.status is AckStatus.DUPLICATE:
+            self.counters.duplicates += 1
+        else:
+            self.counters.rejected += 1
+            log.warning("platform: rejected %s: %s", ack.batch_id, ack.reason)
+        uscc, gateway_id = address.rsplit("/", 1)[0].rsplit("/", 2)[-2:]
+        try:
+            return self.signer.sign(ack, uscc, gateway_id, self._issue())
+        except ContractError as exc:  # e.g. an address that names no gateway
+            log.warning("platform: no ack for a message at %s: %s", address, exc)
+            return None
+
+    def _issue(self) -> int:
+        """When an ack is signed: the clock, but never the same or an earlier value twice (a
+        gateway believes a batch's second rejection only when issued after its first)."""
+        self._issued_ns = max(time.time_ns(), self._issued_ns + 1)
+        return self._issued_ns
+
+
 class PlatformReceiver:
-    """Subscribes to every gateway's activity topic under the prefix and acks each batch,
-    signed with `signer` (default: a key made for this run only); with a `group`, through a
+    """Subscribes to every gateway's activity and readings topics under the prefix and acks
+    each batch on the gateway's ack topic, signed with `signer` (default: a key made for this
+    run only) or by the `desk` it shares with an HTTPS listener; with a `group`, through a
     shared subscription so that instances split the load."""
 
     def __init__(
@@ -527,16 +201,26 @@ class PlatformReceiver:
         client_id: str = "tanji-platform-sim",
         group: str | None = None,
         signer: AckSigner | None = None,
+        desk: PlatformDesk | None = None,
     ) -> None:
-        self.store = PlatformStore(db, client_id)
+        self.desk = desk or PlatformDesk(PlatformStore(db, client_id), signer)
         self.mqtt = mqtt
         self.client_id = client_id
         self.group = group
-        self.signer = signer or AckSigner.generate()
-        self.counters = PlatformCounters()
         self.connected = False
         self.last_error: str | None = None
-        self._issued_ns = 0
+
+    @property
+    def store(self) -> PlatformStore:
+        return self.desk.store
+
+    @property
+    def signer(self) -> AckSigner:
+        return self.desk.signer
+
+    @property
+    def counters(self) -> PlatformCounters:
+        return self.desk.counters
 
     @property
     def subscriptions(self) -> list[str]:
@@ -564,10 +248,7 @@ class PlatformReceiver:
             except Exception as exc:  # the database failed: nothing acked, the gateways resend
                 self.last_error = f"database: {exc}"
                 log.error("platform: %s; reconnecting", self.last_error, exc_info=exc)
-                try:
-                    await asyncio.to_thread(self.store.reopen)
-                except Exception as again:  # still down: tried again after the backoff
-                    log.error("platform: database still unavailable: %s", again)
+                await self.desk.recover()
             self.connected = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
@@ -576,34 +257,7 @@ class PlatformReceiver:
         batches = [
             (m.topic.value, m.payload if isinstance(m.payload, bytes) else b"") for m in received
         ]
-        acks = await asyncio.to_thread(self.store.receive_many, batches)
-        for (topic, _), ack in zip(batches, acks, strict=True):
-            if ack is None:
-                self.counters.rejected += 1
-                log.warning("platform: unreadable message on %s dropped", topic)
-                continue
-            if ack.status is AckStatus.ACCEPTED:
-                self.counters.accepted += 1
-            elif ack.status is AckStatus.DUPLICATE:
-                self.counters.duplicates += 1
-            else:
-                self.counters.rejected += 1
-                log.warning("platform: rejected %s: %s", ack.batch_id, ack.reason)
-            base = topic.rsplit("/", 1)[0]
-            uscc, gateway_id = base.rsplit("/", 2)[-2:]
-            try:
-                payload = self.signer.sign(ack, uscc, gateway_id, self._issue())
-            except ContractError as exc:  # e.g. a topic that names no gateway
-                log.warning("platform: no ack for a message on %s: %s", topic, exc)
-                continue
-            await client.publish(base + "/ack", payload, qos=1)
-
-    def _issue(self) -> int:
-        """When an ack is signed: the clock, but never the same or an earlier value twice (a
-        gateway believes a batch's second rejection only when issued after its first)."""
-        self._issued_ns = max(time.time_ns(), self._issued_ns + 1)
-        return self._issued_ns
-
-
-def _ns(text: str | None) -> int | None:
-    return None if text is None else int(text)
+        answers = await self.desk.answer(batches)
+        for (topic, _), payload in zip(batches, answers, strict=True):
+            if payload is not None:
+                await client.publish(topic.rsplit("/", 1)[0] + "/ack", payload, qos=1)

@@ -1,0 +1,164 @@
+"""The platform simulator's HTTPS binding on a real TLS socket: batches in, signed acks out,
+the same rules as over MQTT (one desk, one store), mutual TLS enforced in the handshake, and
+each way of being wrong answered with its status code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cloud_sync import AckStatus, build_batch, build_readings_batch, reading_message
+from cloud_sync.acks import AckKeys, AckSigner, read_ack
+from simulators import platform_https
+from simulators.platform import PlatformDesk, PlatformStore
+from simulators.platform_https import HttpsSettings, HttpsSetupError, PlatformHttps
+from tests.support.pki import CertificateAuthority, Issued
+from tests.unit.test_aggregation import reading
+from tests.unit.test_contract import USCC, records
+
+
+@dataclass
+class Listening:
+    server: PlatformHttps
+    pki: CertificateAuthority
+    gateway: Issued
+    keys: AckKeys
+
+    def client(self, cert: Issued | None = None, ca: Path | None = None) -> httpx.AsyncClient:
+        ctx = ssl.create_default_context(cafile=str(ca or self.pki.cert_path))
+        if cert is not None:
+            ctx.load_cert_chain(str(cert.cert), str(cert.key))
+        return httpx.AsyncClient(base_url=self.server.url, verify=ctx, timeout=10.0)
+
+
+@pytest.fixture
+async def platform(tmp_path: Path, pki: CertificateAuthority) -> AsyncIterator[Listening]:
+    server_cert = pki.issue("platform-https", server=True)
+    signer = AckSigner.generate()
+    desk = PlatformDesk(PlatformStore(tmp_path / "platform.db"), signer)
+    settings = HttpsSettings(server_cert.cert, server_cert.key, pki.cert_path, port=0)
+    server = PlatformHttps(desk, settings)
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.run(ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield Listening(
+            server, pki, pki.issue("gw", server=False), AckKeys.from_pem(signer.public_pem())
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def activity_path(gateway_id: str = "gw") -> str:
+    return f"/{USCC}/{gateway_id}/activity"
+
+
+async def test_a_batch_is_stored_once_and_acked_signed(platform: Listening):
+    batch = build_batch(USCC, "gw", records())
+    body = json.dumps(batch).encode()
+    async with platform.client(platform.gateway) as client:
+        first = await client.post(activity_path(), content=body)
+        again = await client.post(  # the same content gzip-compressed: the same batch
+            activity_path(),
+            content=gzip.compress(body),
+            headers={"content-encoding": "gzip", "content-type": "application/json"},
+        )
+    assert first.status_code == again.status_code == 200
+    acks = [read_ack(r.content, USCC, "gw", platform.keys) for r in (first, again)]
+    assert [a.status for a in acks] == [AckStatus.ACCEPTED, AckStatus.DUPLICATE]
+    assert {a.batch_id for a in acks} == {batch["batch_id"]}
+    assert platform.server.desk.store.counts() == (1, 2)
+    assert platform.server.counters.connections == 1  # kept alive between the two requests
+
+
+async def test_readings_and_refusals_follow_the_mqtt_rules(platform: Listening):
+    tampered = build_batch(USCC, "gw", records())
+    tampered["records"][0]["quantity"] = "999.99"
+    mine = build_batch(USCC, "gw", records())
+    readings = build_readings_batch(USCC, "gw", [reading_message(1, reading(0, "1.00"))])
+    async with platform.client(platform.gateway) as client:
+        refused = await client.post(activity_path(), content=json.dumps(tampered).encode())
+        misaddressed = await client.post(  # posted for another gateway
+            activity_path("gw-2"), content=json.dumps(mine).encode()
+        )
+        garbage = await client.post(activity_path(), content=b"\xff\x00not json")
+        raw = await client.post(f"/{USCC}/gw/readings", content=json.dumps(readings).encode())
+    ack = read_ack(refused.content, USCC, "gw", platform.keys)
+    assert (refused.status_code, ack.status) == (200, AckStatus.REJECTED)
+    assert "batch_id does not match the content" in (ack.reason or "")
+    ack = read_ack(misaddressed.content, USCC, "gw-2", platform.keys)  # addressed as posted
+    assert ack.status is AckStatus.REJECTED
+    assert ack.reason == "topic or path does not match the batch"
+    assert garbage.status_code == 400  # no batch id: nothing an ack could name
+    assert "no ack" in garbage.json()["error"]
+    ack = read_ack(raw.content, USCC, "gw", platform.keys)
+    assert (ack.status, ack.batch_id) == (AckStatus.ACCEPTED, readings["batch_id"])
+    assert platform.server.desk.store.counts() == (0, 0)
+    assert [r["seq"] for r in platform.server.desk.store.readings()] == [1]
+
+
+async def test_wrong_requests_get_their_status_codes(
+    platform: Listening, monkeypatch: pytest.MonkeyPatch
+):
+    batch = json.dumps(build_batch(USCC, "gw", records())).encode()
+    async with platform.client(platform.gateway) as client:
+        outside = f"https://127.0.0.1:{platform.server.port}/v2/{USCC}/gw/activity"
+        assert (await client.post(outside, content=batch)).status_code == 404
+        # an address that names no gateway: rejected, but no ack can be addressed (as MQTT)
+        assert (await client.post("/x/gw/activity", content=batch)).status_code == 400
+        assert (await client.post(f"/{USCC}/gw/ack", content=batch)).status_code == 404
+        assert (await client.get(activity_path())).status_code == 405
+        compressed = await client.post(
+            activity_path(), content=batch, headers={"content-encoding": "br"}
+        )
+        assert compressed.status_code == 415
+        monkeypatch.setattr(platform_https, "MAX_BODY", len(batch) - 1)
+        too_big = await client.post(activity_path(), content=batch)
+        assert too_big.status_code == 413
+        monkeypatch.undo()
+        # the connection was closed after each refusal; a new one still works
+        assert (await client.post(activity_path(), content=batch)).status_code == 200
+
+
+@pytest.mark.parametrize("who", ["no certificate", "another CA", "expired"])
+async def test_a_client_without_a_valid_certificate_is_refused_in_the_handshake(
+    platform: Listening, tmp_path: Path, who: str
+):
+    cert = {
+        "no certificate": None,
+        "another CA": CertificateAuthority(tmp_path / "o", "other CA").issue("gw", server=False),
+        "expired": platform.pki.issue("old-gw", server=False, expired=True),
+    }[who]
+    batch = json.dumps(build_batch(USCC, "gw", records())).encode()
+    async with platform.client(cert) as client:
+        with pytest.raises(httpx.TransportError):
+            await client.post(activity_path(), content=batch)
+    assert platform.server.counters.tls_refused == 1
+    assert platform.server.counters.requests == 0
+    reason = platform.server.counters.last_tls_refusal or ""
+    expected = {
+        "no certificate": "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+        "another CA": "unable to get local issuer certificate",
+        "expired": "certificate has expired",
+    }[who]
+    assert expected in reason, reason
+    assert platform.server.desk.store.counts() == (0, 0)
+
+
+def test_unreadable_tls_files_are_named(tmp_path: Path, pki: CertificateAuthority):
+    cert = pki.issue("platform-https", server=True)
+    with pytest.raises(HttpsSetupError, match=f"client CA {tmp_path / 'none.pem'}"):
+        HttpsSettings(cert.cert, cert.key, tmp_path / "none.pem").tls_context()
+    with pytest.raises(HttpsSetupError, match=f"server certificate {pki.cert_path}"):
+        HttpsSettings(pki.cert_path, cert.key, pki.cert_path).tls_context()  # key of another

@@ -98,7 +98,8 @@ def run(
             " = true); use mqtts:// unless that network is trusted",
             site.mqtt.host,
         )
-    from gateway.runtime.supervisor import Gateway, GatewayFailed, describe_error
+    from gateway.runtime.supervisor import Gateway, GatewayFailed
+    from gateway.runtime.writer import describe_error
     from gateway.store.lock import StoreLock
 
     async def main() -> None:

@@ -25,7 +25,6 @@ from zoneinfo import ZoneInfo
 
 import cloud_sync
 from collectors import CollectorStats, Shared, create_collector
-from gateway.activity.counters import CONTEXT
 from gateway.activity.factors import FactorSet
 from gateway.activity.sealing import (
     LATE_CURSOR,
@@ -40,15 +39,17 @@ from gateway.metrology.calibration import Registry
 from gateway.metrology.status import Entry, status_on
 from gateway.models import ActivityRecord, Reading
 from gateway.periods import NS, ns_to_datetime
-from gateway.runtime.readings import StoreReadings, unsent_from_id
-from gateway.store.diskspace import (
-    Reserve,
-    describe_free,
-    free_bytes,
-    is_disk_full,
-    reserve_path_for,
+from gateway.runtime.readings import StoreReadings
+from gateway.runtime.writer import (
+    Reminder,
+    StoreFailed,
+    StoreWriter,
+    check_store_error,
+    describe_error,
 )
-from gateway.store.eviction import EvictionResult, Keep
+from gateway.store.diskspace import (
+    is_disk_full,
+)
 from gateway.store.mirror import Mirror
 from gateway.store.schema import transaction
 from gateway.store.sqlite import Store
@@ -56,26 +57,10 @@ from gateway.store.sqlite import Store
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATUS_INTERVAL_S = 5.0
-RETENTION_INTERVAL_S = 60.0
-PENDING_LIMIT = 50_000  # readings held in memory while the store refuses (~30 MB), then dropped
-WRITE_CHUNK = 5_000  # readings per transaction when catching up
-REMIND_S = 60.0  # a condition that lasts is logged when it starts, then this often
-# what eviction leaves: a counter's readings that open its next period, unsettled batches
-KEEP = Keep(counter_readings=CONTEXT, settled_batches=cloud_sync.SETTLED_BATCHES)
-CAP_RETRY_S = 15.0  # at the disk cap with nothing to evict: how often eviction is tried again
 
 
 def status_path_for(store_path: Path) -> Path:
     return store_path.with_name(store_path.name + ".status.json")
-
-
-def describe_error(exc: BaseException) -> str:
-    """An exception as one line: SQLite's error name where there is one."""
-    if isinstance(exc, StoreFailed):
-        return str(exc)
-    name = getattr(exc, "sqlite_errorname", None)
-    text = str(exc) or type(exc).__name__
-    return f"{text} ({name})" if name else f"{type(exc).__name__}: {text}"
 
 
 class GatewayFailed(TanjiFailure):
@@ -86,59 +71,6 @@ class GatewayFailed(TanjiFailure):
         super().__init__(f"task {task} failed: {describe_error(cause)}")
         self.task = task
         self.cause = cause
-
-
-BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")  # another process holds the database: it passes
-
-
-class StoreFailed(TanjiFailure):
-    """The store cannot be written for a cause that does not pass (an I/O error, a read-only
-    or damaged file): whichever task meets it stops the gateway."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(f"the store cannot be written: {describe_error(cause)}")
-
-
-@dataclass
-class Refusal:
-    """Why the store takes no new readings now (shown in status, logged)."""
-
-    kind: str  # "disk-full" | "cap" | "busy"
-    cause: str
-    since_ns: int
-    since: float  # time.monotonic()
-    reminded: float
-    refused_before: int  # readings_refused when it started
-
-
-RESUMES_WHEN = {
-    "disk-full": "space is free again",
-    "cap": "the platform acknowledges records (their readings can then be evicted)",
-    "busy": "the other process lets go of the database",
-}
-
-
-class Reminder:
-    """Logs a condition when it starts, then at most every `every_s` while it lasts, and once
-    when it ends: never a line per second."""
-
-    def __init__(self, every_s: float = REMIND_S) -> None:
-        self.every_s = every_s
-        self._since: float | None = None
-        self._last = 0.0
-
-    def note(self, level: int, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        if self._since is None or now - self._last >= self.every_s:
-            lasting = "" if self._since is None else f" (for {now - self._since:.0f} s)"
-            log.log(level, msg + lasting, *args)
-            self._last = now
-            self._since = self._since if self._since is not None else now
-
-    def clear(self, msg: str, *args: object) -> None:
-        if self._since is not None:
-            log.warning(msg, *args)
-            self._since = None
 
 
 @dataclass
@@ -196,9 +128,6 @@ class Gateway:
                 "factors marked unverified are not used (allow_unverified = false): %s",
                 ", ".join(self.factors.skipped_unverified),
             )
-        self.readings_stored = 0
-        self.readings_refused = 0  # dropped: more than PENDING_LIMIT while the store refused
-        self.disk = EvictionResult(0, 0, over_cap=False)
         self.records_created = 0
         self.records_revised = 0
         self.readings_set_aside = 0  # late readings for evicted periods (kept, not used)
@@ -206,17 +135,19 @@ class Gateway:
         self.outbox: cloud_sync.OutboxStats | None = None  # backlog, read by the status loop
         # without a valid calibration, held back by the site's choice (also from earlier runs)
         self.records_held = cloud_sync.Outbox(self.store.conn).stats().records_held
-        self._pending: list[Reading] = []
-        self._flushing = asyncio.Lock()  # one flush at a time takes readings off _pending
-        self.refusal: Refusal | None = None  # why the store takes no new readings now
-        self._cap_full_at = -CAP_RETRY_S  # time.monotonic(): the cap had nothing to evict
-        self.reserve = Reserve(reserve_path_for(config.store.path))
         self._status_trouble = Reminder()
         self._aggregation_trouble = Reminder()
-        self._retention_trouble = Reminder()
-        self._dropping = Reminder()
         self._aggregating = asyncio.Lock()
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
+        agg = config.aggregation
+        self.writer = StoreWriter(
+            config.store,
+            self.store,
+            self._db_thread,
+            clock,
+            sealed_before=lambda now: agg.period.start(now - int(agg.grace_s * NS), self._tz),
+            streaming=self.sync.readings is not None,
+        )
         self._collector_tasks: list[asyncio.Task[None]] = []
         self._shared = Shared()  # connections that collectors of several meters share
         self.mirror = (
@@ -237,6 +168,10 @@ class Gateway:
             out.append(str(status_on(entries[r.meter_id], day)[0]))
         return out
 
+    @property
+    def readings_stored(self) -> int:
+        return self.writer.readings_stored
+
     async def _db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn)
 
@@ -250,12 +185,7 @@ class Gateway:
         (StoreFailed among them) stops every task and raises GatewayFailed naming the task
         and the cause, so the process can exit non-zero and be restarted, never live on
         doing nothing."""
-        if not self.reserve.take():
-            log.warning(
-                "no room for the %.0f MB reserve %s (kept for a full disk)",
-                self.reserve.size / 1e6,
-                self.reserve.path,
-            )
+        self.writer.take_reserve()
         try:
             async with asyncio.TaskGroup() as tg:
 
@@ -266,11 +196,11 @@ class Gateway:
                     start(self._collect(meter), f"collect-{meter.id}")
                     for meter in self.config.meters
                 ]
-                start(self._write_loop(), "store-writer")
+                start(self.writer.write_loop(), "store-writer")
                 start(self._aggregate_loop(), "aggregator")
                 start(self.sync.run(), "cloud-sync")
                 start(self._status_loop(), "status-file")
-                start(self._retention_loop(), "retention")
+                start(self.writer.retention_loop(), "retention")
                 if self.mirror is not None:
                     start(self.mirror.run(), "influxdb-mirror")
         except BaseExceptionGroup as group:
@@ -279,7 +209,7 @@ class Gateway:
                 raise  # not a task's failure: a bug here, shown as it is
             raise failed[0] from None
         finally:
-            await asyncio.shield(self._last_flush())
+            await asyncio.shield(self.writer.last_flush())
 
     async def _supervised(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         """Run one task; a failure it did not handle (or its end: every task runs until
@@ -293,24 +223,6 @@ class Gateway:
             log.info("task %s failed", name, exc_info=True)  # the details, with --verbose
             raise GatewayFailed(name, exc) from exc
         raise GatewayFailed(name, RuntimeError("ended while the gateway was running"))
-
-    async def _last_flush(self) -> None:
-        """Commit what is pending on the way out; say what could not be."""
-        try:
-            await self.flush()
-        except Exception as exc:
-            log.error(
-                "%d collected readings not stored on the way out: %s",
-                len(self._pending),
-                describe_error(exc),
-            )
-            return
-        if self._pending:
-            log.error(
-                "%d collected readings not stored on the way out: the store refuses them (%s)",
-                len(self._pending),
-                self.refusal.cause if self.refusal else "unknown",
-            )
 
     async def _collect(self, meter: MeterConfig) -> None:
         status = self.meter_status[meter.id]
@@ -332,7 +244,7 @@ class Gateway:
         """Take readings for the store (committed within `commit_interval_s`): a collector's
         poll cycle, or older readings a device delivers late (a backfill after an outage),
         which then revise the sealed periods they belong to."""
-        self._pending.extend(readings)
+        self.writer.submit(readings)
 
     @staticmethod
     def _note(status: MeterStatus, readings: list[Reading]) -> None:
@@ -357,19 +269,11 @@ class Gateway:
         return status_path_for(self.config.store.path)
 
     def status_snapshot(self) -> dict[str, Any]:
-        free = free_bytes(self.config.store.path)
         return {
             "schema": "tanji.gateway-status/1",
             "gateway_id": self.config.gateway_id,
             "written_ns": str(self._clock()),
-            "readings_stored": self.readings_stored,
-            "readings_refused": self.readings_refused,
-            "readings_pending": len(self._pending),
-            "store_refusing": self.refusal.cause if self.refusal else None,
-            "store_refusing_since_ns": str(self.refusal.since_ns) if self.refusal else None,
-            "store_used_mb": round(self.disk.used_bytes / 1e6, 1),
-            "store_over_cap": self.disk.over_cap,
-            "disk_free_mb": None if free is None else round(free / 1e6, 1),
+            **self.writer.snapshot(),
             "records_created": self.records_created,
             "records_revised": self.records_revised,
             "readings_set_aside": self.readings_set_aside,
@@ -436,217 +340,6 @@ class Gateway:
                 self._status_trouble.clear("status file %s written again", self.status_path)
             await asyncio.sleep(STATUS_INTERVAL_S)
 
-    # --- store -------------------------------------------------------------------------------
-
-    async def flush(self) -> int:
-        """Commit the readings collected so far (durable transactions of up to WRITE_CHUNK),
-        checking the disk cap before each; returns how many were committed.
-
-        At the cap, readings the platform has settled are evicted first; with nothing left to
-        evict, or with the disk full (or the database held by another process), the store
-        refuses: readings wait in memory (up to PENDING_LIMIT, newer ones are then dropped
-        and counted as `readings_refused`), the cause is logged once and shown in the status,
-        and writing resumes by itself once the cause is gone. Any other error raises
-        StoreFailed."""
-        async with self._flushing:
-            written = 0
-            while self._pending:
-                if self.refusal is not None and not self._may_retry():
-                    break
-                batch = self._pending[:WRITE_CHUNK]
-                try:
-                    fits = await self._commit(batch)
-                    if not fits:
-                        fits = await self._make_room(batch) and await self._commit(batch)
-                except Exception as exc:
-                    self._refuse_for(exc)  # or raises it
-                    break
-                if not fits:
-                    self._refuse(
-                        "cap",
-                        f"disk cap reached: {self.disk.used_bytes / 1e6:.1f} MB used of"
-                        f" max_disk_mb = {self.config.store.max_disk_mb:g}, nothing the platform"
-                        " has acknowledged is left to evict",
-                    )
-                    break
-                written += len(batch)
-                self._resumed()
-            self._bound_pending()
-            if len(self._pending) < PENDING_LIMIT:
-                self._dropping.clear("readings are kept in memory again (room below the limit)")
-            if self.refusal is not None:
-                self._remind()
-            return written
-
-    async def _commit(self, batch: list[Reading]) -> bool:
-        """Commit `batch` (the head of _pending) if it fits under the cap; False if not.
-        Cancelled meanwhile, it waits for the database thread's outcome, so a committed
-        batch is neither forgotten nor written twice."""
-        cap = int(self.config.store.max_disk_mb * 1e6)
-        fut = asyncio.get_running_loop().run_in_executor(
-            self._db_thread, lambda: self.store.append_within(batch, cap)
-        )
-        try:
-            fits = await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            await asyncio.wait({fut})
-            if not fut.cancelled() and fut.exception() is None and fut.result():
-                self._stored(batch)
-            raise
-        if fits:
-            self._stored(batch)
-        return fits
-
-    def _stored(self, batch: list[Reading]) -> None:
-        del self._pending[: len(batch)]
-        self.readings_stored += len(batch)
-
-    async def _make_room(self, batch: list[Reading]) -> bool:
-        """Evict for the cap now (after an eviction that left nothing to evict, not again
-        for CAP_RETRY_S); True when the batch then fits."""
-        if time.monotonic() - self._cap_full_at < CAP_RETRY_S:
-            return False
-        if (await self.enforce_limits(self.store.room_needed(batch))).over_cap:
-            self._cap_full_at = time.monotonic()
-            return False
-        return True
-
-    def _may_retry(self) -> bool:
-        """While refusing: whether to try writing again now."""
-        assert self.refusal is not None
-        if self.refusal.kind == "disk-full":
-            margin = self.store.room_needed(self._pending[:WRITE_CHUNK]) + (1 << 20)
-            return self.reserve.take(margin)  # room for the reserve and more: try
-        if self.refusal.kind == "cap":
-            return time.monotonic() - self._cap_full_at >= CAP_RETRY_S
-        return True
-
-    def _check_store_error(self, exc: Exception) -> None:
-        """Raise StoreFailed for a database error that does not pass by itself (an I/O error,
-        a read-only or damaged file); disk full, busy and anything not the database's pass."""
-        if (
-            isinstance(exc, sqlite3.Error)
-            and not is_disk_full(exc, self.config.store.path)
-            and getattr(exc, "sqlite_errorname", "") not in BUSY
-        ):
-            raise StoreFailed(exc) from exc
-
-    def _refuse_for(self, exc: Exception) -> None:
-        """Refuse new readings for a cause that passes (disk full, database busy); any other
-        error raises StoreFailed."""
-        path = self.config.store.path
-        if is_disk_full(exc, path):
-            self._refuse("disk-full", f"disk full: {path.parent}: {exc} ({describe_free(path)})")
-        elif getattr(exc, "sqlite_errorname", "") in BUSY:
-            self._refuse("busy", f"store busy: {exc} (another process holds it)")
-        else:
-            raise StoreFailed(exc) from exc
-
-    def _refuse(self, kind: str, cause: str) -> None:
-        released = kind == "disk-full" and self.reserve.release()
-        if self.refusal is not None and self.refusal.kind == kind:
-            self.refusal.cause = cause
-            return
-        now = time.monotonic()
-        self.refusal = Refusal(kind, cause, self._clock(), now, now, self.readings_refused)
-        log.error(
-            "store refuses new readings: %s; they wait in memory meanwhile (up to %d, newer"
-            " ones are then dropped and counted); writing resumes by itself when %s",
-            cause,
-            PENDING_LIMIT,
-            RESUMES_WHEN[kind],
-        )
-        if released:
-            log.warning(
-                "released the %.0f MB reserve %s: room for the status file, acks and records",
-                self.reserve.size / 1e6,
-                self.reserve.path,
-            )
-
-    def _remind(self) -> None:
-        refusal = self.refusal
-        assert refusal is not None
-        now = time.monotonic()
-        if now - refusal.reminded >= REMIND_S:
-            refusal.reminded = now
-            log.warning(
-                "store still refuses new readings after %.0f s: %s; %d in memory, %d dropped",
-                now - refusal.since,
-                refusal.cause,
-                len(self._pending),
-                self.readings_refused - refusal.refused_before,
-            )
-
-    def _resumed(self) -> None:
-        refusal, self.refusal = self.refusal, None
-        if refusal is not None:
-            log.warning(
-                "store writing new readings again after %.0f s (%s); %d readings dropped meanwhile",
-                time.monotonic() - refusal.since,
-                refusal.cause,
-                self.readings_refused - refusal.refused_before,
-            )
-
-    def _bound_pending(self) -> None:
-        """Readings beyond PENDING_LIMIT are dropped, newest first, and counted."""
-        extra = len(self._pending) - PENDING_LIMIT
-        if extra <= 0:
-            return
-        self._dropping.note(
-            logging.ERROR,
-            "%d readings wait in memory for the store: newer ones are dropped (counted as"
-            " readings_refused) until it writes again",
-            PENDING_LIMIT,
-        )
-        del self._pending[PENDING_LIMIT:]
-        self.readings_refused += extra
-
-    async def _write_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.store.commit_interval_s)
-            await self.flush()
-
-    async def _retention_loop(self) -> None:
-        while True:
-            try:
-                await self.enforce_limits()
-            except Exception as exc:  # e.g. the disk is full or the file locked: try again
-                self._check_store_error(exc)  # a dead disk ends the gateway
-                if is_disk_full(exc, self.config.store.path):
-                    self._retention_trouble.note(
-                        logging.WARNING,
-                        "store: retention and disk cap not enforced: %s; tried every %.0f s",
-                        describe_error(exc),
-                        RETENTION_INTERVAL_S,
-                    )
-                else:
-                    log.exception("store: retention and disk cap not enforced this time")
-            else:
-                self._retention_trouble.clear("store: retention and disk cap enforced again")
-            await asyncio.sleep(RETENTION_INTERVAL_S)
-
-    async def enforce_limits(self, room_bytes: int = 0) -> EvictionResult:
-        """Evict what retention and the disk cap allow (gateway.store.sqlite.Store.enforce_limits),
-        making `room_bytes` more room under the cap where it can."""
-        cfg, agg = self.config.store, self.config.aggregation
-        now = self._clock()
-        sealed = agg.period.start(now - int(agg.grace_s * NS), self._tz)
-        streaming = self.sync.readings is not None
-        self.disk = await self._db(
-            lambda: self.store.enforce_limits(
-                now,
-                sealed,
-                int(cfg.retention_days * 86400 * NS),
-                int(cfg.max_disk_mb * 1e6),
-                keep=KEEP,
-                unsent_from_id=unsent_from_id(self.store) if streaming else None,
-                room_bytes=room_bytes,
-            )
-        )
-        if self.disk.deleted:
-            log.info("store: %d readings evicted", self.disk.deleted)
-        return self.disk
-
     # --- aggregation -------------------------------------------------------------------------
 
     async def _aggregate_loop(self) -> None:
@@ -658,7 +351,7 @@ class Gateway:
             except StoreFailed:  # met committing the readings first: ends the gateway
                 raise
             except Exception as exc:  # e.g. the disk is full: the readings are safe, try again
-                self._check_store_error(exc)  # a dead disk ends the gateway
+                check_store_error(exc, self.config.store.path)  # a dead disk ends the gateway
                 self.aggregation_failures += 1
                 if is_disk_full(exc, self.config.store.path):
                     self._aggregation_trouble.note(
@@ -683,12 +376,12 @@ class Gateway:
         bench/aggregate_pass.py), then written with their outbox batches in one transaction.
         A crash before that loses nothing: the next pass computes the same records again."""
         async with self._aggregating:  # the loop's pass and drain's never interleave
-            await self.flush()
+            await self.writer.flush()
             now = self._clock()
             horizon = now - int(self.config.aggregation.grace_s * NS)
-            if self._pending and not final:  # readings the store refused wait in memory:
+            if self.writer.pending and not final:  # readings the store refused wait in memory:
                 # nothing is sealed over them (they would come as late readings, revisions)
-                horizon = min(horizon, min(r.ts_ns for r in self._pending) - 1)
+                horizon = min(horizon, min(r.ts_ns for r in self.writer.pending) - 1)
             new = await self._db(functools.partial(new_readings, self.store))
             records: list[ActivityRecord] = []
             for meter in self.config.meters:
@@ -697,7 +390,7 @@ class Gateway:
                         functools.partial(self._meter_records, meter, new, horizon, final)
                     )
                 except Exception as exc:  # one meter's bad data must not hold up the others
-                    self._check_store_error(exc)  # but a dead disk ends the gateway
+                    check_store_error(exc, self.config.store.path)  # a dead disk ends it
                     self.aggregation_failures += 1
                     log.exception("aggregation of meter %s failed; retried next pass", meter.id)
             if records or new.up_to != new.cursor:

@@ -420,7 +420,7 @@ def test_the_largest_allowed_values_do_not_break_the_run(tmp_path: Path):
     async def main() -> None:
         gw = Gateway(parse_site_config(data))
         try:
-            await gw.enforce_limits()
+            await gw.writer.enforce_limits()
             await gw.aggregate_due()
         finally:
             await gw.close()

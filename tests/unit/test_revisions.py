@@ -15,7 +15,8 @@ import pytest
 from gateway.activity.counters import CONTEXT
 from gateway.config import parse_site_config
 from gateway.models import ActivityFlag, PointKind, Quality, Quantity, Reading
-from gateway.runtime.supervisor import KEEP, Gateway
+from gateway.runtime.supervisor import Gateway
+from gateway.runtime.writer import KEEP
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "site.example.toml"
 NS = 1_000_000_000
@@ -299,11 +300,11 @@ def test_readings_waiting_in_memory_hold_back_sealing(gateway):
     rs = readings(T0, end + (CONTEXT + 1) * POLL_S * NS)
     stored = [r for r in rs if r.ts_ns < end + 3 * POLL_S * NS]
     gw.store.append_readings(stored)
-    gw._pending = [r for r in rs if r not in stored]  # refused: waiting in memory
-    gw.flush = _no_flush  # type: ignore[method-assign]  # the store still refuses them
+    gw.writer.pending = [r for r in rs if r not in stored]  # refused: waiting in memory
+    gw.writer.flush = _no_flush  # type: ignore[method-assign]  # the store still refuses them
     assert seal(gw, clock, end + HOUR) == []
-    gw.store.append_readings(gw._pending)  # room again: stored
-    gw._pending = []
+    gw.store.append_readings(gw.writer.pending)  # room again: stored
+    gw.writer.pending = []
     first = seal(gw, clock, end + HOUR + NS)[0]  # and the silent periods after it
     assert first.end.value == counter(end)
     assert first.end.interpolated  # from the readings around its end, all of them stored

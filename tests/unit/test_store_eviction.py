@@ -14,8 +14,9 @@ import cloud_sync
 from gateway.activity.counters import CONTEXT
 from gateway.config import load_site_config
 from gateway.models import PointKind, Quality, Quantity, Reading
-from gateway.runtime import supervisor as runtime
-from gateway.runtime.supervisor import KEEP, Gateway
+from gateway.runtime import writer as runtime_writer
+from gateway.runtime.supervisor import Gateway
+from gateway.runtime.writer import KEEP
 from gateway.store.sqlite import Store
 
 NS = 1_000_000_000
@@ -164,7 +165,7 @@ def _disk_bytes(db: Path) -> int:
 async def test_at_the_cap_readings_wait_in_memory_until_eviction_makes_room(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(runtime, "CAP_RETRY_S", 0.0)
+    monkeypatch.setattr(runtime_writer, "CAP_RETRY_S", 0.0)
     gateway = _capped_gateway(tmp_path)
     cap = 16_000_000
     meter = gateway.config.meters[0].id
@@ -172,18 +173,18 @@ async def test_at_the_cap_readings_wait_in_memory_until_eviction_makes_room(
     gateway.store.append_readings(
         [reading(meter, "energy", T0 + i * NS, bytes(2000)) for i in range(8500)]
     )
-    gateway._pending = [reading(meter, "energy", T0 + 9000 * NS)]
-    assert await gateway.flush() == 0
+    gateway.writer.pending = [reading(meter, "energy", T0 + 9000 * NS)]
+    assert await gateway.writer.flush() == 0
     status = gateway.status_snapshot()
     assert str(status["store_refusing"]).startswith("disk cap reached"), status
     assert status["store_over_cap"] is True
     assert status["readings_pending"] == 1  # kept, not dropped
-    assert gateway.readings_refused == 0
+    assert gateway.writer.readings_refused == 0
     # the platform acknowledges the first two hours: their readings can go, the reading in
     # memory is written and the store stays under its cap
     seal(gateway.store, meter, T0, T0 + 120 * MIN, "b1", "acked")
-    assert await gateway.flush() == 1
-    assert gateway.refusal is None
+    assert await gateway.writer.flush() == 1
+    assert gateway.writer.refusal is None
     assert gateway.status_snapshot()["store_refusing"] is None
     assert gateway.store.used_bytes() <= cap  # the file keeps its size: pages are reused
     await gateway.close()
@@ -197,16 +198,16 @@ async def test_the_cap_holds_at_every_commit(tmp_path: Path):
     t = T0
     for period in range(24):  # ~36 MB of readings, twice the cap and more
         every = 15 * MIN // 1500
-        gateway._pending = [
+        gateway.writer.pending = [
             reading(meter, "energy", t + i * every, bytes(1000)) for i in range(1500)
         ]
-        while gateway._pending:
-            assert await gateway.flush() > 0
+        while gateway.writer.pending:
+            assert await gateway.writer.flush() > 0
             assert _disk_bytes(gateway.config.store.path) <= cap
         end = t + 15 * MIN
         seal(gateway.store, meter, t, end, f"b{period}", "acked")
         t = end
-    assert gateway.readings_refused == 0
+    assert gateway.writer.readings_refused == 0
     assert gateway.store.used_bytes() <= cap
     await gateway.close()
 

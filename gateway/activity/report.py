@@ -4,7 +4,7 @@ page with bar charts of energy per line and per product unit (inline SVG, no scr
 
 Sums are exact: consecutive records share their boundary values, so the sum of a point's
 records over a span is its counter's advance. Only the latest revision of each period counts.
-Pure functions over ActivityRecords; the CLI reads them from the store.
+Pure functions over ActivityRecords; `span_report` reads them from a store it is given.
 """
 
 from __future__ import annotations
@@ -17,13 +17,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, localcontext
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from gateway.activity.aggregation import EXACT
-from gateway.activity.allocation import Allocation
+from gateway.activity.allocation import Allocation, allocate
+from gateway.activity.balance import BalanceConfig, BalanceResult, check
 from gateway.metrology import uncertainty
 from gateway.models import ActivityFlag, ActivityRecord
 from gateway.periods import Interval, datetime_to_ns, ns_to_datetime
+
+if TYPE_CHECKING:
+    from gateway.store.sqlite import Store
 
 
 @dataclass
@@ -409,4 +414,55 @@ def flagged(total: Total) -> bool:
             ActivityFlag.CALIBRATION_EXPIRED,
             ActivityFlag.COUNTER_BACKWARDS,
         )
+    )
+
+
+# --- a span of days, as `tanji report` shows it -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpanReport:
+    """The activity data of a span of days: every revision read, and the totals, the
+    allocation to products and each energy balance of the latest revisions."""
+
+    first: date
+    last: date  # exclusive
+    tz: ZoneInfo
+    records: list[ActivityRecord]
+    totals: list[Total]
+    allocation: Allocation
+    balances: list[tuple[BalanceConfig, list[BalanceResult]]]
+
+    @property
+    def flagged(self) -> bool:
+        """Some totals include gaps, expired calibrations or counters going backwards."""
+        return any(flagged(t) for t in self.totals)
+
+    def csv(self, by: Interval | None = None) -> str:
+        """Every record, or roll-ups per `by` (ValueError: records that do not divide it)."""
+        return rollup_csv(rollup(self.records, by, self.tz)) if by else to_csv(self.records)
+
+    def html(self, title: str) -> str:
+        return to_html(title, self.totals, self.allocation)
+
+
+def span_report(
+    store: Store, first: date, last: date, tz: ZoneInfo, balances: Sequence[BalanceConfig] = ()
+) -> SpanReport:
+    """The records of the periods that start from `first` to `last` (exclusive; midnights in
+    `tz`) in `store`, summed up (sqlite3.Error when the store cannot be read)."""
+
+    def midnight(d: date) -> int:
+        return datetime_to_ns(datetime(d.year, d.month, d.day, tzinfo=tz))
+
+    records = store.activity_records(midnight(first), midnight(last))
+    latest = latest_revisions(records)
+    return SpanReport(
+        first,
+        last,
+        tz,
+        records,
+        totals(records),
+        allocate(latest),
+        [(b, check(b, latest)) for b in balances],
     )

@@ -18,15 +18,14 @@ from gateway.cli.common import (
     err,
     load_site,
     out,
-    print_config_error,
 )
-from gateway.config import ConfigError, SiteConfig
+from gateway.config import SiteConfig
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 from gateway.store.sqlite import Store, StoreError
 
 if TYPE_CHECKING:
-    from gateway.metrology.calibration import Registry
-    from gateway.models import CalibrationRecord, CalibrationStatus
+    from gateway.metrology.calibration import MeterCalibration, Registry
+    from gateway.models import CalibrationRecord
 
 
 def _registry(site: SiteConfig) -> Registry:
@@ -49,50 +48,35 @@ def store_and_registry(site: SiteConfig) -> tuple[Store, Registry]:
     return store, registry
 
 
-def _calibration_rows(
-    site: SiteConfig, registry: Registry, day: date
-) -> list[tuple[str, CalibrationStatus, CalibrationRecord | None]]:
-    from gateway.metrology.status import status_on
-
-    rows = []
-    for m in site.meters:
-        status, entry = status_on(registry.entries(m.id), day)
-        rows.append((m.id, status, entry.record if entry else None))
-    return rows
-
-
-def _calibration_table(
-    title: str, rows: list[tuple[str, CalibrationStatus, CalibrationRecord | None]], day: date
-) -> Table:
+def _calibration_table(title: str, rows: list[MeterCalibration], day: date) -> Table:
     table = Table(title=title)
     for col in ("meter", "status", "certificate", "kind", "lab", "due", "days left"):
         table.add_column(col, justify="right" if col == "days left" else "left")
-    for meter_id, status, record in rows:
-        colour = "green" if status == "valid" else "red"
+    for row in rows:
+        colour = "green" if row.status == "valid" else "red"
+        record = row.record
         table.add_row(
-            meter_id,
-            f"[{colour}]{status}[/]",
+            row.meter_id,
+            f"[{colour}]{row.status}[/]",
             record.certificate_no if record else "",
             record.kind if record else "",
             record.lab if record else "",
             str(record.due_date) if record else "",
-            str((record.due_date - day).days) if record else "",
+            str(row.days_left(day)) if record else "",
         )
     return table
 
 
-def _calibration_json(
-    rows: list[tuple[str, CalibrationStatus, CalibrationRecord | None]], day: date
-) -> str:
+def _calibration_json(rows: list[MeterCalibration], day: date) -> str:
     return json.dumps(
         [
             {
-                "meter_id": meter_id,
-                "status": str(status),
-                "certificate": record.model_dump(mode="json") if record else None,
-                "days_left": (record.due_date - day).days if record else None,
+                "meter_id": row.meter_id,
+                "status": str(row.status),
+                "certificate": row.record.model_dump(mode="json") if row.record else None,
+                "days_left": row.days_left(day),
             }
-            for meter_id, status, record in rows
+            for row in rows
         ],
         indent=2,
     )
@@ -122,41 +106,22 @@ def calibration_list(
 
     Example: tanji calibration list -c site.toml --at 2026-12-01
     """
+    from gateway.metrology.status import class_findings
+
     site = load_site(config)
     day = _day(at, site)
-    rows = _calibration_rows(site, _registry(site), day)
+    rows = _registry(site).statuses((m.id for m in site.meters), day)
     if as_json:
         print(_calibration_json(rows, day))
     else:
         out.print(_calibration_table(f"calibration status on {day}", rows, day))
-    short = _class_findings(site)
+    short = class_findings(
+        (m.id, m.carrier.value, m.accuracy_class, m.required_accuracy_class) for m in site.meters
+    )
     for finding in short:
         err.print(finding, highlight=False, markup=False)
-    if short or any(status != "valid" for _, status, _ in rows):
+    if short or any(row.status != "valid" for row in rows):
         raise typer.Exit(EXIT_FINDING)
-
-
-def _class_findings(site: SiteConfig) -> list[str]:
-    """Meters whose accuracy class does not meet `required_accuracy_class` (or cannot be
-    compared)."""
-    from gateway.metrology.status import class_meets
-
-    out = []
-    for m in site.meters:
-        if m.required_accuracy_class is None:
-            continue
-        meets = class_meets(m.carrier.value, m.accuracy_class, m.required_accuracy_class)
-        if meets is False:
-            out.append(
-                f"{m.id}: accuracy class {m.accuracy_class} does not meet the required"
-                f" {m.required_accuracy_class}"
-            )
-        elif meets is None:
-            out.append(
-                f"{m.id}: cannot compare class {m.accuracy_class} with the required"
-                f" {m.required_accuracy_class} (no error limit known for one of them)"
-            )
-    return out
 
 
 def calibration_due(
@@ -172,11 +137,8 @@ def calibration_due(
     """
     site = load_site(config)
     today = _day(None, site)
-    rows = [
-        (m, status, record)
-        for m, status, record in _calibration_rows(site, _registry(site), today)
-        if status != "valid" or (record and (record.due_date - today).days <= days)
-    ]
+    statuses = _registry(site).statuses((m.id for m in site.meters), today)
+    rows = [row for row in statuses if row.due_within(today, days)]
     if as_json:
         print(_calibration_json(rows, today))
     elif rows:
@@ -225,24 +187,16 @@ def calibration_import(
     if file.suffix.lower() == ".xml":
         certificates = [_read_dcc(file, content, site, due)]
     else:
-        try:
-            certificates = read_certificates(file, content, (m.id for m in site.meters))
-        except ConfigError as exc:
-            print_config_error(exc)
-            raise typer.Exit(EXIT_BAD_INPUT) from None
+        # a ConfigError (every problem with where it is) ends the command, exit 2
+        certificates = read_certificates(file, content, (m.id for m in site.meters))
     if (supersede is None) != (reason is None) or (supersede and len(certificates) != 1):
         err.print("--supersede takes --reason and a file with exactly one certificate")
         raise typer.Exit(EXIT_BAD_INPUT)
-    registry = _registry(site)
-    source, now = file_source(file, content), time.time_ns()
-    added = 0
+    source = file_source(file, content)
     try:
-        if supersede is not None and reason is not None:
-            meter_id, record = certificates[0]
-            registry.supersede(meter_id, supersede, record, reason, source, now)
-            added = 1
-        else:
-            added = registry.add_all(certificates, source, now)  # all or none
+        added = _registry(site).register(
+            certificates, source, time.time_ns(), supersede, reason or ""
+        )
     except CalibrationError as exc:
         err.print(f"{file}: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -278,17 +232,14 @@ def calibration_revoke(
 
     Example: tanji calibration revoke -c site.toml L1-MAIN JL-2026-0012 --reason "wrong meter"
     """
-    from gateway.metrology.calibration import STANDARD, CalibrationError
+    from gateway.metrology.calibration import STANDARD
 
     site = load_site(config)
     if meter not in {m.id for m in site.meters} and not meter.startswith(STANDARD):
         err.print(f"no meter {meter!r} in {config} (reference standards: {STANDARD}<id>)")
         raise typer.Exit(EXIT_BAD_INPUT)
-    try:
-        _registry(site).revoke(meter, certificate, reason, "command line", time.time_ns())
-    except CalibrationError as exc:
-        err.print(str(exc), highlight=False, markup=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    # a CalibrationError (no such certificate standing) ends the command, exit 2
+    _registry(site).revoke(meter, certificate, reason, "command line", time.time_ns())
 
 
 def calibration_history(

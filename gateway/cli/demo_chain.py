@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cloud_sync.transport import MqttConfig
+from cloud_sync import MqttConfig
 from gateway.activity import balance
 from gateway.activity.aggregation import EXACT
 from gateway.activity.allocation import allocate

@@ -1,28 +1,26 @@
 """`tanji report`: activity data for a span of days, as tables, CSV or a page with charts.
-The figures come from gateway.activity; this module parses and prints."""
+The figures come from gateway.activity.report (`span_report`); this module parses and prints."""
 
 from __future__ import annotations
 
 import sqlite3
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
 
-from gateway.cli.common import (
-    SiteOption,
-    err,
-    load_site,
-    out,
-)
+from gateway.cli.common import SiteOption, err, load_site, out
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
-from gateway.store.sqlite import Store, StoreError
+from gateway.periods import Interval
+from gateway.store.sqlite import Store
 
 if TYPE_CHECKING:
     from gateway.activity.allocation import Allocation
     from gateway.activity.balance import BalanceConfig, BalanceResult
+    from gateway.activity.report import SpanReport, Total
 
 
 def report(
@@ -47,16 +45,40 @@ def report(
 
     Example: tanji report -c site.toml --from 2026-11-01 --to 2026-12-01 --by day --csv nov.csv
     """
-    from datetime import timedelta
-    from zoneinfo import ZoneInfo
-
-    from gateway.activity import report as rpt
-    from gateway.activity.allocation import allocate
-    from gateway.activity.balance import check as check_balance
-    from gateway.periods import Interval, datetime_to_ns
+    from gateway.activity.report import span_report
 
     site = load_site(config)
     tz = ZoneInfo(site.aggregation.timezone)
+    first, last = _days(start, end, tz)
+    rollup_by = _interval(by)
+    if not site.store.path.exists():
+        err.print(f"no store at {site.store.path}: the gateway has not run with this site")
+        raise typer.Exit(EXIT_FINDING)
+    store = Store(site.store.path)  # a StoreError ends the command (exit 2)
+    try:
+        span = span_report(store, first, last, tz, site.balances)
+    except sqlite3.Error as exc:  # e.g. locked by a gateway in the middle of a write
+        err.print(f"cannot read {site.store.path}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_FINDING) from None
+    finally:
+        store.close()
+    title = f"{site.enterprise.name} — activity data {first} to {last} (exclusive)"
+    _print(span, title)
+    try:
+        if csv_path is not None:
+            csv_path.write_text(span.csv(rollup_by), encoding="utf-8")
+        if html_path is not None:
+            html_path.write_text(span.html(title), encoding="utf-8")
+    except ValueError as exc:  # records that do not divide the --by period
+        err.print(f"--by {by}: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except OSError as exc:
+        err.print(f"cannot write the report: {exc}", highlight=False, markup=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _days(start: str | None, end: str | None, tz: ZoneInfo) -> tuple[date, date]:
+    """--from and --to: the first day and the day after the last (default: today only)."""
     try:
         first = date.fromisoformat(start) if start else datetime.now(tz).date()
         last = date.fromisoformat(end) if end else first + timedelta(days=1)
@@ -66,33 +88,30 @@ def report(
     if last <= first:
         err.print(f"--to ({last}) must be after --from ({first})")
         raise typer.Exit(EXIT_BAD_INPUT)
+    return first, last
+
+
+def _interval(by: str | None) -> Interval | None:
     try:
-        rollup_by = Interval.parse(by) if by is not None else None
+        return Interval.parse(by) if by is not None else None
     except ValueError as exc:
         err.print(f"--by: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    if not site.store.path.exists():
-        err.print(f"no store at {site.store.path}: the gateway has not run with this site")
-        raise typer.Exit(EXIT_FINDING)
-    try:
-        store = Store(site.store.path)
-    except StoreError as exc:
-        err.print(f"tanji: {exc}", highlight=False, markup=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
 
-    def midnight(d: date) -> int:
-        return datetime_to_ns(datetime(d.year, d.month, d.day, tzinfo=tz))
 
-    try:
-        records = store.activity_records(midnight(first), midnight(last))
-    except sqlite3.Error as exc:  # e.g. locked by a gateway in the middle of a write
-        err.print(f"cannot read {site.store.path}: {exc}", highlight=False, markup=False)
-        raise typer.Exit(EXIT_FINDING) from None
-    finally:
-        store.close()
-    rows = rpt.totals(records)
-    allocation = allocate(rpt.latest_revisions(records))
-    title = f"{site.enterprise.name} — activity data {first} to {last} (exclusive)"
+def _print(span: SpanReport, title: str) -> None:
+    out.print(_totals_table(title, span.totals))
+    if span.allocation.products:
+        out.print(_products_table(span.allocation))
+    for balance, results in span.balances:
+        out.print(_balance_table(balance, results))
+    if not span.totals:
+        err.print("no activity records in this span")
+    if span.flagged:
+        err.print("some totals include gaps, expired calibrations or counters going backwards")
+
+
+def _totals_table(title: str, totals: list[Total]) -> Table:
     table = Table(title=title)
     columns = ("line", "meter", "point", "quantity", "U (k=2)", "unit", "periods", "coverage")
     for col in (*columns, "flags"):
@@ -100,7 +119,7 @@ def report(
             col,
             justify="right" if col in ("quantity", "U (k=2)", "periods", "coverage") else "left",
         )
-    for t in rows:
+    for t in totals:
         table.add_row(
             t.line,
             t.meter_id,
@@ -112,28 +131,7 @@ def report(
             f"{t.coverage:.1%}",
             ", ".join(f"{k} x{n}" for k, n in sorted(t.flags.items())),
         )
-    out.print(table)
-    if allocation.products:
-        out.print(_products_table(allocation))
-    for b in site.balances:
-        out.print(_balance_table(b, check_balance(b, rpt.latest_revisions(records))))
-    if not rows:
-        err.print("no activity records in this span")
-    if any(rpt.flagged(t) for t in rows):
-        err.print("some totals include gaps, expired calibrations or counters going backwards")
-    try:
-        if csv_path is not None and rollup_by is not None:
-            csv_path.write_text(rpt.rollup_csv(rpt.rollup(records, rollup_by, tz)), "utf-8")
-        elif csv_path is not None:
-            csv_path.write_text(rpt.to_csv(records), encoding="utf-8")
-        if html_path is not None:
-            html_path.write_text(rpt.to_html(title, rows, allocation), encoding="utf-8")
-    except ValueError as exc:  # records that do not divide the --by period
-        err.print(f"--by {by}: {exc}", highlight=False, markup=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except OSError as exc:
-        err.print(f"cannot write the report: {exc}", highlight=False, markup=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    return table
 
 
 def _balance_table(balance: BalanceConfig, results: list[BalanceResult]) -> Table:

@@ -65,7 +65,7 @@ def sim_platform(
     --ack-key /etc/tanji-platform/ack.key
     """
 
-    from cloud_sync.transport import MqttConfig
+    from cloud_sync import MqttConfig
 
     try:
         mqtt = MqttConfig(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +17,7 @@ from gateway.cli.common import (
     out,
 )
 from gateway.errors import EXIT_FINDING
+from gateway.runtime.status_file import UNACKED_ATTENTION
 
 
 def status(
@@ -44,64 +44,28 @@ def status(
 
     Example: tanji status --config /etc/tanji/site.toml
     """
-    site = load_site(config)
-    from gateway.runtime.supervisor import STATUS_INTERVAL_S, status_path_for
+    from gateway.runtime.status_file import not_a_status, read_status
 
-    path = status_path_for(site.store.path)
-    try:
-        snapshot = _read_status(path)
-        age_s = (time.time_ns() - int(snapshot["written_ns"])) / 1e9
-        attention = [
-            m
-            for m, st in snapshot["meters"].items()
-            if st["last_reason"] or st["poll"]["disabled_points"]
-        ]
-        if snapshot.get("store_over_cap") or snapshot.get("store_refusing"):
-            attention.append("store")
-        if snapshot.get("aggregation_failures") or snapshot.get("readings_set_aside"):
-            attention.append("aggregation")
-        if snapshot.get("records_held"):
-            attention.append("calibration")
-        outbox = snapshot.get("outbox") or {}
-        if outbox.get("dead_letters"):
-            attention.append("outbox")
-        unacked = outbox.get("oldest_pending_age_s")
-        if unacked is not None and unacked > UNACKED_ATTENTION * site.mqtt.ack_timeout_s:
-            attention.append("platform")  # sent, sent again, never acknowledged
-        if not (snapshot.get("link") or {}).get("connected", True):
-            attention.append("link")
-        table = _status_table(snapshot, age_s, site.mqtt.ack_timeout_s)
-    except FileNotFoundError:
-        err.print(f"no status at {path}: the gateway has not run with this configuration")
-        raise typer.Exit(EXIT_FINDING) from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        err.print(f"{path}: not a tanji status file ({exc!r})", highlight=False, markup=False)
-        raise typer.Exit(EXIT_FINDING) from None
+    site = load_site(config)
+    # no status file, or not one: exit 1 with the reason (gateway.cli.common)
+    status = read_status(site.store.path, site.mqtt.ack_timeout_s)
     if metrics:
         from gateway.runtime.metrics import prometheus_text
 
-        print(prometheus_text(snapshot, age_s), end="")
+        print(prometheus_text(status.snapshot, status.age_s), end="")
         return
+    try:
+        table = _status_table(status.snapshot, status.age_s, site.mqtt.ack_timeout_s)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise not_a_status(status.path, exc) from None
     if as_json:
-        print(json.dumps(snapshot, indent=2))
+        print(json.dumps(status.snapshot, indent=2))
     else:
         out.print(table)
-    stale = age_s > 3 * STATUS_INTERVAL_S
-    if stale:
-        err.print(f"status is {age_s:.0f} s old: is the gateway running?")
-    if stale or attention:
+    if status.stale:
+        err.print(f"status is {status.age_s:.0f} s old: is the gateway running?")
+    if status.stale or status.attention:
         raise typer.Exit(EXIT_FINDING)
-
-
-def _read_status(path: Path) -> Any:
-    """The status file's JSON. On a full disk the gateway rewrites it in place, so a read
-    may catch it half written: read again then."""
-    for _ in range(3):
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            time.sleep(0.2)
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _link(link: dict[str, Any] | None) -> str:
@@ -119,9 +83,6 @@ def _link(link: dict[str, Any] | None) -> str:
     if link.get("connected"):
         return " · platform link up" + ignored
     return f" · PLATFORM LINK DOWN ({link.get('last_error') or 'connecting'})" + ignored
-
-
-UNACKED_ATTENTION = 3  # x ack_timeout_s: a batch sent, sent again, and still not acknowledged
 
 
 def _backlog(outbox: dict[str, Any] | None, ack_timeout_s: float) -> str:

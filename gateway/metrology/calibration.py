@@ -15,16 +15,17 @@ import hashlib
 import io
 import sqlite3
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
 
 from gateway.errors import TanjiError
-from gateway.metrology.status import Entry
-from gateway.models import CalibrationRecord, Frozen
+from gateway.metrology.status import Entry, status_on
+from gateway.models import CalibrationRecord, CalibrationStatus, Frozen
 from gateway.problems import ConfigError, ConfigProblem, problems_from
 from gateway.store.schema import transaction
 
@@ -70,6 +71,23 @@ class LogRow:
     reason: str | None
     source: str
     at_ns: int
+
+
+@dataclass(frozen=True)
+class MeterCalibration:
+    """A meter's calibration status on a day and the certificate that decides it."""
+
+    meter_id: str
+    status: CalibrationStatus
+    record: CalibrationRecord | None
+
+    def days_left(self, day: date) -> int | None:
+        return (self.record.due_date - day).days if self.record else None
+
+    def due_within(self, day: date, days: int) -> bool:
+        """Not valid on `day`, or due within `days` of it."""
+        left = self.days_left(day)
+        return self.status != "valid" or (left is not None and left <= days)
 
 
 class Registry:
@@ -138,6 +156,14 @@ class Registry:
         ]
         return found[-1] if found else None
 
+    def statuses(self, meter_ids: Iterable[str], day: date) -> list[MeterCalibration]:
+        """Each meter's status on `day` and the certificate that decides it."""
+        out = []
+        for meter_id in meter_ids:
+            status, entry = status_on(self.entries(meter_id), day)
+            out.append(MeterCalibration(meter_id, status, entry.record if entry else None))
+        return out
+
     # --- writing (each call one transaction) -----------------------------------------------
 
     def add(self, meter_id: str, record: CalibrationRecord, source: str, now_ns: int) -> bool:
@@ -172,6 +198,24 @@ class Registry:
         were new."""
         with transaction(self.conn):
             return sum(self._add(m, c, source, now_ns) for m, c in certificates)
+
+    def register(
+        self,
+        certificates: Sequence[tuple[str, CalibrationRecord]],
+        source: str,
+        now_ns: int,
+        supersedes: str | None = None,
+        reason: str = "",
+    ) -> int:
+        """Register imported certificates (all or none), or with `supersedes` the one
+        certificate in place of that registered one; returns how many were new."""
+        if supersedes is None:
+            return self.add_all(certificates, source, now_ns)
+        if len(certificates) != 1:
+            raise CalibrationError(f"superseding takes one certificate, not {len(certificates)}")
+        meter_id, record = certificates[0]
+        self.supersede(meter_id, supersedes, record, reason, source, now_ns)
+        return 1
 
     def sync_site(self, meters: Iterable[tuple[str, CalibrationRecord]], now_ns: int) -> list[str]:
         """Register the site configuration's certificates, each decided and written in one

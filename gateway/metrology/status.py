@@ -17,7 +17,7 @@ period `expired`).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -270,6 +270,26 @@ def class_meets(carrier: str, actual: str, required: str) -> bool | None:
     # an S class (IEC 62053-22) also holds its limit at low currents: a plain class does not
     # meet an S requirement even with the same limit at reference conditions
     return have <= need and (actual.endswith("S") or not required.endswith("S"))
+
+
+def class_findings(meters: Iterable[tuple[str, str, str, str | None]]) -> list[str]:
+    """Of (meter id, carrier, accuracy class, required class) each meter whose class does not
+    meet its required one, or cannot be compared with it, in words."""
+    found = []
+    for meter_id, carrier, actual, required in meters:
+        if required is None:
+            continue
+        meets = class_meets(carrier, actual, required)
+        if meets is False:
+            found.append(
+                f"{meter_id}: accuracy class {actual} does not meet the required {required}"
+            )
+        elif meets is None:
+            found.append(
+                f"{meter_id}: cannot compare class {actual} with the required {required}"
+                " (no error limit known for one of them)"
+            )
+    return found
 
 
 def _shown(reading: Reading) -> str:

@@ -35,6 +35,7 @@ from gateway.models import (
     ActivityFlag,
     ActivityRecord,
     BoundaryValue,
+    CalibrationRecord,
     CalibrationStatus,
     DataQuality,
     Meter,
@@ -192,23 +193,58 @@ def _straddling(stepped: Sequence[Step], t: int) -> Decimal:
     return next((s.d for s in stepped if s.a.ts_ns < t < s.b.ts_ns), Decimal(0))
 
 
-def _aggregate(p: PeriodInput) -> ActivityRecord:
+@dataclass(frozen=True)
+class _Chain:
+    """The readings and steps one period is computed from."""
+
+    readings: Sequence[Reading]  # the last usable reading before the period, those inside,
+    #                              and those at the first usable instant at or after its end
+    stepped: Sequence[Step]  # the steps between them, decided within the whole window
+    bad_count: int  # bad readings in the period, and good ones set aside as outliers
+
+
+def _chain(p: PeriodInput) -> _Chain:
+    """The period's chain of usable readings: outliers among the good readings of the window
+    (before, inside, after) set aside, the steps between the rest decided within it."""
     s_ns, e_ns = p.start_ns, p.end_ns
     good = [r for r in p.readings if r.quality.status is QualityStatus.GOOD and r.value is not None]
     window = [*p.before, *good, *p.after]
     set_aside = outliers(window, p.meter, p.point, p.gap_limit_ns)
     usable = [r for i, r in enumerate(window) if i not in set_aside]
-    # the chain: the last usable reading before the period, those inside, and those at the
-    # first usable instant at or after its end; its steps are decided within the window
     lo = max((i for i, r in enumerate(usable) if r.ts_ns < s_ns), default=0)
     ends = [r.ts_ns for r in usable if r.ts_ns >= e_ns]
     hi = sum(1 for r in usable if not ends or r.ts_ns <= ends[0])
-    chain = usable[lo:hi]
     stepped = steps(usable, p.meter, p.point, p.gap_limit_ns)[lo : max(lo, hi - 1)]
     bad_count = sum(1 for r in p.readings if r.quality.status is QualityStatus.BAD) + sum(
         1 for i in set_aside if s_ns <= window[i].ts_ns < e_ns
     )
+    return _Chain(usable[lo:hi], stepped, bad_count)
 
+
+@dataclass
+class _Advance:
+    """What the steps give a period: the counter's advance in it, the parts of it that are
+    shares of steps across a boundary (`interpolated`) or across a gap (`landed`), the time
+    they measured, and the flags of the steps that touch it (`gap` when not all of it was
+    measured)."""
+
+    total: Decimal
+    interpolated: Decimal
+    landed: Decimal
+    covered_ns: int
+    flags: set[ActivityFlag]
+
+    def data_quality(self) -> DataQuality:
+        """Where the advance comes from (before any certificate's correction)."""
+        indicated, interpolated, landed = self.total, self.interpolated, self.landed
+        return DataQuality(
+            measured_share=_share(indicated - interpolated - landed, indicated),
+            interpolated_share=_share(interpolated, indicated),
+            gap_share=_share(landed, indicated),
+        )
+
+
+def _advance(stepped: Sequence[Step], s_ns: int, e_ns: int) -> _Advance:
     flags: set[ActivityFlag] = set()
     total = Decimal(0)
     covered_ns = 0
@@ -226,7 +262,27 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
             covered_ns += max(0, min(e_ns, s.b.ts_ns) - max(s_ns, s.a.ts_ns))
     if covered_ns < e_ns - s_ns:
         flags.add(ActivityFlag.GAP)  # part of the period was not measured
-    if bad_count:
+    return _Advance(total, interpolated, landed, covered_ns, flags)
+
+
+def _calibration(
+    p: PeriodInput, start: datetime, end: datetime
+) -> tuple[Sequence[Entry], CalibrationStatus, CalibrationRecord | None]:
+    """The meter's certificates (the registry's, else its own), its worst calibration status
+    over the period and the certificate valid over all of it (None when none is)."""
+    entries = p.calibrations if p.calibrations is not None else entries_of(p.meter.calibrations)
+    status, deciding = status_over(entries, start, end)
+    valid = status is CalibrationStatus.VALID
+    return entries, status, deciding.record if valid and deciding is not None else None
+
+
+def _aggregate(p: PeriodInput) -> ActivityRecord:
+    s_ns, e_ns = p.start_ns, p.end_ns
+    found = _chain(p)
+    chain, stepped = found.readings, found.stepped
+    advance = _advance(stepped, s_ns, e_ns)
+    flags = advance.flags
+    if found.bad_count:
         flags.add(ActivityFlag.BAD_READINGS)
     modulus = p.point.counter_modulus()
     start, end = boundary(s_ns, chain, stepped, modulus), boundary(e_ns, chain, stepped, modulus)
@@ -235,15 +291,13 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
 
     period_start = ns_to_datetime(s_ns, p.tz)
     period_end = ns_to_datetime(e_ns, p.tz)
-    entries = p.calibrations if p.calibrations is not None else entries_of(p.meter.calibrations)
-    calibration_status, deciding = status_over(entries, period_start, period_end)
-    valid = calibration_status is CalibrationStatus.VALID
-    calibration = deciding.record if valid and deciding is not None else None
+    entries, calibration_status, calibration = _calibration(p, period_start, period_end)
     if calibration is None:
         flags.add(ActivityFlag.CALIBRATION_EXPIRED)  # no valid calibration over the period
 
-    indicated = total
+    indicated = total = advance.total
     correction: Decimal | None = None
+    valid = calibration_status is CalibrationStatus.VALID
     if valid and p.point.quantity is not Quantity.PRODUCTION_COUNT:
         total, correction = _corrected(stepped, entries, s_ns, e_ns, p.tz, indicated)
     relative, basis = relative_systematic(p.meter.carrier, p.meter.accuracy_class, calibration)
@@ -282,17 +336,13 @@ def _aggregate(p: PeriodInput) -> ActivityRecord:
         start=start,
         end=end,
         reading_count=len(p.readings),
-        bad_reading_count=bad_count,
-        coverage=covered_ns / (e_ns - s_ns),
+        bad_reading_count=found.bad_count,
+        coverage=advance.covered_ns / (e_ns - s_ns),
         flags=tuple(sorted(flags)),
         calibration_certificate=calibration.certificate_no if calibration else None,
         calibration_status=calibration_status,
         uncertainty=uncertainty,
-        data_quality=DataQuality(  # of the counter's advance, before any correction
-            measured_share=_share(indicated - interpolated - landed, indicated),
-            interpolated_share=_share(interpolated, indicated),
-            gap_share=_share(landed, indicated),
-        ),
+        data_quality=advance.data_quality(),
         readings_root=root_of(chain, without_numbers=True),  # a Reading's JSON has none
         tce=conversions.tce if conversions else None,
         co2e_t=conversions.co2e_t if conversions else None,

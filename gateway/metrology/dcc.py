@@ -61,6 +61,42 @@ def read_dcc(
 ) -> tuple[str, CalibrationRecord]:
     """(meter id, certificate) from a DCC file's bytes; `serials` maps each site meter's
     serial number to its id."""
+    root = _valid_root(content)
+    core = "dcc:administrativeData/dcc:coreData"
+    number = _text(root, f"{core}/dcc:uniqueIdentifier")
+    lab = _text(
+        root, "dcc:administrativeData/dcc:calibrationLaboratory/dcc:contact/dcc:name/dcc:content"
+    )
+    code = root.findtext(
+        "dcc:administrativeData/dcc:calibrationLaboratory/dcc:calibrationLaboratoryCode", None, NS
+    )
+    performed = _text(root, f"{core}/dcc:endPerformanceDate")
+    meter = _meter_of(root, serials)
+    failed = _fails(root)
+    uncertainty, factor = _expanded_uncertainty(root)
+    standard, standard_cert, standard_lab = _reference_standard(root)
+    try:
+        return meter, CalibrationRecord(
+            certificate_no=number,
+            kind="calibration",
+            lab=lab,
+            accreditation_no=code,
+            calibration_date=date.fromisoformat(performed),
+            due_date=due_date,
+            result="fail" if failed else "pass",
+            expanded_uncertainty=uncertainty,
+            coverage_factor=factor,
+            reference_standard=standard,
+            reference_standard_certificate=standard_cert,
+            reference_standard_lab=standard_lab,
+            dcc_sha256=hashlib.sha256(content).hexdigest(),
+        )
+    except ValueError as exc:  # e.g. a due date before the calibration
+        raise DccError(f"{core}/dcc:endPerformanceDate {performed}: {exc}") from None
+
+
+def _valid_root(content: bytes) -> ElementTree.Element:
+    """The root of a well-formed DCC of SCHEMA_VERSION, valid against its schema."""
     try:
         root = ElementTree.fromstring(content)
     except ElementTree.ParseError as exc:
@@ -81,16 +117,11 @@ def read_dcc(
         raise DccError(
             f"not valid against the DCC {SCHEMA_VERSION} schema: {first.path}: {reason}{more}"
         )
+    return root
 
-    core = "dcc:administrativeData/dcc:coreData"
-    number = _text(root, f"{core}/dcc:uniqueIdentifier")
-    lab = _text(
-        root, "dcc:administrativeData/dcc:calibrationLaboratory/dcc:contact/dcc:name/dcc:content"
-    )
-    code = root.findtext(
-        "dcc:administrativeData/dcc:calibrationLaboratory/dcc:calibrationLaboratoryCode", None, NS
-    )
-    performed = _text(root, f"{core}/dcc:endPerformanceDate")
+
+def _meter_of(root: ElementTree.Element, serials: Mapping[str, str]) -> str:
+    """The one site meter whose serial number the certificate's items name."""
     found = [
         (v.text or "").strip()
         for v in root.iterfind(
@@ -109,34 +140,18 @@ def read_dcc(
                 else f"the identifications match several meters ({', '.join(meters)})"
             )
         )
-    # any conformity statement (or list item) that is not a pass makes the result `fail`
+    return meters[0]
+
+
+def _fails(root: ElementTree.Element) -> bool:
+    """Whether any conformity statement (or list item) is not a pass: the result is `fail`."""
     statements = [
         word.lower()
         for name in ("conformity", "conformityXMLList")
         for c in root.iter(f"{{{NS['dcc']}}}{name}")
         for word in (c.text or "").split()
     ]
-    failed = any(w in FAILING for w in statements)
-    uncertainty, factor = _expanded_uncertainty(root)
-    standard, standard_cert, standard_lab = _reference_standard(root)
-    try:
-        return meters[0], CalibrationRecord(
-            certificate_no=number,
-            kind="calibration",
-            lab=lab,
-            accreditation_no=code,
-            calibration_date=date.fromisoformat(performed),
-            due_date=due_date,
-            result="fail" if failed else "pass",
-            expanded_uncertainty=uncertainty,
-            coverage_factor=factor,
-            reference_standard=standard,
-            reference_standard_certificate=standard_cert,
-            reference_standard_lab=standard_lab,
-            dcc_sha256=hashlib.sha256(content).hexdigest(),
-        )
-    except ValueError as exc:  # e.g. a due date before the calibration
-        raise DccError(f"{core}/dcc:endPerformanceDate {performed}: {exc}") from None
+    return any(w in FAILING for w in statements)
 
 
 def _text(root: ElementTree.Element, path: str) -> str:

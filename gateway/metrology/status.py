@@ -149,30 +149,7 @@ def trace(
     reading -> meter -> its certificate valid at `at` -> laboratory -> reference standard ->
     the reference standard's certificate (when registered, e.g. under the standard's own
     id) -> its laboratory -> … `find_certificate(number)` returns (holder id, its entries)."""
-    links = []
-    if reading is None:
-        links.append(
-            Link("reading", LinkState.MISSING, "no reading stored at or before this time", {})
-        )
-    else:
-        links.append(
-            Link(
-                "reading",
-                LinkState.EXPIRED
-                if reading.quality.status is QualityStatus.BAD
-                else LinkState.VERIFIED,
-                f"{reading.point} = {_shown(reading)} ({reading.quality.status})",
-                {"ts_ns": str(reading.ts_ns), "raw": reading.raw.hex()},
-            )
-        )
-    links.append(
-        Link(
-            "meter",
-            LinkState.VERIFIED,
-            f"{meter.id}: {meter.model}, serial {meter.serial}",
-            {"serial": meter.serial, "model": meter.model, "accuracy_class": meter.accuracy_class},
-        )
-    )
+    links = [_reading_link(reading), _meter_link(meter)]
     holder, entries, seen = meter.id, certificates_of(meter.id), set()
     named: str | None = None  # past the meter: the certificate the previous link names
     while True:
@@ -184,60 +161,11 @@ def trace(
         if entry is None:
             links.append(Link("certificate", LinkState.MISSING, f"{holder}: {status}", {}))
             break
-        c = entry.record
-        state = LinkState.VERIFIED if status is CalibrationStatus.VALID else LinkState.EXPIRED
-        links.append(
-            Link(
-                "certificate",
-                state,
-                f"{c.certificate_no} ({c.kind}, {c.calibration_date} .. {c.due_date}): {status}",
-                {
-                    "holder": holder,
-                    "result": c.result,
-                    "expanded_uncertainty": c.expanded_uncertainty or "",
-                    "dcc_sha256": c.dcc_sha256 or "",
-                    **({"revoked": entry.revoked} if entry.revoked else {}),
-                },
-            )
-        )
-        lab_state = LinkState.VERIFIED if c.accreditation_no else LinkState.MISSING
-        links.append(
-            Link(
-                "laboratory",
-                lab_state,
-                f"{c.lab}, accreditation {c.accreditation_no or 'not stated'}",
-                {"lab": c.lab, "accreditation_no": c.accreditation_no or ""},
-            )
-        )
-        if c.reference_standard_is_national:
-            links.append(
-                Link(
-                    "national standard",
-                    LinkState.VERIFIED,
-                    f"{c.reference_standard or '(unnamed)'} (the chain ends at a national"
-                    " measurement standard)",
-                    {"reference_standard": c.reference_standard or ""},
-                )
-            )
+        certified, goes_on = _certificate_links(holder, entry, status)
+        links += certified
+        if not goes_on:
             break
-        if not c.reference_standard and not c.reference_standard_certificate:
-            links.append(Link("reference standard", LinkState.MISSING, "not stated", {}))
-            break
-        links.append(
-            Link(
-                "reference standard",
-                LinkState.VERIFIED if c.reference_standard_certificate else LinkState.MISSING,
-                f"{c.reference_standard or '(unnamed)'}, certificate"
-                f" {c.reference_standard_certificate or 'not stated'}"
-                + (f" by {c.reference_standard_lab}" if c.reference_standard_lab else ""),
-                {
-                    "reference_standard": c.reference_standard or "",
-                    "certificate": c.reference_standard_certificate or "",
-                    "lab": c.reference_standard_lab or "",
-                },
-            )
-        )
-        number = c.reference_standard_certificate
+        number = entry.record.reference_standard_certificate
         found = find_certificate(number) if number and number not in seen else None
         if found is None:
             if number:
@@ -254,6 +182,85 @@ def trace(
         holder, entries = found
         named = number
     return links
+
+
+def _reading_link(reading: Reading | None) -> Link:
+    if reading is None:
+        return Link("reading", LinkState.MISSING, "no reading stored at or before this time", {})
+    return Link(
+        "reading",
+        LinkState.EXPIRED if reading.quality.status is QualityStatus.BAD else LinkState.VERIFIED,
+        f"{reading.point} = {_shown(reading)} ({reading.quality.status})",
+        {"ts_ns": str(reading.ts_ns), "raw": reading.raw.hex()},
+    )
+
+
+def _meter_link(meter: Meter) -> Link:
+    return Link(
+        "meter",
+        LinkState.VERIFIED,
+        f"{meter.id}: {meter.model}, serial {meter.serial}",
+        {"serial": meter.serial, "model": meter.model, "accuracy_class": meter.accuracy_class},
+    )
+
+
+def _certificate_links(
+    holder: str, entry: Entry, status: CalibrationStatus
+) -> tuple[list[Link], bool]:
+    """The links of one certificate of `holder`: the certificate, its laboratory and what
+    it was compared with; True when the chain goes on to the reference standard's own
+    certificate (not at a national standard, and a reference standard is stated)."""
+    c = entry.record
+    state = LinkState.VERIFIED if status is CalibrationStatus.VALID else LinkState.EXPIRED
+    links = [
+        Link(
+            "certificate",
+            state,
+            f"{c.certificate_no} ({c.kind}, {c.calibration_date} .. {c.due_date}): {status}",
+            {
+                "holder": holder,
+                "result": c.result,
+                "expanded_uncertainty": c.expanded_uncertainty or "",
+                "dcc_sha256": c.dcc_sha256 or "",
+                **({"revoked": entry.revoked} if entry.revoked else {}),
+            },
+        ),
+        Link(
+            "laboratory",
+            LinkState.VERIFIED if c.accreditation_no else LinkState.MISSING,
+            f"{c.lab}, accreditation {c.accreditation_no or 'not stated'}",
+            {"lab": c.lab, "accreditation_no": c.accreditation_no or ""},
+        ),
+    ]
+    if c.reference_standard_is_national:
+        links.append(
+            Link(
+                "national standard",
+                LinkState.VERIFIED,
+                f"{c.reference_standard or '(unnamed)'} (the chain ends at a national"
+                " measurement standard)",
+                {"reference_standard": c.reference_standard or ""},
+            )
+        )
+        return links, False
+    if not c.reference_standard and not c.reference_standard_certificate:
+        links.append(Link("reference standard", LinkState.MISSING, "not stated", {}))
+        return links, False
+    links.append(
+        Link(
+            "reference standard",
+            LinkState.VERIFIED if c.reference_standard_certificate else LinkState.MISSING,
+            f"{c.reference_standard or '(unnamed)'}, certificate"
+            f" {c.reference_standard_certificate or 'not stated'}"
+            + (f" by {c.reference_standard_lab}" if c.reference_standard_lab else ""),
+            {
+                "reference_standard": c.reference_standard or "",
+                "certificate": c.reference_standard_certificate or "",
+                "lab": c.reference_standard_lab or "",
+            },
+        )
+    )
+    return links, True
 
 
 def class_meets(carrier: str, actual: str, required: str) -> bool | None:

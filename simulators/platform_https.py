@@ -61,6 +61,15 @@ class HttpsSettings:
 
     def tls_context(self) -> ssl.SSLContext:
         """TLS 1.2 or newer, a client certificate required; HttpsSetupError naming the file."""
+        for what, path in (
+            ("client CA", self.client_ca),
+            ("server certificate", self.cert_file),
+            ("server key", self.key_file),
+        ):
+            try:
+                path.open("rb").close()
+            except OSError as exc:
+                raise HttpsSetupError(f"{what} {path}: {_why(exc)}") from None
         try:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.client_ca))
         except (OSError, ssl.SSLError) as exc:
@@ -117,15 +126,25 @@ class PlatformHttps:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Listen until cancelled; `ready` is set once `port` is known."""
-        server = await asyncio.start_server(
-            self._connection, self.settings.host, self.settings.port, reuse_address=True
-        )
-        self.port = int(server.sockets[0].getsockname()[1])
-        log.info("platform: HTTPS on %s", self.url)
+        server = await self.listen()
         if ready is not None:
             ready.set()
         async with server:
             await server.serve_forever()
+
+    async def listen(self) -> asyncio.Server:
+        """Bind the listening socket (HttpsSetupError when it cannot: the port in use, ...);
+        `serve_forever()` on the server it returns serves."""
+        try:
+            server = await asyncio.start_server(
+                self._connection, self.settings.host, self.settings.port, reuse_address=True
+            )
+        except OSError as exc:
+            where = f"{self.settings.host}:{self.settings.port}"
+            raise HttpsSetupError(f"HTTPS listener {where}: {_why(exc)}") from None
+        self.port = int(server.sockets[0].getsockname()[1])
+        log.info("platform: HTTPS on %s", self.url)
+        return server
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")

@@ -162,3 +162,32 @@ def test_unreadable_tls_files_are_named(tmp_path: Path, pki: CertificateAuthorit
         HttpsSettings(cert.cert, cert.key, tmp_path / "none.pem").tls_context()
     with pytest.raises(HttpsSetupError, match=f"server certificate {pki.cert_path}"):
         HttpsSettings(pki.cert_path, cert.key, pki.cert_path).tls_context()  # key of another
+
+
+def test_https_options_of_the_simulator_are_checked_before_it_starts(
+    tmp_path: Path, pki: CertificateAuthority
+):
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["sim", "platform", "--db", str(tmp_path / "p.db"), *args])
+        return result.exit_code, " ".join(result.output.split())
+
+    cert = pki.issue("platform-https", server=True)
+    code, out = run("--no-mqtt")
+    assert (code, out) == (2, "--no-mqtt needs --https-port: the simulator would receive nothing")
+    code, out = run("--https-cert", str(cert.cert))
+    assert (code, out) == (2, "--https-cert needs --https-port")
+    code, out = run("--https-port", "0", "--https-cert", str(cert.cert))
+    assert code == 2
+    assert "--https-port needs --https-key FILE" in out
+    assert "--https-port needs --https-client-ca FILE" in out
+    missing = tmp_path / "ca.pem"
+    code, out = run(
+        "--https-port", "0", "--https-cert", str(cert.cert), "--https-key", str(cert.key),
+        "--https-client-ca", str(missing),
+    )  # fmt: skip
+    assert (code, out) == (2, f"client CA {missing}: No such file or directory")
+    assert not (tmp_path / "platform-ack.key").exists()  # nothing made for a simulator not run

@@ -53,7 +53,7 @@ from gateway.cli.demo_site import demo_site, free_port_range, write_site
 from gateway.config import SiteConfig
 from gateway.models import ActivityFlag, BoundaryValue, PointSpec, Quantity
 from gateway.periods import NS, datetime_to_ns
-from gateway.runtime.supervisor import status_path_for
+from gateway.runtime.status import status_path_for
 from gateway.store.sqlite import Store
 from simulators.modbus_fleet import FleetJournal, rated_kw
 from simulators.platform import PlatformStore, ack_signer, public_key_path

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import TanjiFailure
-from gateway.runtime.supervisor import STATUS_INTERVAL_S, status_path_for
+from gateway.runtime.status import STATUS_INTERVAL_S, status_path_for
 
 UNACKED_ATTENTION = 3  # x ack_timeout_s: a batch sent, sent again, and still not acknowledged
 STALE_AFTER = 3  # x STATUS_INTERVAL_S: a status this old is not a running gateway's

@@ -8,23 +8,18 @@ MQTT sync. All SQLite work on the gateway's connection runs on one worker thread
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import cloud_sync
-from collectors import CollectorStats, Shared, create_collector
+from collectors import Shared, create_collector
 from gateway.activity.factors import FactorSet
 from gateway.activity.sealing import (
     LATE_CURSOR,
@@ -40,6 +35,12 @@ from gateway.metrology.status import Entry, status_on
 from gateway.models import ActivityRecord, Reading
 from gateway.periods import NS, ns_to_datetime
 from gateway.runtime.readings import StoreReadings
+from gateway.runtime.status import (
+    MeterStatus,
+    keep_writing,
+    outbox_snapshot,
+    status_path_for,
+)
 from gateway.runtime.writer import (
     Reminder,
     StoreFailed,
@@ -56,11 +57,6 @@ from gateway.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-STATUS_INTERVAL_S = 5.0
-
-
-def status_path_for(store_path: Path) -> Path:
-    return store_path.with_name(store_path.name + ".status.json")
 
 
 class GatewayFailed(TanjiFailure):
@@ -71,20 +67,6 @@ class GatewayFailed(TanjiFailure):
         super().__init__(f"task {task} failed: {describe_error(cause)}")
         self.task = task
         self.cause = cause
-
-
-@dataclass
-class MeterStatus:
-    """Live view of one meter for status output."""
-
-    readings: int = 0
-    bad: int = 0
-    last_values: dict[str, Decimal] = field(default_factory=dict)
-    last_labels: dict[str, str] = field(default_factory=dict)  # product code, order now
-    last_reason: str | None = None
-    last_ts_ns: int | None = None
-    restarts: int = 0
-    poll: CollectorStats = field(default_factory=CollectorStats)
 
 
 class Gateway:
@@ -135,7 +117,6 @@ class Gateway:
         self.outbox: cloud_sync.OutboxStats | None = None  # backlog, read by the status loop
         # without a valid calibration, held back by the site's choice (also from earlier runs)
         self.records_held = cloud_sync.Outbox(self.store.conn).stats().records_held
-        self._status_trouble = Reminder()
         self._aggregation_trouble = Reminder()
         self._aggregating = asyncio.Lock()
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
@@ -199,7 +180,10 @@ class Gateway:
                 start(self.writer.write_loop(), "store-writer")
                 start(self._aggregate_loop(), "aggregator")
                 start(self.sync.run(), "cloud-sync")
-                start(self._status_loop(), "status-file")
+                start(
+                    keep_writing(self.status_path, self._refresh, self.status_snapshot),
+                    "status-file",
+                )
                 start(self.writer.retention_loop(), "retention")
                 if self.mirror is not None:
                     start(self.mirror.run(), "influxdb-mirror")
@@ -232,7 +216,7 @@ class Gateway:
             try:
                 async for readings in collector.stream():
                     self.submit(readings)
-                    self._note(status, readings)
+                    status.note(readings)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug in one collector must not stop the others
@@ -245,21 +229,6 @@ class Gateway:
         poll cycle, or older readings a device delivers late (a backfill after an outage),
         which then revise the sealed periods they belong to."""
         self.writer.submit(readings)
-
-    @staticmethod
-    def _note(status: MeterStatus, readings: list[Reading]) -> None:
-        status.readings += len(readings)
-        status.last_ts_ns = readings[-1].ts_ns if readings else status.last_ts_ns
-        for r in readings:
-            if r.value is not None:
-                status.last_values[r.point] = r.value
-            elif r.text is not None:
-                status.last_labels[r.point] = r.text
-            else:
-                status.bad += 1
-                status.last_reason = r.quality.reason
-                continue
-            status.last_reason = None
 
     # --- status ------------------------------------------------------------------------------
 
@@ -279,66 +248,13 @@ class Gateway:
             "readings_set_aside": self.readings_set_aside,
             "aggregation_failures": self.aggregation_failures,
             "records_held": self.records_held,
-            "outbox": None
-            if self.outbox is None
-            else {
-                "pending_batches": self.outbox.pending,
-                "oldest_pending_age_s": None
-                if self.outbox.oldest_pending_ns is None
-                else round((self._clock() - self.outbox.oldest_pending_ns) / 1e9, 1),
-                "dead_letters": self.outbox.rejected,
-                "held_batches": self.outbox.held,
-                "records_acked": self.outbox.records_acked,
-            },
+            "outbox": outbox_snapshot(self.outbox, self._clock()),
             "link": self.sync.counters.snapshot(),
-            "meters": {
-                meter_id: {
-                    "readings": st.readings,
-                    "bad": st.bad,
-                    "last_reason": st.last_reason,
-                    "last_ts_ns": str(st.last_ts_ns) if st.last_ts_ns else None,
-                    "labels": st.last_labels,
-                    "restarts": st.restarts,
-                    "poll": st.poll.snapshot(),
-                }
-                for meter_id, st in self.meter_status.items()
-            },
+            "meters": {meter_id: st.snapshot() for meter_id, st in self.meter_status.items()},
         }
 
-    def write_status(self) -> None:
-        """Replace the status file atomically (readers never see half a file). On a full
-        disk, where even the new file finds no room, the old file is overwritten in place
-        (padded with blanks: JSON allows them), so the status still names the cause."""
-        path = self.status_path
-        tmp = path.with_suffix(".tmp")
-        data = json.dumps(self.status_snapshot(), indent=1).encode()
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            if not is_disk_full(exc, path):
-                raise
-            with path.open("r+b") as f:  # FileNotFoundError: no old file to reuse
-                size = os.fstat(f.fileno()).st_size
-                f.write(data + b" " * (size - len(data)))
-
-    async def _status_loop(self) -> None:
-        while True:
-            try:
-                self.outbox = await self.sync.stats()
-            except Exception:  # e.g. the database is locked: the last figures stay
-                log.debug("outbox statistics not read this time", exc_info=True)
-            try:
-                self.write_status()
-            except OSError as exc:
-                self._status_trouble.note(
-                    logging.WARNING, "cannot write %s: %s", self.status_path, exc
-                )
-            else:
-                self._status_trouble.clear("status file %s written again", self.status_path)
-            await asyncio.sleep(STATUS_INTERVAL_S)
+    async def _refresh(self) -> None:
+        self.outbox = await self.sync.stats()
 
     # --- aggregation -------------------------------------------------------------------------
 

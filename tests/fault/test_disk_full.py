@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from gateway.cli.demo_site import demo_site, write_site
-from gateway.runtime.supervisor import status_path_for
+from gateway.runtime.status import status_path_for
 from tests.conftest import Mosquitto, free_port
 from tests.support.procs import Proc, wait_until
 from tests.support.smallfs import ext4_image, fill, shut_down, tmpfs

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from gateway.cli.demo_site import demo_site, write_site
-from gateway.runtime.supervisor import status_path_for
+from gateway.runtime.status import status_path_for
 from tests.conftest import free_port
 from tests.support.procs import Proc, wait_until
 

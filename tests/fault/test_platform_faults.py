@@ -21,7 +21,7 @@ import pytest
 
 from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.cli.demo_site import DEMO_USCC, demo_site, write_site
-from gateway.runtime.supervisor import STATUS_INTERVAL_S, status_path_for
+from gateway.runtime.status import STATUS_INTERVAL_S, status_path_for
 from simulators.platform import ack_signer, public_key_path
 from tests.conftest import BrokerTls, TlsBroker, free_port
 from tests.support.mqtt import retained

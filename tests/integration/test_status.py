@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from gateway.cli import app
 from gateway.cli.demo_chain import DemoParts, run_demo
-from gateway.runtime import supervisor as runtime
+from gateway.runtime import status as runtime_status
 from simulators.modbus_fleet import FaultKind
 from tests.conftest import Mosquitto
 
@@ -18,7 +18,7 @@ from tests.conftest import Mosquitto
 async def test_status_reports_poll_statistics_and_the_failing_meter(
     tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(runtime, "STATUS_INTERVAL_S", 0.5)
+    monkeypatch.setattr(runtime_status, "STATUS_INTERVAL_S", 0.5)
     seen: dict[str, object] = {}
     site = tmp_path / "site.toml"
 
@@ -168,7 +168,7 @@ async def test_status_shows_disabled_points_and_when_they_are_asked_again(
     import re
     import time
 
-    monkeypatch.setattr(runtime, "STATUS_INTERVAL_S", 0.5)
+    monkeypatch.setattr(runtime_status, "STATUS_INTERVAL_S", 0.5)
     seen: dict[str, object] = {}
     site = tmp_path / "site.toml"
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from gateway.config import ConfigError, SiteConfig, check_site, load_site_config
-from gateway.errors import TanjiError
+from gateway.errors import EXIT_BAD_INPUT, TanjiError
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -60,6 +60,13 @@ def print_problems(problems: list[str]) -> None:
     """Problems with a command's options, one a line (the caller exits 2)."""
     for problem in problems:
         err.print(problem, highlight=False, markup=False)
+
+
+def exit_on_problems(problems: list[str]) -> None:
+    """Problems with a command's options, if any: each on a line, then exit 2."""
+    print_problems(problems)
+    if problems:
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def setup_logging(verbose: bool) -> None:

@@ -19,7 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cloud_sync import MqttConfig
+from cloud_sync import MqttConfig, OutboxStats
+from cloud_sync.acks import AckSigner
 from gateway.activity import balance
 from gateway.activity.aggregation import EXACT
 from gateway.activity.allocation import allocate
@@ -170,12 +171,62 @@ async def run_demo(
     files, credentials) and `platform_mqtt` is the platform simulator's link (default: the
     site's). With `opcua` a simulated plant adds line 3, read over OPC UA.
     """
-    stop = stop or asyncio.Event()
+    setup = _set_up(workdir, meters, interval_s, broker_port, mqtt_extra, opcua)
+    broker = (
+        EmbeddedBroker("127.0.0.1", setup.broker_port)
+        if setup.embedded_broker
+        else contextlib.nullcontext()
+    )
+    fleet = MeterFleet(meters, setup.base_port)
+    if meters >= MAIN_FROM:
+        fleet.make_main(meters - 1, range(meters - 1), MAIN_LOSSES)
+    plant = (
+        PlantServer(port=setup.opcua_port, lines=(OPCUA_LINE,))
+        if setup.opcua_port is not None
+        else contextlib.nullcontext()
+    )
+    async with broker, fleet, plant:
+        started = time.monotonic()  # the chain's time, from when its parts are up
+        platform = PlatformReceiver(
+            workdir / "platform.db", platform_mqtt or setup.config.mqtt, signer=setup.signer
+        )
+        parts = DemoParts(
+            fleet,
+            demo_gateway(setup.config, meters),
+            platform,
+            setup.config,
+            plant if isinstance(plant, PlantServer) else None,
+        )
+        await _run_chain(parts, stop or asyncio.Event(), started, duration_s, on_tick)
+        stats = await parts.gateway.sync.stats()
+        await parts.gateway.close()
+        return summarise(parts, stats, round(time.monotonic() - started, 1), workdir)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """The demo's site, written to its work directory, and where its parts listen."""
+
+    config: SiteConfig
+    signer: AckSigner  # the platform's: the gateway verifies its acks with the public key
+    broker_port: int
+    embedded_broker: bool
+    base_port: int  # of the simulated meters, one port each
+    opcua_port: int | None
+
+
+def _set_up(
+    workdir: Path,
+    meters: int,
+    interval_s: int,
+    broker_port: int | None,
+    mqtt_extra: dict[str, Any] | None,
+    opcua: bool,
+) -> _Setup:
     embedded = broker_port is None
     if broker_port is None:
         broker_port = free_port_range(1)
     base_port = free_port_range(meters)
-    # the embedded broker (amqtt) speaks MQTT 3.1.1 only; Mosquitto takes 5
     opcua_port = free_port_range(1) if opcua else None
     # the platform signs its acks; the gateway verifies them with its public key
     signer = ack_signer(workdir / "platform-ack.key")
@@ -188,106 +239,121 @@ async def run_demo(
         base_port,
         broker_port,
         interval_s,
-        "3.1.1" if embedded else "5",
+        "3.1.1" if embedded else "5",  # the embedded broker (amqtt) speaks MQTT 3.1.1 only
         mqtt_extra,
         opcua_port,
     )
     config = write_site(workdir, site)
-    broker = EmbeddedBroker("127.0.0.1", broker_port) if embedded else contextlib.nullcontext()
-    fleet = MeterFleet(meters, base_port)
-    if meters >= MAIN_FROM:
-        fleet.make_main(meters - 1, range(meters - 1), MAIN_LOSSES)
-    plant = (
-        PlantServer(port=opcua_port, lines=(OPCUA_LINE,))
-        if opcua_port is not None
-        else contextlib.nullcontext()
+    return _Setup(config, signer, broker_port, embedded, base_port, opcua_port)
+
+
+def demo_gateway(config: SiteConfig, meters: int) -> Gateway:
+    """The demo's gateway, with the reference standard's certificate and M2's DCC registered."""
+    gateway = Gateway(config)
+    gateway.calibrations.add(DEMO_STANDARD_ID, DEMO_STANDARD, "demo", time.time_ns())
+    if meters > DCC_METER:
+        import_demo_dcc(gateway, config)
+    return gateway
+
+
+async def _run_chain(
+    parts: DemoParts,
+    stop: asyncio.Event,
+    started: float,
+    duration_s: float | None,
+    on_tick: Callable[[DemoParts], None] | None,
+) -> None:
+    """The platform and the gateway, until `stop` or `duration_s` after `started`; then the
+    complete periods sealed and acked (an orderly drain) before both stop."""
+    gateway, platform = parts.gateway, parts.platform
+    async with asyncio.TaskGroup() as tg:
+        platform_task = tg.create_task(platform.run())
+        gateway_task = tg.create_task(gateway.run())
+        try:
+            while not stop.is_set() and (
+                duration_s is None or time.monotonic() - started < duration_s
+            ):
+                if on_tick:
+                    on_tick(parts)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+        finally:
+            # seal the complete periods and let the platform ack them before stopping
+            with contextlib.suppress(Exception):
+                await asyncio.shield(gateway.drain(timeout_s=20.0))
+            gateway_task.cancel()
+            platform_task.cancel()
+
+
+def summarise(
+    parts: DemoParts, stats: OutboxStats, duration_s: float, workdir: Path
+) -> DemoSummary:
+    """What the platform holds against what the simulated meters counted, and the rest of
+    the summary."""
+    gateway, platform, config = parts.gateway, parts.platform, parts.config
+    with localcontext(EXACT):
+        platform_total = sum(
+            (v for (_, q), v in platform.store.totals().items() if q == "active_energy_import"),
+            Decimal(0),
+        )
+    sim_total = _simulator_total(parts)
+    diff = platform_total - sim_total
+    # per meter, the records' sum is the counter's advance between its first and last
+    # boundary; each interpolated boundary is within one register step of the truth
+    tolerance = 2 * ENERGY_RESOLUTION_KWH * len(config.meters)
+    _, platform_records = platform.store.counts()
+    received = [ActivityRecord.model_validate(r) for r in platform.store.records()]
+    energy = [r for r in received if r.point == "active_energy_import"]
+    u_total = _expanded_uncertainty(energy)
+    return DemoSummary(
+        meters=len(parts.fleet.meters),
+        duration_s=duration_s,
+        readings_stored=gateway.readings_stored,
+        bad_readings=sum(s.bad for s in gateway.meter_status.values()),
+        records_created=gateway.records_created,
+        batches_acked=stats.acked,
+        batches_pending=stats.pending,
+        platform_records=platform_records,
+        platform_duplicates=platform.counters.duplicates,
+        platform_kwh_total=str(platform_total),
+        simulator_kwh_total=str(sim_total),
+        difference_kwh=str(diff),
+        resolution_kwh=str(ENERGY_RESOLUTION_KWH),
+        totals_match=abs(diff) <= tolerance,
+        platform_kwh_expanded_uncertainty="" if u_total is None else f"{2 * u_total:.2g}",
+        calibration={r.meter_id: str(r.calibration_status) for r in energy},
+        balance={
+            state: n
+            for b in config.balances
+            for state, n in balance.summary(balance.check(b, received)).items()
+        },
+        products=_products(received),
+        labels={
+            m: dict(st.last_labels) for m, st in gateway.meter_status.items() if st.last_labels
+        },
+        workdir=str(workdir),
     )
-    async with broker, fleet, plant:
-        started = time.monotonic()  # the chain's time, from when its parts are up
-        platform = PlatformReceiver(
-            workdir / "platform.db", platform_mqtt or config.mqtt, signer=signer
-        )
-        gateway = Gateway(config)
-        gateway.calibrations.add(DEMO_STANDARD_ID, DEMO_STANDARD, "demo", time.time_ns())
-        if meters > DCC_METER:
-            import_demo_dcc(gateway, config)
-        parts = DemoParts(
-            fleet, gateway, platform, config, plant if isinstance(plant, PlantServer) else None
-        )
-        async with asyncio.TaskGroup() as tg:
-            platform_task = tg.create_task(platform.run())
-            gateway_task = tg.create_task(gateway.run())
-            try:
-                while not stop.is_set() and (
-                    duration_s is None or time.monotonic() - started < duration_s
-                ):
-                    if on_tick:
-                        on_tick(parts)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 0.5)
-            finally:
-                # seal the complete periods and let the platform ack them before stopping
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(gateway.drain(timeout_s=20.0))
-                gateway_task.cancel()
-                platform_task.cancel()
-        stats = await gateway.sync.stats()
-        await gateway.close()
-        with localcontext(EXACT):
-            platform_total = sum(
-                (v for (_, q), v in platform.store.totals().items() if q == "active_energy_import"),
-                Decimal(0),
-            )
-        sim_total = _simulator_total(parts)
-        diff = platform_total - sim_total
-        # per meter, the records' sum is the counter's advance between its first and last
-        # boundary; each interpolated boundary is within one register step of the truth
-        tolerance = 2 * ENERGY_RESOLUTION_KWH * len(config.meters)
-        _, platform_records = platform.store.counts()
-        received = [ActivityRecord.model_validate(r) for r in platform.store.records()]
-        allocation = allocate(received)
-        energy = [r for r in received if r.point == "active_energy_import"]
-        per_meter = [
-            uncertainty.of_point([r for r in energy if r.meter_id == m])
-            for m in sorted({r.meter_id for r in energy})
-        ]
-        u_total = (
-            uncertainty.of_independent(u for u in per_meter if u is not None)
-            if None not in per_meter
-            else None
-        )
-        return DemoSummary(
-            meters=meters,
-            duration_s=round(time.monotonic() - started, 1),
-            readings_stored=gateway.readings_stored,
-            bad_readings=sum(s.bad for s in gateway.meter_status.values()),
-            records_created=gateway.records_created,
-            batches_acked=stats.acked,
-            batches_pending=stats.pending,
-            platform_records=platform_records,
-            platform_duplicates=platform.counters.duplicates,
-            platform_kwh_total=str(platform_total),
-            simulator_kwh_total=str(sim_total),
-            difference_kwh=str(diff),
-            resolution_kwh=str(ENERGY_RESOLUTION_KWH),
-            totals_match=abs(diff) <= tolerance,
-            platform_kwh_expanded_uncertainty="" if u_total is None else f"{2 * u_total:.2g}",
-            calibration={r.meter_id: str(r.calibration_status) for r in energy},
-            balance={
-                state: n
-                for b in config.balances
-                for state, n in balance.summary(balance.check(b, received)).items()
-            },
-            products={
-                f"{p.line}/{p.product}": {
-                    "units": str(p.output),
-                    "kwh": _shown(p.energy.get(KWH, Decimal(0))),
-                    "kwh_per_unit": per_unit(p.per_unit(KWH)),
-                }
-                for p in allocation.products
-            },
-            labels={
-                m: dict(st.last_labels) for m, st in gateway.meter_status.items() if st.last_labels
-            },
-            workdir=str(workdir),
-        )
+
+
+def _expanded_uncertainty(energy: list[ActivityRecord]) -> Decimal | None:
+    """Combined standard uncertainty of the energy total (meters independent), or None when
+    a meter's is unknown."""
+    per_meter = [
+        uncertainty.of_point([r for r in energy if r.meter_id == m])
+        for m in sorted({r.meter_id for r in energy})
+    ]
+    if None in per_meter:
+        return None
+    return uncertainty.of_independent(u for u in per_meter if u is not None)
+
+
+def _products(received: list[ActivityRecord]) -> dict[str, dict[str, str]]:
+    """Line/product -> units made, kWh and kWh per unit."""
+    return {
+        f"{p.line}/{p.product}": {
+            "units": str(p.output),
+            "kwh": _shown(p.energy.get(KWH, Decimal(0))),
+            "kwh_per_unit": per_unit(p.per_unit(KWH)),
+        }
+        for p in allocate(received).products
+    }

@@ -162,6 +162,66 @@ def _certificate(i: int, cal_date: date) -> dict[str, Any]:
     }
 
 
+def modbus_meter(i: int, meters: int, base_port: int, today: date) -> dict[str, Any]:
+    """The demo's Modbus meter `i` of `meters` (the fleet's meter on port base_port + i).
+
+    M1 and M2 feed one line each, with the line's production counters (two products on line
+    1); M3 serves both lines, half each; the main meter (from MAIN_FROM meters on, the last)
+    serves no line: it is there for the energy balance. M1 was calibrated 120 days ago, M3's
+    certificate expired; M2's is a DCC (demo_chain.import_demo_dcc)."""
+    main = i == meters - 1 and meters >= MAIN_FROM
+    cal_date = today - timedelta(days=500 if i == 2 else 120)
+    where: dict[str, Any] = (
+        {}
+        if main
+        else {"lines": {"line-1": Decimal("0.5"), "line-2": Decimal("0.5")}}
+        if i == 2
+        else {"line": f"line-{i % 2 + 1}"}
+    )
+    points = [_production_point(i, r, p) for r, p in DEMO_PRODUCTS.get(i, {}).items()]
+    return {
+        "id": demo_meter_id(i),
+        "serial": f"SIM-{i + 1:05d}",
+        "model": "tanji simulated meter (not a real product)",
+        "carrier": "electricity",
+        "accuracy_class": "0.5S" if main else "1",
+        # steps faster than 1.2 x this are implausible (gateway/activity/counters.py)
+        "rated_power_kw": Decimal(
+            str(
+                sum(rated_kw(k) for k in range(meters - 1)) * (1 + MAIN_LOSSES)
+                if main
+                else rated_kw(i)
+            )
+        ),
+        **where,
+        "protocol": "modbus_tcp",
+        **({} if i == DCC_METER else {"calibration": _certificate(i, cal_date)}),
+        "connection": {
+            "host": "127.0.0.1",
+            "port": base_port + i,
+            "poll_interval_s": 1.0,
+            "timeout_s": 1.0,
+        },
+        "profile": "tanji-sim",  # default points: active_energy_import, active_power
+        **({"points": points} if points else {}),
+    }
+
+
+def _production_point(i: int, register: str, product: str) -> dict[str, Any]:
+    """A production counter of the demo's Modbus meter `i` (the tanji-sim map's)."""
+    return {
+        "name": register,
+        "quantity": "production_count",
+        "kind": "counter",
+        "unit": "unit",
+        "address": DEMO_COUNTER_ADDRESS[register],
+        "data_type": "uint32",
+        "product": product,
+        # the simulated line makes up to rated_kw / 100 units a second
+        "max_rate_per_h": Decimal(str(rated_kw(i) * 36 * 2)),
+    }
+
+
 def demo_site(
     workdir: Path,
     meters: int,
@@ -173,71 +233,11 @@ def demo_site(
     opcua_port: int | None = None,
 ) -> dict[str, Any]:
     """The demo's site configuration, as a site.toml would hold it (plaintext MQTT: the
-    demo's broker listens on 127.0.0.1 only)."""
+    demo's broker listens on 127.0.0.1 only). `mqtt_extra` adds to `[mqtt]`; delivery
+    settings in it (`ack_timeout_s`, `batch_size`, ...) go to `[delivery]`."""
     today = date.today()
-    site_meters = []
     main = meters - 1 if meters >= MAIN_FROM else None
-    for i in range(meters):
-        # M1 calibrated 120 days ago, M3's certificate expired; M2's is a DCC (below)
-        cal_date = today - timedelta(days=500 if i == 2 else 120)
-        # M1 and M2 feed one line each, with the line's production counters (two products on
-        # line 1); M3 serves both lines, half each; the main meter (from 4 meters on, the
-        # last) serves no line: it is there for the energy balance
-        where: dict[str, Any] = (
-            {}
-            if i == main
-            else {"lines": {"line-1": Decimal("0.5"), "line-2": Decimal("0.5")}}
-            if i == 2
-            else {"line": f"line-{i % 2 + 1}"}
-        )
-        products = DEMO_PRODUCTS.get(i, {})
-        site_meters.append(
-            {
-                "id": demo_meter_id(i),
-                "serial": f"SIM-{i + 1:05d}",
-                "model": "tanji simulated meter (not a real product)",
-                "carrier": "electricity",
-                "accuracy_class": "0.5S" if i == main else "1",
-                # steps faster than 1.2 x this are implausible (gateway/activity/counters.py)
-                "rated_power_kw": Decimal(
-                    str(
-                        sum(rated_kw(k) for k in range(meters - 1)) * (1 + MAIN_LOSSES)
-                        if i == main
-                        else rated_kw(i)
-                    )
-                ),
-                **where,
-                "protocol": "modbus_tcp",
-                **({} if i == DCC_METER else {"calibration": _certificate(i, cal_date)}),
-                "connection": {
-                    "host": "127.0.0.1",
-                    "port": base_port + i,
-                    "poll_interval_s": 1.0,
-                    "timeout_s": 1.0,
-                },
-                "profile": "tanji-sim",  # default points: active_energy_import, active_power
-                **(
-                    {
-                        "points": [
-                            {
-                                "name": register,
-                                "quantity": "production_count",
-                                "kind": "counter",
-                                "unit": "unit",
-                                "address": DEMO_COUNTER_ADDRESS[register],
-                                "data_type": "uint32",
-                                "product": product,
-                                # the simulated line makes up to rated_kw / 100 units a second
-                                "max_rate_per_h": Decimal(str(rated_kw(i) * 36 * 2)),
-                            }
-                            for register, product in products.items()
-                        ]
-                    }
-                    if products
-                    else {}
-                ),
-            }
-        )
+    site_meters = [modbus_meter(i, meters, base_port, today) for i in range(meters)]
     if opcua_port is not None:
         site_meters.append(opcua_meter(opcua_port, today - timedelta(days=60)))
     return {

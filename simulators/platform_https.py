@@ -7,9 +7,10 @@ MQTT binding would publish, from the same `PlatformDesk`: the same validation, i
 refusals. A client without a certificate signed by the client CA never reaches HTTP. The
 status code never carries a verdict (a proxy can change it, not the ack's signature).
 
-asyncio's TLS streams and h11 (HTTP/1.1 parsing without I/O, which httpx builds on too)
-rather than a web framework: one endpoint needs no routing or middleware, and every limit
-(head, body, idle time) is stated here.
+TLS through memory BIOs (simulators/tls_stream.py: a refused client hears the alert) and h11
+(HTTP/1.1 parsing without I/O, which httpx builds on too) rather than a web framework: one
+endpoint needs no routing or middleware, and every limit (head, body, idle time) is stated
+here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cloud_sync.contract import ContractError, load_json, validate
 from gateway.errors import TanjiError
 from simulators.platform import PlatformDesk
 from simulators.platform_store import MAX_PAYLOAD
+from simulators.tls_stream import TlsStream
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,6 @@ MAX_BODY = MAX_PAYLOAD  # a batch as sent; inflated it is checked against MAX_PA
 HANDSHAKE_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 60.0  # a kept-alive connection without a request is closed after this
 BODY_TIMEOUT_S = 30.0  # between two pieces of a request
-READ_CHUNK = 64 * 1024
 ENCODINGS = ("", "identity", "gzip")  # the body is told apart by gzip's magic bytes anyway
 
 
@@ -116,7 +117,7 @@ class PlatformHttps:
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}  # each gateway's last status
         self._tls = settings.tls_context()
         self._path = re.compile(
-            rf"/{re.escape(settings.prefix)}/([^/]+)/([^/]+)/(activity|readings)"
+            rf"/{re.escape(settings.prefix)}/([^/]+)/([^/]+)/(activity|readings|status)"
         )
 
     @property
@@ -149,9 +150,10 @@ class PlatformHttps:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         self.counters.connections += 1
+        stream = TlsStream(reader, writer, self._tls)
         try:
             try:
-                await writer.start_tls(self._tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
+                await stream.handshake(HANDSHAKE_TIMEOUT_S)
             except (ssl.SSLError, OSError, TimeoutError) as exc:
                 self.counters.tls_refused += 1
                 self.counters.last_tls_refusal = f"{peer}: {_why(exc)}"
@@ -159,7 +161,8 @@ class PlatformHttps:
                     "platform: HTTPS client %s refused in the TLS handshake: %s", peer, _why(exc)
                 )
                 return
-            await self._serve(reader, writer)
+            await self._serve(stream)
+            await stream.close()
         except (OSError, TimeoutError, ssl.SSLError, h11.LocalProtocolError) as exc:
             log.debug("platform: HTTPS connection from %s ended: %r", peer, exc)
         finally:
@@ -167,33 +170,32 @@ class PlatformHttps:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, stream: TlsStream) -> None:
         """Requests one after the other on a kept-alive connection."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         while True:
             try:
-                request = await _next_event(conn, reader, IDLE_TIMEOUT_S)
+                request = await _next_event(conn, stream, IDLE_TIMEOUT_S)
                 if not isinstance(request, h11.Request):
                     return  # the client closed the connection
                 self.counters.requests += 1
-                reply = await self._reply(conn, reader, request)
+                reply = await self._reply(conn, stream, request)
             except h11.RemoteProtocolError as exc:
                 reply = Reply.error(exc.error_status_hint, f"bad request: {exc}", close=True)
             if conn.our_state is not h11.SEND_RESPONSE:
                 return
-            _send(conn, writer, reply)
-            await writer.drain()
+            await stream.write(_response(conn, reply))
             if not _cycle_done(conn):
                 return  # answered before the whole body was read, or told to close
             conn.start_next_cycle()
 
-    async def _reply(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, request: h11.Request
-    ) -> Reply:
+    async def _reply(self, conn: h11.Connection, stream: TlsStream, request: h11.Request) -> Reply:
         target = request.target.decode("ascii", "replace").split("?", 1)[0]
         found = self._path.fullmatch(target)
         if found is None:
-            where = f"/{self.settings.prefix}/{{uscc}}/{{gateway_id}}/activity (or /readings)"
+            where = (
+                f"/{self.settings.prefix}/{{uscc}}/{{gateway_id}}/activity (or /readings, /status)"
+            )
             return Reply.error(404, f"no such endpoint: POST {where}", close=True)
         if request.method != b"POST":
             return Reply.error(405, "only POST", close=True)
@@ -204,7 +206,7 @@ class PlatformHttps:
         length = headers.get(b"content-length")
         if length is not None and int(length) > MAX_BODY:
             return Reply.error(413, f"a batch is at most {MAX_BODY} bytes", close=True)
-        body = await _body(conn, reader)
+        body = await _body(conn, stream)
         if body is None:
             return Reply.error(413, f"a batch is at most {MAX_BODY} bytes", close=True)
         uscc, gateway_id, kind = (unquote(g) for g in found.groups())
@@ -236,21 +238,21 @@ class PlatformHttps:
 
 
 async def _next_event(
-    conn: h11.Connection, reader: asyncio.StreamReader, timeout_s: float
+    conn: h11.Connection, stream: TlsStream, timeout_s: float
 ) -> h11.Event | type[h11.PAUSED]:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return cast("h11.Event | type[h11.PAUSED]", event)
-        conn.receive_data(await asyncio.wait_for(reader.read(READ_CHUNK), timeout_s))
+        conn.receive_data(await asyncio.wait_for(stream.read(), timeout_s))
 
 
-async def _body(conn: h11.Connection, reader: asyncio.StreamReader) -> bytes | None:
+async def _body(conn: h11.Connection, stream: TlsStream) -> bytes | None:
     """The request's body, or None when it grows beyond MAX_BODY (then not read further)."""
     chunks: list[bytes] = []
     size = 0
     while True:
-        event = await _next_event(conn, reader, BODY_TIMEOUT_S)
+        event = await _next_event(conn, stream, BODY_TIMEOUT_S)
         if isinstance(event, h11.Data):
             size += len(event.data)
             if size > MAX_BODY:
@@ -267,15 +269,18 @@ def _cycle_done(conn: h11.Connection) -> bool:
     return conn.states == {h11.CLIENT: h11.DONE, h11.SERVER: h11.DONE}
 
 
-def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply) -> None:
+def _response(conn: h11.Connection, reply: Reply) -> bytes:
     headers = [("server", "tanji-platform-sim")]
     if reply.status != 204:  # No Content: no body, no framing
         headers += [("content-type", "application/json"), ("content-length", str(len(reply.body)))]
     if reply.close:
         headers.append(("connection", "close"))
-    writer.write(conn.send(h11.Response(status_code=reply.status, headers=headers)) or b"")
-    writer.write(conn.send(h11.Data(data=reply.body)) or b"")
-    writer.write(conn.send(h11.EndOfMessage()) or b"")
+    head = conn.send(h11.Response(status_code=reply.status, headers=headers)) or b""
+    return (
+        head
+        + (conn.send(h11.Data(data=reply.body)) or b"")
+        + (conn.send(h11.EndOfMessage()) or b"")
+    )
 
 
 def _why(exc: BaseException) -> str:

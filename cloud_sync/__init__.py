@@ -1,8 +1,12 @@
-"""Gets activity data to the platform: outbox, MQTT transport, platform contract v1.
+"""Gets activity data to the platform: outbox, delivery, transports, platform contract v1.
 
-Public surface used by the gateway; nothing here knows Modbus or OPC UA.
+Delivery (outbox, window, acks, backlog lanes, the raw readings stream) is transport-neutral
+and talks to the platform through one small interface (`Transport`, made by a `LinkConfig`);
+MQTT is one transport. Public surface used by the gateway and the simulators; nothing here
+knows Modbus or OPC UA, and nothing outside cloud_sync imports its submodules.
 """
 
+from cloud_sync.acks import AckKeys, AckRefused, AckSigner, read_ack
 from cloud_sync.contract import (
     Ack,
     AckStatus,
@@ -10,10 +14,14 @@ from cloud_sync.contract import (
     Topics,
     build_batch,
     build_readings_batch,
+    load_json,
     parse_batch,
     parse_readings_batch,
     reading_message,
+    validate,
 )
+from cloud_sync.https import HttpsConfig, HttpsTransport
+from cloud_sync.mqtt import MqttConfig, MqttTransport, describe_error
 from cloud_sync.outbox import (
     SETTLED_BATCHES,
     Outbox,
@@ -23,29 +31,58 @@ from cloud_sync.outbox import (
     create_schema,
     enqueue,
 )
+from cloud_sync.policy import LEGACY_POLICY_KEYS, DeliveryConfig, PlatformConfig, legacy_policy
 from cloud_sync.sync import CloudSync, ReadingsSource, SyncCounters
-from cloud_sync.transport import MqttConfig, TransportError
+from cloud_sync.transport import (
+    InboundMessage,
+    LinkConfig,
+    Outgoing,
+    StatusMessage,
+    Transport,
+    TransportError,
+    is_loopback,
+)
 
 __all__ = [
+    "LEGACY_POLICY_KEYS",
     "SETTLED_BATCHES",
     "Ack",
+    "AckKeys",
+    "AckRefused",
+    "AckSigner",
     "AckStatus",
     "CloudSync",
     "ContractError",
+    "DeliveryConfig",
+    "HttpsConfig",
+    "HttpsTransport",
+    "InboundMessage",
+    "LinkConfig",
     "MqttConfig",
+    "MqttTransport",
     "Outbox",
     "OutboxError",
     "OutboxStats",
+    "Outgoing",
     "Parked",
+    "PlatformConfig",
     "ReadingsSource",
+    "StatusMessage",
     "SyncCounters",
     "Topics",
+    "Transport",
     "TransportError",
     "build_batch",
     "build_readings_batch",
     "create_schema",
+    "describe_error",
     "enqueue",
+    "is_loopback",
+    "legacy_policy",
+    "load_json",
     "parse_batch",
     "parse_readings_batch",
+    "read_ack",
     "reading_message",
+    "validate",
 ]

@@ -1,20 +1,17 @@
-"""Drains the outbox to the platform over MQTT and settles batches by the platform's acks.
+"""Delivery: drains the outbox to the platform and settles batches by the platform's acks,
+over whichever transport the site names (cloud_sync/transport.py); nothing here knows MQTT.
 
-Delivery: QoS 1 publish (the broker has it), then an application ack from the platform
-(the platform has stored it). A batch stays pending until that ack; after a reconnect or
-`ack_timeout_s` without an ack it is published again, and the platform recognises the
-content-derived batch id as a duplicate. At most `max_in_flight` batches wait for acks at a
-time; batches made within the last `ack_timeout_s` are live and go first, older ones (the
+A send returns when the next hop has the batch (MQTT: the broker's PUBACK); the platform's
+application ack says the platform has stored it. A batch stays pending until that ack; after
+a reconnect or `ack_timeout_s` without an ack it is sent again, and the platform recognises
+the content-derived batch id as a duplicate. At most `max_in_flight` batches wait for acks at
+a time; batches made within the last `ack_timeout_s` are live and go first, older ones (the
 backlog of an outage) drain oldest first at `backlog_rate` batches per second beside them.
 
-The link announces itself: a retained `online` message on `.../status` when connected,
-`offline` when stopped, and the broker publishes the retained last will (`offline`, lost)
-when the link dies unannounced.
-
-Nothing on the ack topic can stop the ack reader: a message that is retained, too large,
-malformed, unsigned or forged (with `platform_ack_key`), for another gateway or for no batch
-of ours is counted (`acks_dropped`), logged once with a bounded excerpt and dropped; the
-other acks of the same pass are applied.
+Nothing that arrives as an ack can stop the ack reader: a message that is retained, too
+large, malformed, unsigned or forged (with `platform_ack_key`), for another gateway or for
+no batch of ours is counted (`acks_dropped`), logged once with a bounded excerpt and
+dropped; the other acks of the same pass are applied.
 """
 
 from __future__ import annotations
@@ -28,13 +25,11 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-
-import aiomqtt
 
 from cloud_sync.acks import AckKeys, AckRefused, excerpt, one_line, read_ack
 from cloud_sync.contract import (
@@ -46,13 +41,23 @@ from cloud_sync.contract import (
     validate,
 )
 from cloud_sync.outbox import Outbox, OutboxStats
-from cloud_sync.transport import MqttConfig, TransportError, describe_error
+from cloud_sync.pacing import LogBudget, TokenBucket
+from cloud_sync.policy import DeliveryConfig
+from cloud_sync.transport import (
+    InboundMessage,
+    LinkConfig,
+    Outgoing,
+    Transport,
+    TransportError,
+)
+from gateway.drain import drain
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATUS_SCHEMA_ID = "tanji.status/1"
 MAX_ACKS_PER_COMMIT = 500
+READINGS_IDLE_S = 1.0  # the readings stream, caught up, looks again after this
 
 
 @dataclass
@@ -79,71 +84,6 @@ class SyncCounters:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class InboundMessage:
-    """A message as it came off the ack topic, before anything is believed of it."""
-
-    topic: str
-    payload: bytes
-    retain: bool = False
-
-    @classmethod
-    def of(cls, message: aiomqtt.Message) -> InboundMessage:
-        payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            payload = b"" if payload is None else str(payload).encode()
-        return cls(message.topic.value, bytes(payload), bool(message.retain))
-
-
-class LogBudget:
-    """At most `burst` log lines per `window_s`; lines held back are counted and the next line
-    says how many (a flood of bad messages cannot fill the disk with logs)."""
-
-    def __init__(
-        self, burst: int = 20, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.burst = burst
-        self.window_s = window_s
-        self._clock = clock
-        self._start = clock()
-        self._used = 0
-        self.held_back = 0
-
-    def take(self) -> int | None:
-        """None: do not log now; else the number of lines held back since the last one."""
-        now = self._clock()
-        if now - self._start >= self.window_s:
-            self._start, self._used = now, 0
-        if self._used >= self.burst:
-            self.held_back += 1
-            return None
-        self._used += 1
-        held, self.held_back = self.held_back, 0
-        return held
-
-
-class TokenBucket:
-    """`rate` tokens per second, at most one second's worth saved up; rate 0: unlimited."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self._clock = clock
-        self._tokens = max(1.0, rate)
-        self._at = clock()
-
-    def available(self, cap: int) -> int:
-        if self.rate == 0:
-            return cap
-        now = self._clock()
-        self._tokens = min(max(1.0, self.rate), self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        return min(cap, int(self._tokens))
-
-    def take(self, n: int) -> None:
-        if self.rate:
-            self._tokens -= n
-
-
 class ReadingsSource(Protocol):
     """Where the optional raw readings stream reads from: the gateway's store, in store order,
     from a cursor that moves only when the platform has acked a batch."""
@@ -157,33 +97,28 @@ class ReadingsSource(Protocol):
         ...
 
 
-class LastError(logging.Handler):
-    """Keeps paho's last error message: a TLS alert after the handshake (a refused client
-    certificate) reaches us only as a missing CONNACK, and this says why."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.message: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.message = record.getMessage()
-
-
 class CloudSync:
-    """One MQTT session to the platform for one gateway; `run()` until cancelled."""
+    """Delivery for one gateway over one transport (`link`, a `[mqtt]`/... section);
+    `run()` until cancelled.
+
+    `delivery` is the policy (`[delivery]`); when not given, the policy an older
+    configuration gave inside `link` (`[mqtt] batch_size = ...`), else the defaults.
+    """
 
     def __init__(
         self,
         db_path: Path,
         topics: Topics,
-        config: MqttConfig,
+        link: LinkConfig,
         client_id: str,
         clock: Callable[[], int] = time.time_ns,
         readings: ReadingsSource | None = None,
+        delivery: DeliveryConfig | None = None,
     ) -> None:
         self.topics = topics
-        self.readings = readings if config.readings else None
-        self.config = config
+        self.link = link
+        self.policy = delivery if delivery is not None else DeliveryConfig.beside(link)
+        self.readings = readings if self.policy.readings else None
         self.client_id = client_id
         self.counters = SyncCounters()
         self._clock = clock
@@ -198,10 +133,7 @@ class CloudSync:
         self._outbox = Outbox(self._conn)
         self._db_lock = asyncio.Lock()
         self._work = asyncio.Event()
-        self._backlog = TokenBucket(config.backlog_rate)
-        self._mqtt_log = logging.getLogger(f"{__name__}.paho.{client_id}")
-        self._mqtt_errors = LastError()
-        self._mqtt_log.addHandler(self._mqtt_errors)
+        self._backlog = TokenBucket(self.policy.backlog_rate)
         self._awaited: dict[str, asyncio.Future[Ack]] = {}  # readings batches awaiting acks
         self._readings_sent: collections.deque[str] = collections.deque(maxlen=1000)
         self._drop_log = LogBudget()
@@ -221,36 +153,27 @@ class CloudSync:
     def ack_keys(self) -> AckKeys | None:
         """The platform's ack-verification keys, read once (TransportError when the file
         cannot be read); None when none are configured: acks are then believed unsigned."""
-        if self._keys is None and self.config.platform_ack_key is not None:
-            self._keys = self.config.ack_keys()
+        if self._keys is None and self.link.platform_ack_key is not None:
+            self._keys = self.link.ack_keys()
             self.counters.acks_authenticated = True
         return self._keys
 
     async def run(self) -> None:
         backoff = 0.5
-        will = aiomqtt.Will(self.topics.status, self._status("offline", "lost"), 1, True)
-        if self.config.platform_ack_key is None:
+        transport = self.link.transport(self.topics, self.client_id, self._status)
+        if self.link.platform_ack_key is None:
             log.warning(
-                "acks are NOT authenticated ([mqtt] platform_ack_key is not set): anyone who"
-                " can publish on %s can settle this gateway's batches; allowed for a broker on"
-                " this machine only (docs/platform-contract.md, Ack signatures)",
-                self.topics.ack,
+                "acks are NOT authenticated (platform_ack_key is not set): anyone who can"
+                " send on this gateway's ack channel can settle its batches; allowed when the"
+                " %s is on this machine only (docs/platform-contract.md, Ack signatures)",
+                self.link.peer,
             )
         while True:
-            self._mqtt_errors.message = None
-            connected = False
             try:
                 self.ack_keys()  # an unreadable key: the link stays down and says why
-                kwargs = self.config.client_kwargs(self.client_id, will)
-                async with aiomqtt.Client(**kwargs, logger=self._mqtt_log) as client:
-                    connected = True
+                async with transport:
                     backoff = 0.5
-                    await self._session(client)
-            except* aiomqtt.MqttError as group:
-                text = describe_error(group.exceptions[0], self.config)
-                if not connected and self._mqtt_errors.message:
-                    text = f"{text} while connecting: {self._mqtt_errors.message}"
-                self._note_error(text)
+                    await self._session(transport)
             except* TransportError as group:
                 self._note_error(str(group.exceptions[0]))
             except* sqlite3.Error as group:  # e.g. the store locked for too long: retried
@@ -264,29 +187,15 @@ class CloudSync:
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, 30.0)
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    async def _session(self, transport: Transport) -> None:
         self.counters.connected = True
         self.counters.connects += 1
-        log.info("connected to broker %s:%d", self.config.host, self.config.port)
-        await client.subscribe(self.topics.ack, qos=1)
-        await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
         await self._db(self._outbox.forget_sends)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._receive_acks(client))
-                tg.create_task(self._publish_due(client))
-                if self.readings is not None:
-                    tg.create_task(self._stream_readings(client, self.readings))
-        except asyncio.CancelledError:
-            # stopping: say so (a clean disconnect does not fire the last will)
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await asyncio.wait_for(
-                    client.publish(
-                        self.topics.status, self._status("offline", "stopped"), 1, retain=True
-                    ),
-                    timeout=2.0,
-                )
-            raise
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._receive_acks(transport.received()))
+            tg.create_task(self._publish_due(transport))
+            if self.readings is not None:
+                tg.create_task(self._stream_readings(transport, self.readings))
 
     def _note_error(self, text: str) -> None:
         self.counters.last_error = text
@@ -310,20 +219,20 @@ class CloudSync:
         validate("status.v1.json", message)
         return json.dumps(message).encode()
 
-    async def _publish_due(self, client: aiomqtt.Client) -> None:
-        cfg = self.config
-        resend_ns = int(cfg.ack_timeout_s * 1e9)
+    async def _publish_due(self, transport: Transport) -> None:
+        policy = self.policy
+        resend_ns = int(policy.ack_timeout_s * 1e9)
+        window = policy.max_in_flight
         # wake for acks and new batches at once (the event), else poll: for the backlog's next
         # token, never faster than every 50 ms
-        idle_s = 1.0 if cfg.backlog_rate == 0 else max(0.05, min(1.0, 1.0 / cfg.backlog_rate))
+        rate = policy.backlog_rate
+        idle_s = 1.0 if rate == 0 else max(0.05, min(1.0, 1.0 / rate))
         while True:
             self._work.clear()
             now = self._clock()
-            allowance = self._backlog.available(cfg.max_in_flight)
+            allowance = self._backlog.available(window)
             due = await self._db(
-                partial(
-                    self._outbox.due, now, resend_ns, now - resend_ns, cfg.max_in_flight, allowance
-                )
+                partial(self._outbox.due, now, resend_ns, now - resend_ns, window, allowance)
             )
             if not due:
                 with contextlib.suppress(TimeoutError):
@@ -331,56 +240,56 @@ class CloudSync:
                 continue
             backlog = sum(b.backlog for b in due)
             self._backlog.take(backlog)
-            # QoS 1: each returns at the broker's PUBACK; the batch stays pending until the
+            # each returns when the next hop has it; the batch stays pending until the
             # platform's ack
             await asyncio.gather(
-                *(client.publish(self.topics.activity, b.payload, qos=1) for b in due)
+                *(transport.send(Outgoing("activity", b.batch_id, b.payload)) for b in due)
             )
             await self._db(partial(self._outbox.mark_sent, [b.batch_id for b in due], now))
             self.counters.published += len(due)
             self.counters.published_backlog += backlog
 
-    async def _stream_readings(self, client: aiomqtt.Client, source: ReadingsSource) -> None:
-        """One readings batch at a time: publish, wait for the platform's ack (publish the
-        same batch again after `ack_timeout_s`), then move the cursor. A rejected batch is
-        counted and logged and the stream goes on (the readings stay in the store)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            last, readings = await source.next(self.config.readings_batch_size)
-            if not readings:
-                await asyncio.sleep(1.0)
-                continue
-            batch = build_readings_batch(self.topics.uscc, self.topics.gateway_id, readings)
-            payload = json.dumps(batch).encode()
-            if self.config.compression == "gzip":
-                payload = gzip.compress(payload, mtime=0)
-            bid = str(batch["batch_id"])
-            self._readings_sent.append(bid)  # late acks for it are not activity acks
-            ack = None
-            while ack is None:
-                self._awaited[bid] = loop.create_future()
-                try:
-                    await client.publish(self.topics.readings, payload, qos=1)
-                    ack = await asyncio.wait_for(self._awaited[bid], self.config.ack_timeout_s)
-                except TimeoutError:
-                    continue
-                finally:
-                    self._awaited.pop(bid, None)
-            if ack.status is AckStatus.REJECTED:
-                self.counters.readings_rejected += 1
-                self.counters.last_readings_rejection = ack.reason
-                log.error("platform rejected readings batch %s: %s", bid, ack.reason)
-            else:
-                self.counters.readings_sent += len(readings)
-            await source.advance(last)
+    async def _stream_readings(self, transport: Transport, source: ReadingsSource) -> None:
+        """The raw readings, drained from the store's cursor (gateway.drain) one batch at a
+        time: each is sent and the cursor moves when the platform acked it."""
 
-    async def _receive_acks(self, client: aiomqtt.Client) -> None:
-        messages = client.messages
-        while True:
-            received = [await anext(messages)]
-            while len(messages) and len(received) < MAX_ACKS_PER_COMMIT:
-                received.append(await anext(messages))
-            await self.settle_acks([InboundMessage.of(m) for m in received])
+        async def send(readings: list[dict[str, Any]]) -> None:
+            await self._send_readings(transport, readings)
+
+        await drain(source, send, self.policy.readings_batch_size, READINGS_IDLE_S)
+
+    async def _send_readings(self, transport: Transport, readings: list[dict[str, Any]]) -> None:
+        """Send one readings batch until the platform acks it (the same batch again after
+        `ack_timeout_s`). A rejected batch is counted and logged and counts as done (the
+        readings stay in the store)."""
+        loop = asyncio.get_running_loop()
+        batch = build_readings_batch(self.topics.uscc, self.topics.gateway_id, readings)
+        payload = json.dumps(batch).encode()
+        if self.policy.compression == "gzip":
+            payload = gzip.compress(payload, mtime=0)
+        bid = str(batch["batch_id"])
+        self._readings_sent.append(bid)  # late acks for it are not activity acks
+        ack = None
+        while ack is None:
+            self._awaited[bid] = loop.create_future()
+            try:
+                await transport.send(Outgoing("readings", bid, payload))
+                ack = await asyncio.wait_for(self._awaited[bid], self.policy.ack_timeout_s)
+            except TimeoutError:
+                continue
+            finally:
+                self._awaited.pop(bid, None)
+        if ack.status is AckStatus.REJECTED:
+            self.counters.readings_rejected += 1
+            self.counters.last_readings_rejection = ack.reason
+            log.error("platform rejected readings batch %s: %s", bid, ack.reason)
+        else:
+            self.counters.readings_sent += len(readings)
+
+    async def _receive_acks(self, received: AsyncIterator[list[InboundMessage]]) -> None:
+        async for messages in received:
+            for i in range(0, len(messages), MAX_ACKS_PER_COMMIT):
+                await self.settle_acks(messages[i : i + MAX_ACKS_PER_COMMIT])
 
     async def settle_acks(self, received: Sequence[InboundMessage]) -> None:
         """One pass of the ack reader: read each message on its own, hand readings acks to
@@ -428,7 +337,7 @@ class CloudSync:
         try:
             if message.retain:
                 raise AckRefused("retained", "a retained message (acks are never retained)")
-            if message.topic != self.topics.ack:
+            if message.topic is not None and message.topic != self.topics.ack:
                 raise AckRefused("misaddressed", f"on topic {one_line(message.topic)}")
             return read_ack(
                 message.payload, self.topics.uscc, self.topics.gateway_id, self.ack_keys()

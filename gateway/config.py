@@ -1,4 +1,5 @@
-"""Site configuration (site.toml): the enterprise, its meters, the store, aggregation and MQTT.
+"""Site configuration (site.toml): the enterprise, its meters, the store, aggregation, and the
+platform link (`[platform]`, `[delivery]` and the transport's section).
 
 Loading never raises a traceback at the user: every problem becomes a ConfigProblem with the
 field path (e.g. `meters[2].points[0].address`) and what is allowed.
@@ -14,7 +15,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from cloud_sync.transport import MqttConfig
+from cloud_sync import (
+    LEGACY_POLICY_KEYS,
+    DeliveryConfig,
+    HttpsConfig,
+    LinkConfig,
+    MqttConfig,
+    PlatformConfig,
+)
 from collectors import collector_types
 from gateway import problems
 from gateway.activity.balance import BalanceConfig
@@ -215,12 +223,57 @@ class SiteConfig(Frozen):
     meters: tuple[MeterConfig, ...] = Field(min_length=1)
     store: StoreConfig = StoreConfig()
     aggregation: AggregationConfig = AggregationConfig()
+    platform: PlatformConfig = PlatformConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    # the transports' sections; `platform.transport` names the one in use (`link`)
     mqtt: MqttConfig = MqttConfig()
+    https: HttpsConfig | None = None  # [platform] transport = "https"
     mirror: MirrorConfig | None = None
     factors: FactorsConfig = FactorsConfig()
     balances: tuple[BalanceConfig, ...] = Field(
         default=(), description="main meters and their sub-meters, checked per period"
     )
+
+    @property
+    def link(self) -> LinkConfig:
+        """The section of the transport `[platform] transport` names."""
+        if self.platform.transport == "https" and self.https is not None:
+            return self.https
+        return self.mqtt
+
+    @model_validator(mode="after")
+    def _link_section(self) -> SiteConfig:
+        if self.platform.transport == "https" and self.https is None:
+            raise ValueError(
+                'platform.transport = "https" needs an [https] section with the platform\'s'
+                ' url (e.g. url = "https://platform.example.cn:8443") and the client'
+                " certificate (cert_file, key_file)"
+            )
+        return self
+
+    @property
+    def moved_policy(self) -> tuple[str, ...]:
+        """Delivery settings this (older) file gives under `[mqtt]`; they belong in
+        `[delivery]` and are taken from there into `delivery`."""
+        return tuple(k for k in LEGACY_POLICY_KEYS if getattr(self.mqtt, k) is not None)
+
+    @model_validator(mode="after")
+    def _policy_in_delivery(self) -> SiteConfig:
+        """Site files older than `[delivery]` give its settings under `[mqtt]`: still taken,
+        unless `[delivery]` gives the same setting too (which one would count?)."""
+        moved = self.moved_policy
+        both = [k for k in moved if k in self.delivery.model_fields_set]
+        if both:
+            raise ValueError(
+                f"{', '.join(both)}: given both under [mqtt] (as older site files did) and"
+                " under [delivery], where delivery settings belong now; remove"
+                f" {'it' if len(both) == 1 else 'them'} from [mqtt]"
+            )
+        if moved:
+            given = {k: getattr(self.mqtt, k) for k in moved}
+            delivery = self.delivery.model_copy(update=given)
+            object.__setattr__(self, "delivery", delivery)  # as if written in [delivery]
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> SiteConfig:
@@ -397,20 +450,15 @@ def deployment_problems(config: SiteConfig) -> list[ConfigProblem]:
     (an OPC UA certificate, key, trust folder, password file). Both `tanji check-config`
     and `tanji run` ask this (through `check_site`), so the run refuses to start on what
     check-config reports."""
-    from cloud_sync.transport import TransportError
-
     problems: list[ConfigProblem] = []
     store = store_path_problem(config.store.path)
     if store:
         problems.append(ConfigProblem("store.path", store))
-    for check in (config.mqtt.tls_context, config.mqtt.password, config.mqtt.ack_keys):
-        try:
-            check()
-        except TransportError as exc:
-            problems.append(ConfigProblem("mqtt", str(exc)))
-    unsigned = config.mqtt.unsigned_acks_problem()  # acks anyone could forge
+    section = config.platform.transport
+    problems += [ConfigProblem(section, problem) for problem in config.link.problems()]
+    unsigned = config.link.unsigned_acks_problem()  # acks anyone could forge
     if unsigned:
-        problems.append(ConfigProblem("mqtt.platform_ack_key", unsigned))
+        problems.append(ConfigProblem(f"{section}.platform_ack_key", unsigned))
     types = collector_types()
     for i, meter in enumerate(config.meters):  # e.g. an OPC UA certificate, key, password file
         for field, problem in types[meter.protocol].deployment_problems(meter):

@@ -21,9 +21,15 @@ from pathlib import Path
 
 import aiomqtt
 
-from cloud_sync.acks import AckSigner
-from cloud_sync.contract import Ack, AckStatus, ContractError
-from cloud_sync.transport import MqttConfig, TransportError, describe_error
+from cloud_sync import (
+    Ack,
+    AckSigner,
+    AckStatus,
+    ContractError,
+    MqttConfig,
+    TransportError,
+    describe_error,
+)
 from gateway.errors import TanjiFailure
 from simulators.platform_store import PlatformStore
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from cloud_sync.contract import Ack, AckStatus, ContractError, parse_batch, parse_readings_batch
+from cloud_sync import Ack, AckStatus, ContractError, parse_batch, parse_readings_batch
 from gateway.activity.aggregation import EXACT
 from gateway.errors import TanjiError
 

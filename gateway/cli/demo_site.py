@@ -12,6 +12,7 @@ from typing import Any
 
 import tomli_w
 
+from cloud_sync import LEGACY_POLICY_KEYS, legacy_policy
 from gateway.config import SiteConfig, parse_site_config
 from gateway.models import CalibrationRecord
 from simulators.modbus_fleet import rated_kw
@@ -235,6 +236,7 @@ def demo_site(
     """The demo's site configuration, as a site.toml would hold it (plaintext MQTT: the
     demo's broker listens on 127.0.0.1 only). `mqtt_extra` adds to `[mqtt]`; delivery
     settings in it (`ack_timeout_s`, `batch_size`, ...) go to `[delivery]`."""
+    extra = mqtt_extra or {}
     today = date.today()
     main = meters - 1 if meters >= MAIN_FROM else None
     site_meters = [modbus_meter(i, meters, base_port, today) for i in range(meters)]
@@ -249,9 +251,10 @@ def demo_site(
         "mqtt": {
             "broker_url": f"mqtt://127.0.0.1:{broker_port}",
             "protocol": mqtt_protocol,
-            "ack_timeout_s": 10.0,
-            **(mqtt_extra or {}),
+            **{k: v for k, v in extra.items() if k not in LEGACY_POLICY_KEYS},
         },
+        # delivery settings given with the link's (as older sites did) go where they belong
+        "delivery": {"ack_timeout_s": 10.0} | legacy_policy(extra),
         "balances": (
             [{"main": demo_meter_id(main), "subs": [demo_meter_id(i) for i in range(main)]}]
             if main is not None

@@ -18,7 +18,7 @@ from gateway.config import problems_from
 from gateway.errors import EXIT_BAD_INPUT
 
 if TYPE_CHECKING:  # the simulators are imported when the command runs: `tanji` starts fast
-    from cloud_sync.acks import AckSigner
+    from cloud_sync import AckSigner
     from simulators.platform import PlatformReceiver
     from simulators.platform_https import HttpsSettings, PlatformHttps
 

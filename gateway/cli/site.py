@@ -46,10 +46,19 @@ def check_config(
         f" {config.gateway_id}, {len(config.meters)} meter(s), {points} point(s)",
         highlight=False,
     )
-    if config.mqtt.platform_ack_key is None:  # allowed for a broker on this machine only
+    link, section = config.link, config.platform.transport
+    if link.platform_ack_key is None:  # allowed for a platform link on this machine only
         out.print(
-            "note: [mqtt] platform_ack_key is not set: the platform's acks are not"
-            f" authenticated (allowed because the broker {config.mqtt.host} is on this machine)",
+            f"note: [{section}] platform_ack_key is not set: the platform's acks are not"
+            f" authenticated (allowed because the {link.peer} is on this machine)",
+            highlight=False,
+            markup=False,
+        )
+    if config.moved_policy:  # an older site file: still read, but not where it belongs
+        out.print(
+            f"note: [mqtt] {', '.join(config.moved_policy)}: delivery settings, now in"
+            " [delivery] (any transport); read from [mqtt] for this file, move them to"
+            " [delivery] (docs/configuration.md)",
             highlight=False,
             markup=False,
         )

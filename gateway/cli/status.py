@@ -48,14 +48,14 @@ def status(
 
     site = load_site(config)
     # no status file, or not one: exit 1 with the reason (gateway.cli.common)
-    status = read_status(site.store.path, site.mqtt.ack_timeout_s)
+    status = read_status(site.store.path, site.delivery.ack_timeout_s)
     if metrics:
         from gateway.runtime.metrics import prometheus_text
 
         print(prometheus_text(status.snapshot, status.age_s), end="")
         return
     try:
-        table = _status_table(status.snapshot, status.age_s, site.mqtt.ack_timeout_s)
+        table = _status_table(status.snapshot, status.age_s, site.delivery.ack_timeout_s)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise not_a_status(status.path, exc) from None
     if as_json:

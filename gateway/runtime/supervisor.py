@@ -90,11 +90,12 @@ class Gateway:
         self._readings_source = StoreReadings(self.store, self._db)  # raw readings stream
         self.sync = cloud_sync.CloudSync(
             config.store.path,
-            cloud_sync.Topics(config.mqtt.topic_prefix, config.enterprise.uscc, config.gateway_id),
-            config.mqtt,
-            config.mqtt.client_id or f"tanji-{config.gateway_id}",
+            cloud_sync.Topics(config.link.topic_prefix, config.enterprise.uscc, config.gateway_id),
+            config.link,  # the transport [platform] names
+            f"tanji-{config.gateway_id}",  # unless the link's section names the client
             clock=clock,
             readings=self._readings_source,
+            delivery=config.delivery,
         )
         self.meter_status = {m.id: MeterStatus() for m in config.meters}
         self.factors = FactorSet(config.factors)  # checked by the config already
@@ -337,7 +338,7 @@ class Gateway:
     def _enqueue(self, records: list[ActivityRecord], up_to: int, now_ns: int) -> None:
         """Records and their outbox batches in one transaction; where the site says so,
         records without a valid calibration go into held batches (stored, not sent)."""
-        size = self.config.mqtt.batch_size
+        size = self.config.delivery.batch_size
         hold = not self.config.aggregation.send_without_valid_calibration
         held = [r for r in records if hold and r.calibration_status != "valid"]
         sent = [r for r in records if not (hold and r.calibration_status != "valid")]
@@ -353,7 +354,7 @@ class Gateway:
                     size,
                     now_ns,
                     held=is_held,
-                    compress=self.config.mqtt.compression == "gzip",
+                    compress=self.config.delivery.compression == "gzip",
                 )
                 self.store.insert_activity(
                     group, now_ns, [batch_ids[i // size] for i in range(len(group))]

@@ -12,9 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from cloud_sync.outbox import create_schema, enqueue
+from cloud_sync import create_schema, enqueue
 from collectors.modbus import ModbusPoint
-from gateway.activity.aggregation import PeriodInput, aggregate
+from gateway.activity import PeriodInput, aggregate
 from gateway.models import (
     ActivityRecord,
     CalibrationRecord,

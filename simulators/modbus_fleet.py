@@ -37,9 +37,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from collectors.modbus import ModbusPoint
-from collectors.modbus.decode import UNSIGNED_BITS, encode
-from collectors.modbus.profiles import Profile, load_profile
+from collectors.modbus import UNSIGNED_BITS, ModbusPoint, Profile, encode, load_profile
 from gateway.models import Frozen, PointKind, Quantity
 from simulators.serial_line import VirtualSerialLine
 

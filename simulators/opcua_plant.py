@@ -28,8 +28,8 @@ from asyncua.server.user_managers import UserManager
 from asyncua.ua.status_codes import StatusCodes
 from cryptography.hazmat.primitives import serialization
 
-from collectors.opcua.collector import OPERATION_LIMITS
-from collectors.opcua.security import (
+from collectors.opcua import (
+    OPERATION_LIMITS,
     ApplicationCertificate,
     create_application_certificate,
     load_certificate,

@@ -10,7 +10,9 @@ from collectors.modbus.config import (
     ModbusTcpConnection,
     ModbusTcpDevice,
 )
+from collectors.modbus.decode import UNSIGNED_BITS, encode
 from collectors.modbus.points import ModbusPoint
+from collectors.modbus.profiles import Profile, ProfileError, load_profile
 
 for _model in (ModbusTcpDevice, ModbusRtuOverTcpDevice, ModbusRtuDevice):
     register(
@@ -24,6 +26,7 @@ for _model in (ModbusTcpDevice, ModbusRtuOverTcpDevice, ModbusRtuDevice):
     )
 
 __all__ = [
+    "UNSIGNED_BITS",
     "ModbusCollector",
     "ModbusPoint",
     "ModbusRtuConnection",
@@ -32,4 +35,8 @@ __all__ = [
     "ModbusRtuOverTcpDevice",
     "ModbusTcpConnection",
     "ModbusTcpDevice",
+    "Profile",
+    "ProfileError",
+    "encode",
+    "load_profile",
 ]

@@ -1,9 +1,14 @@
 """OPC UA collectors: subscriptions (or polling) on nodes addressed by namespace URI."""
 
 from collectors.base import CollectorType, register
-from collectors.opcua.collector import OpcUaCollector
+from collectors.opcua.collector import OPERATION_LIMITS, OpcUaCollector
 from collectors.opcua.config import OpcUaConnection, OpcUaDevice, OpcUaPoint, parse_node
-from collectors.opcua.security import file_problems
+from collectors.opcua.security import (
+    ApplicationCertificate,
+    create_application_certificate,
+    file_problems,
+    load_certificate,
+)
 from gateway.models import DeviceSpec
 
 
@@ -40,4 +45,14 @@ register(
     )
 )
 
-__all__ = ["OpcUaCollector", "OpcUaConnection", "OpcUaDevice", "OpcUaPoint", "parse_node"]
+__all__ = [
+    "OPERATION_LIMITS",
+    "ApplicationCertificate",
+    "OpcUaCollector",
+    "OpcUaConnection",
+    "OpcUaDevice",
+    "OpcUaPoint",
+    "create_application_certificate",
+    "load_certificate",
+    "parse_node",
+]

@@ -160,6 +160,7 @@ class PlatformHttps:
                 log.warning(
                     "platform: HTTPS client %s refused in the TLS handshake: %s", peer, _why(exc)
                 )
+                await stream.linger()  # the client reads the alert
                 return
             await self._serve(stream)
             await stream.close()

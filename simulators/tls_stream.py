@@ -31,7 +31,7 @@ class TlsStream:
 
     async def handshake(self, timeout_s: float) -> None:
         """The handshake, the client's certificate verified; the SSLError (or TimeoutError,
-        OSError) that ended it, after the alert was sent and the client had time to read it."""
+        OSError) that ended it, once the alert is sent (then `linger()` before closing)."""
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
@@ -44,7 +44,6 @@ class TlsStream:
         except ssl.SSLError:
             with contextlib.suppress(OSError):
                 await self._flush()  # the alert
-                await self._linger()
             raise
         await self._flush()
 
@@ -83,7 +82,7 @@ class TlsStream:
             self._writer.write(data)
             await self._writer.drain()
 
-    async def _linger(self) -> None:
+    async def linger(self) -> None:
         """Half-close and read what the client still sends until it closes (or LINGER_S):
         closing with unread data would reset the connection and lose the alert."""
         if self._writer.can_write_eof():

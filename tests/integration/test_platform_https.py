@@ -142,8 +142,15 @@ async def test_a_client_without_a_valid_certificate_is_refused_in_the_handshake(
     }[who]
     batch = json.dumps(build_batch(USCC, "gw", records())).encode()
     async with platform.client(cert) as client:
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises((httpx.TransportError, ssl.SSLError)) as refused:
             await client.post(activity_path(), content=batch)
+    # the client hears why, in the TLS alert the platform sent before closing
+    alert = {
+        "no certificate": "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "another CA": "TLSV1_ALERT_UNKNOWN_CA",
+        "expired": "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    }[who]
+    assert alert in repr(refused.value), repr(refused.value)
     assert platform.server.counters.tls_refused == 1
     assert platform.server.counters.requests == 0
     reason = platform.server.counters.last_tls_refusal or ""

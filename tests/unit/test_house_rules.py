@@ -40,7 +40,6 @@ def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 in progress: the rooms are being split")
 def test_no_module_of_the_product_is_over_600_lines():
     over = [f"{p.relative_to(ROOT)}: {_lines(p)}" for p in _modules(*PRODUCT)]
     assert [

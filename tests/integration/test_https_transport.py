@@ -1,0 +1,193 @@
+"""The gateway's HTTPS transport against the platform simulator's HTTPS listener on a real TLS
+socket: delivery (the same outbox, window and ack verification as over MQTT) settles every
+batch by the platform's signed acks; a gateway whose client certificate the platform refuses
+says so, loses nothing, and delivers everything once its certificate is fixed; a platform
+that cannot store answers 503 and the batches wait; configuration errors name the field and
+the file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import ValidationError
+
+from cloud_sync import CloudSync, DeliveryConfig, HttpsConfig, Topics
+from gateway.periods import datetime_to_ns
+from simulators.backlog import fill_outbox, site_records
+from simulators.platform import PlatformDesk, PlatformStore, ack_signer, public_key_path
+from simulators.platform_https import HttpsSettings, PlatformHttps
+from tests.support.pki import CertificateAuthority, Issued
+
+USCC = "91320000MA1TANJ0D7"
+GW = "gw-https"
+START = datetime_to_ns(datetime(2026, 11, 24, tzinfo=ZoneInfo("Asia/Shanghai")))
+TOPICS = Topics("tanji/v1", USCC, GW)
+
+
+@dataclass
+class Platform:
+    server: PlatformHttps
+    pki: CertificateAuthority
+    ack_key: Path  # the public key gateways verify acks with
+
+    def link(self, cert: Issued | None, **extra: Any) -> HttpsConfig:
+        files = {} if cert is None else {"cert_file": cert.cert, "key_file": cert.key}
+        return HttpsConfig(
+            url=f"https://127.0.0.1:{self.server.port}",
+            ca_file=self.pki.cert_path,
+            platform_ack_key=self.ack_key,
+            **files,
+            **extra,
+        )
+
+
+@pytest.fixture
+async def platform(tmp_path: Path, pki: CertificateAuthority) -> AsyncIterator[Platform]:
+    server_cert = pki.issue("platform-https", server=True)
+    key = tmp_path / "platform-ack.key"
+    desk = PlatformDesk(PlatformStore(tmp_path / "platform.db"), ack_signer(key))
+    server = PlatformHttps(
+        desk, HttpsSettings(server_cert.cert, server_cert.key, pki.cert_path, port=0)
+    )
+    listening = await server.listen()
+    task = asyncio.create_task(listening.serve_forever())
+    try:
+        yield Platform(server, pki, public_key_path(key))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        listening.close()
+
+
+def backlog(db: Path, periods: int = 6) -> tuple[list[str], int]:
+    records = list(site_records(USCC, GW, meters=4, start_ns=START, periods=periods))
+    return fill_outbox(db, USCC, GW, records, batch_size=3), len(records)
+
+
+def delivery(db: Path, link: HttpsConfig) -> CloudSync:
+    """The gateway's delivery over `link`, the backlog unthrottled."""
+    return CloudSync(db, TOPICS, link, f"tanji-{GW}", delivery=DeliveryConfig(backlog_rate=0))
+
+
+async def deliver(sync: CloudSync, until_settled: bool, seconds: float = 30) -> None:
+    """Run delivery until the outbox is empty (or for `seconds`), then stop it as the gateway
+    stops."""
+    task = asyncio.create_task(sync.run())
+    try:
+        if until_settled:
+            async with asyncio.timeout(seconds):
+                while (await sync.stats()).pending:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+        else:
+            await asyncio.sleep(seconds)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_every_batch_goes_over_https_and_is_settled_by_the_signed_ack(
+    tmp_path: Path, platform: Platform
+):
+    db = tmp_path / "gw.db"
+    ids, records = backlog(db)
+    cert = platform.pki.issue("gw", server=False)
+    sync = delivery(db, platform.link(cert))
+    await deliver(sync, until_settled=True)
+    stats = await sync.stats()
+    assert (stats.acked, stats.pending) == (len(ids), 0)
+    assert platform.server.desk.store.counts() == (len(ids), records)
+    c = sync.counters
+    assert (c.connects, c.disconnects, c.bad_acks) == (1, 0, 0), c.last_error
+    assert c.acks_authenticated  # each ack checked against the platform's key
+    # the session announced itself, and its end when the gateway stopped
+    status = platform.server.statuses[USCC, GW]
+    assert (status["state"], status.get("reason")) == ("offline", "stopped")
+
+
+async def test_a_refused_client_certificate_is_reported_and_nothing_is_lost(
+    tmp_path: Path, platform: Platform
+):
+    db = tmp_path / "gw.db"
+    ids, records = backlog(db, periods=3)
+    foreign = CertificateAuthority(tmp_path / "other", "other CA").issue("gw", server=False)
+    for cert in (foreign, None):
+        sync = delivery(db, platform.link(cert))
+        await deliver(sync, until_settled=False, seconds=2.0)
+        c = sync.counters
+        assert c.connects == 0
+        error = c.last_error or ""
+        if cert is None:
+            assert "refused this gateway: no client certificate is configured" in error, error
+            assert "CERTIFICATE_REQUIRED" in error
+        else:
+            assert f"refused this gateway's client certificate {foreign.cert}" in error, error
+            assert "UNKNOWN_CA" in error
+        assert (await sync.stats()).pending == len(ids)  # all still in the outbox
+    assert platform.server.counters.tls_refused >= 2
+    assert platform.server.desk.store.counts() == (0, 0)
+    # the certificate fixed: everything goes
+    sync = delivery(db, platform.link(platform.pki.issue("gw", server=False)))
+    await deliver(sync, until_settled=True)
+    assert (await sync.stats()).acked == len(ids)
+    assert platform.server.desk.store.counts() == (len(ids), records)
+
+
+async def test_a_platform_that_cannot_store_answers_503_and_the_batches_wait(
+    tmp_path: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch
+):
+    db = tmp_path / "gw.db"
+    ids, _ = backlog(db, periods=2)
+    store = platform.server.desk.store
+
+    def broken(*_: object) -> None:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(store, "receive_many", broken)
+    monkeypatch.setattr(store, "reopen", lambda: None)
+    sync = delivery(db, platform.link(platform.pki.issue("gw", server=False)))
+    await deliver(sync, until_settled=False, seconds=2.0)
+    assert "answered 503" in (sync.counters.last_error or "")
+    assert "disk I/O error" in (sync.counters.last_error or "")
+    assert (await sync.stats()).pending == len(ids)
+    monkeypatch.undo()
+    await deliver(sync, until_settled=True)
+    assert (await sync.stats()).acked == len(ids)
+
+
+def test_configuration_errors_name_the_field_and_the_file(tmp_path: Path):
+    with pytest.raises(ValidationError, match="scheme must be https://"):
+        HttpsConfig(url="http://127.0.0.1:8443")
+    with pytest.raises(ValidationError, match="both cert_file and key_file"):
+        HttpsConfig(url="https://127.0.0.1", cert_file=tmp_path / "c.pem")
+    with pytest.raises(ValidationError, match="no credentials in the URL"):
+        HttpsConfig(url="https://user:pw@127.0.0.1")
+    missing = tmp_path / "gw.key"
+    (tmp_path / "gw.pem").write_text("not a certificate")
+    config = HttpsConfig(
+        url="https://127.0.0.1:8443",
+        ca_file=tmp_path / "ca.pem",
+        cert_file=tmp_path / "gw.pem",
+        key_file=missing,
+        platform_ack_key=tmp_path / "platform.pub.pem",
+    )
+    assert config.problems() == [
+        f"ca_file {tmp_path / 'ca.pem'}: No such file or directory",
+        f"platform_ack_key {tmp_path / 'platform.pub.pem'}: No such file or directory",
+    ]
+    pki = CertificateAuthority(tmp_path / "pki")
+    config = config.model_copy(update={"ca_file": pki.cert_path})
+    assert config.problems()[0] == f"key_file {missing}: No such file or directory"
+    missing.write_text("not a key")
+    assert config.problems()[0].startswith(
+        f"cert_file {tmp_path / 'gw.pem'} / key_file {missing}: "
+    )

@@ -1,0 +1,222 @@
+"""Delivery driven through the transport seam alone (cloud_sync/transport.py): a transport
+that is not MQTT — a request/response link whose acks come back as the answers to its own
+sends, as HTTPS does — gets the outbox delivered, acked and verified, with the same
+resends, reconnects and readings stream. The platform behind it is in-process but real in
+what matters: it parses batches with the contract and signs its acks with its key."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from pydantic import PrivateAttr
+
+from cloud_sync import (
+    Ack,
+    AckSigner,
+    AckStatus,
+    CloudSync,
+    DeliveryConfig,
+    InboundMessage,
+    LinkConfig,
+    Outgoing,
+    StatusMessage,
+    Topics,
+    TransportError,
+    parse_batch,
+    parse_readings_batch,
+    reading_message,
+)
+from simulators.backlog import fill_outbox, meter, reading, site_records
+
+USCC = "91320000MA1TANJ0D7"
+GW = "gw-seam"
+TOPICS = Topics("tanji/v1", USCC, GW)
+START = 1_767_196_800_000_000_000  # 2026-01-01 00:00 Asia/Shanghai (aligned)
+
+
+class Platform:
+    """Stores batches once by id, answers `accepted` / `duplicate`, signs every ack. Its
+    knobs: sends to refuse (the link fails: TransportError) and acks to lose."""
+
+    def __init__(self, signer: AckSigner, fail_sends: set[int], lose_acks: int) -> None:
+        self.signer = signer
+        self.fail_sends = fail_sends  # which sends (1-based, over all sessions) fail
+        self.lose_acks = lose_acks
+        self.sends = 0
+        self.stored: dict[str, int] = {}  # batch id -> records or readings in it
+        self.statuses: list[tuple[str, str | None]] = []
+        self.sessions = 0
+
+    def answer(self, message: Outgoing) -> bytes | None:
+        self.sends += 1
+        if self.sends in self.fail_sends:
+            raise TransportError(f"platform.test: connection reset at send {self.sends}")
+        payload = gzip.decompress(message.payload) if message.compressed else message.payload
+        if message.kind == "activity":
+            size = len(parse_batch(payload)["records"])
+        else:
+            size = len(parse_readings_batch(payload)["readings"])
+        status = AckStatus.DUPLICATE if message.batch_id in self.stored else AckStatus.ACCEPTED
+        self.stored[message.batch_id] = size
+        if self.lose_acks:
+            self.lose_acks -= 1
+            return None
+        return self.signer.sign(Ack(message.batch_id, status), USCC, GW, self.sends)
+
+
+class LoopbackTransport:
+    """A request/response transport: each send's answer is queued as a received message."""
+
+    def __init__(self, platform: Platform, status: StatusMessage) -> None:
+        self.platform = platform
+        self.status = status
+        self.answers: asyncio.Queue[InboundMessage] | None = None
+
+    async def __aenter__(self) -> Self:
+        self.platform.sessions += 1
+        self.answers = asyncio.Queue()
+        self.platform.statuses.append(("online", None))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            self.platform.statuses.append(("offline", "stopped"))
+        self.answers = None
+
+    async def send(self, message: Outgoing) -> None:
+        assert self.answers is not None, "send outside a session"
+        await asyncio.sleep(0)  # a round trip
+        body = self.platform.answer(message)
+        if body is not None:
+            self.answers.put_nowait(InboundMessage(None, body))
+
+    async def received(self) -> AsyncIterator[list[InboundMessage]]:
+        assert self.answers is not None
+        while True:
+            step = [await self.answers.get()]
+            while not self.answers.empty():
+                step.append(self.answers.get_nowait())
+            yield step
+
+
+class LoopbackLink(LinkConfig):
+    """The section of a transport that is not MQTT (as `[https]` is)."""
+
+    _platform: Platform = PrivateAttr()
+
+    @property
+    def peer(self) -> str:
+        return "platform platform.test"
+
+    @property
+    def peer_is_local(self) -> bool:
+        return False
+
+    def checks(self) -> tuple[Any, ...]:
+        return ()
+
+    def transport(self, topics: Topics, client_id: str, status: StatusMessage) -> Any:
+        return LoopbackTransport(self._platform, status)
+
+
+class ListReadings:
+    """A readings source (cloud_sync.ReadingsSource) over a list, cursor in memory."""
+
+    def __init__(self, n: int) -> None:
+        m = meter(0)
+        self.messages = [
+            reading_message(i, reading(m, START + i * 10**9, Decimal(i))) for i in range(1, n + 1)
+        ]
+        self.cursor = 0
+
+    async def next(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        batch = self.messages[self.cursor : self.cursor + limit]
+        return self.cursor + len(batch), batch
+
+    async def advance(self, seq: int) -> None:
+        self.cursor = seq
+
+
+def link_to(tmp_path: Path, platform_keys: AckSigner) -> LoopbackLink:
+    key = tmp_path / "platform-ack.pub.pem"
+    key.write_bytes(platform_keys.public_pem())
+    return LoopbackLink(platform_ack_key=key)
+
+
+async def test_delivery_through_a_transport_that_is_not_mqtt(tmp_path: Path):
+    db = tmp_path / "gw.db"
+    records = list(site_records(USCC, GW, meters=3, start_ns=START, periods=4))
+    ids = fill_outbox(db, USCC, GW, records, batch_size=2)
+    signer = AckSigner.generate()
+    platform = Platform(signer, fail_sends={3}, lose_acks=2)
+    link = link_to(tmp_path, signer)
+    link._platform = platform
+    readings = ListReadings(12)
+    policy = DeliveryConfig(
+        ack_timeout_s=0.5, max_in_flight=4, backlog_rate=0, readings=True, readings_batch_size=5
+    )
+    sync = CloudSync(db, TOPICS, link, "gw", readings=readings, delivery=policy)
+    task = asyncio.create_task(sync.run())
+    try:
+        async with asyncio.timeout(30):
+            while (await sync.stats()).pending or readings.cursor < 12:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert (await sync.stats()).acked == len(ids)
+    activity = {b: n for b, n in platform.stored.items() if b in ids}
+    assert sorted(activity) == sorted(ids)  # every batch, each stored once by its id
+    assert sum(activity.values()) == len(records)
+    c = sync.counters
+    assert c.acks_authenticated
+    assert not c.bad_acks
+    # the failed send ended the session; the next one sent every unacked batch again
+    assert (c.connects, c.disconnects, platform.sessions) == (2, 1, 2)
+    assert c.last_error == "platform.test: connection reset at send 3"
+    assert c.duplicates >= 1  # a lost ack: sent again after ack_timeout_s, a duplicate
+    assert c.readings_sent == 12
+    assert readings.cursor == 12
+    assert len(platform.stored) == len(ids) + 3
+    assert platform.statuses[-1] == ("offline", "stopped")
+
+
+async def test_an_answer_from_another_key_settles_nothing(tmp_path: Path):
+    db = tmp_path / "gw.db"
+    ids = fill_outbox(db, USCC, GW, list(site_records(USCC, GW, 1, START, 2)), batch_size=1)
+    platform = Platform(AckSigner.generate(), fail_sends=set(), lose_acks=0)  # not the key
+    link = link_to(tmp_path, AckSigner.generate())
+    link._platform = platform
+    sync = CloudSync(db, TOPICS, link, "gw", delivery=DeliveryConfig(ack_timeout_s=0.2))
+    task = asyncio.create_task(sync.run())
+    try:
+        async with asyncio.timeout(30):
+            while sync.counters.acks_dropped.get("unauthenticated", 0) < 2 * len(ids):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert (await sync.stats()).pending == len(ids)  # still pending, sent again and again
+    assert sync.counters.acks == 0
+
+
+def test_policy_given_beside_the_link_in_older_configurations():
+    """CloudSync without `delivery` takes the policy an older [mqtt] section carried."""
+    from cloud_sync import MqttConfig
+
+    old = MqttConfig(batch_size=7, ack_timeout_s=5, backlog_rate=0)
+    assert DeliveryConfig.beside(old) == DeliveryConfig(
+        batch_size=7, ack_timeout_s=5.0, backlog_rate=0.0
+    )
+    assert DeliveryConfig.beside(LoopbackLink()) == DeliveryConfig()

@@ -1,11 +1,12 @@
 """`tanji discover modbus|opcua`: find devices and the meter profiles or variables that fit
-them, and print a site.toml fragment."""
+them, and print a site.toml fragment. The finding is collectors' (collectors.modbus.discover,
+collectors.opcua.discover); this module parses the options and prints."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -13,39 +14,62 @@ from rich.table import Table
 
 from gateway.cli.common import (
     err,
+    exit_on_problems,
     out,
+    print_problems,
     run_async,
     setup_logging,
 )
 from gateway.config import problems_from
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 
+if TYPE_CHECKING:
+    from collectors.modbus.discover import UnitFinding
+    from collectors.opcua.config import OpcUaConnection
+    from collectors.opcua.discover import Candidate
+
+Endpoint = Annotated[str, typer.Argument(help="opc.tcp://host:port/path")]
+SecurityPolicy = Annotated[str, typer.Option(help="None, Basic256Sha256 or Aes256_Sha256_RsaPss")]
+SecurityMode = Annotated[str, typer.Option(help="None, Sign or SignAndEncrypt")]
+Certificate = Annotated[Path | None, typer.Option(help="the gateway's certificate")]
+PrivateKey = Annotated[Path | None, typer.Option(help="its private key")]
+TrustDir = Annotated[Path | None, typer.Option(help="trusted server certificates")]
+UaTimeout = Annotated[float, typer.Option(min=0.5, max=60, help="seconds per request")]
+Limit = Annotated[int, typer.Option(min=1, max=1_000_000, help="nodes to visit")]
+
+Target = Annotated[
+    str | None, typer.Argument(help="HOST[:PORT] of a Modbus TCP device or device server")
+]
+Serial = Annotated[str | None, typer.Option(help="serial port instead, e.g. /dev/ttyUSB0")]
+RtuOverTcp = Annotated[
+    bool, typer.Option("--rtu-over-tcp", help="TARGET speaks RTU frames (device server)")
+]
+Units = Annotated[str, typer.Option(help="unit ids to try: 1-16, or 1,3,5")]
+Baud = Annotated[int, typer.Option(help="serial: baud rate")]
+Parity = Annotated[str, typer.Option(help="serial: N, E or O")]
+ModbusTimeout = Annotated[float, typer.Option(min=0.05, max=10, help="seconds per request")]
+Profiles = Annotated[list[str] | None, typer.Option(help="only try these profiles (repeatable)")]
+
 
 def discover_opcua(
-    endpoint: Annotated[str, typer.Argument(help="opc.tcp://host:port/path")],
-    security_policy: Annotated[
-        str, typer.Option(help="None, Basic256Sha256 or Aes256_Sha256_RsaPss")
-    ] = "None",
-    security_mode: Annotated[str, typer.Option(help="None, Sign or SignAndEncrypt")] = "None",
-    certificate: Annotated[Path | None, typer.Option(help="the gateway's certificate")] = None,
-    private_key: Annotated[Path | None, typer.Option(help="its private key")] = None,
-    trust_dir: Annotated[Path | None, typer.Option(help="trusted server certificates")] = None,
+    endpoint: Endpoint,
+    security_policy: SecurityPolicy = "None",
+    security_mode: SecurityMode = "None",
+    certificate: Certificate = None,
+    private_key: PrivateKey = None,
+    trust_dir: TrustDir = None,
     username: Annotated[str | None, typer.Option()] = None,
     password_file: Annotated[Path | None, typer.Option()] = None,
-    timeout: Annotated[float, typer.Option(min=0.5, max=60, help="seconds per request")] = 5.0,
-    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="nodes to visit")] = 20000,
+    timeout: UaTimeout = 5.0,
+    limit: Limit = 20000,
 ) -> None:
     """Browse an OPC UA server for energy and production variables (data type, engineering
     unit, a guessed quantity) and print a site.toml fragment; exit 1 when none is found.
 
     Example: tanji discover opcua opc.tcp://127.0.0.1:4840/tanji/plant
     """
-    from pydantic import ValidationError
-
-    from collectors.opcua.collector import SecurityMismatch, connect
     from collectors.opcua.config import OpcUaConnection
-    from collectors.opcua.discover import browse, site_fragment
-    from collectors.opcua.security import TrustError
+    from collectors.opcua.discover import site_fragment
 
     try:
         conn = OpcUaConnection.model_validate(
@@ -62,12 +86,28 @@ def discover_opcua(
             }
         )
     except ValidationError as exc:
-        for found in problems_from(exc):
-            err.print(f"option {found}", highlight=False, markup=False)
+        print_problems([f"option {found}" for found in problems_from(exc)])
         raise typer.Exit(EXIT_BAD_INPUT) from None
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    candidates = _browse(endpoint, conn, limit)
+    useful = [c for c in candidates if c.quantity is not None]
+    err.print(_variables_table(endpoint, useful or candidates[:50]))
+    if not useful:
+        err.print(f"{len(candidates)} variables, none with an energy or power unit or a count")
+        raise typer.Exit(EXIT_FINDING)
+    print(site_fragment(endpoint, useful))
 
-    async def main() -> list[Any]:
+
+def _browse(endpoint: str, conn: OpcUaConnection, limit: int) -> list[Candidate]:
+    """The server's variables, or exit: 1 when it cannot be browsed, 2 when the gateway's own
+    key, certificate or password file cannot be read."""
+    from asyncua.ua.uaerrors import UaError
+
+    from collectors.opcua.collector import SecurityMismatch, connect
+    from collectors.opcua.discover import browse
+    from collectors.opcua.security import TrustError
+
+    async def main() -> list[Candidate]:
         client = await connect(conn)
         try:
             return await browse(client, limit)
@@ -75,53 +115,37 @@ def discover_opcua(
             await client.disconnect()
 
     try:
-        candidates = run_async(main())
+        return run_async(main())
     except (TrustError, SecurityMismatch) as exc:
         err.print(f"{endpoint}: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_FINDING) from None
-    except (OSError, TimeoutError, ua_errors()) as exc:
+    except (OSError, TimeoutError, UaError) as exc:
         err.print(f"{endpoint}: cannot browse: {exc!r}", highlight=False, markup=False)
         raise typer.Exit(EXIT_FINDING) from None
     except (ValueError, TypeError) as exc:  # an unreadable key, certificate or password file
         err.print(f"{endpoint}: {exc}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _variables_table(endpoint: str, candidates: list[Candidate]) -> Table:
     table = Table(title=f"{endpoint}: variables")
     for col in ("node", "path", "type", "unit", "guess"):
         table.add_column(col)
-    useful = [c for c in candidates if c.quantity is not None]
-    for c in useful or candidates[:50]:
+    for c in candidates:
         guess = f"{c.quantity} ({c.kind})" if c.quantity else "-"
         table.add_row(c.node, c.path, c.data_type, c.unit or "-", guess)
-    err.print(table)
-    if not useful:
-        err.print(f"{len(candidates)} variables, none with an energy or power unit or a count")
-        raise typer.Exit(EXIT_FINDING)
-    print(site_fragment(endpoint, useful))
-
-
-def ua_errors() -> type[Exception]:
-    from asyncua.ua.uaerrors import UaError
-
-    return UaError
+    return table
 
 
 def discover_modbus(
-    target: Annotated[
-        str | None, typer.Argument(help="HOST[:PORT] of a Modbus TCP device or device server")
-    ] = None,
-    serial: Annotated[
-        str | None, typer.Option(help="serial port instead, e.g. /dev/ttyUSB0")
-    ] = None,
-    rtu_over_tcp: Annotated[
-        bool, typer.Option("--rtu-over-tcp", help="TARGET speaks RTU frames (device server)")
-    ] = False,
-    units: Annotated[str, typer.Option(help="unit ids to try: 1-16, or 1,3,5")] = "1-16",
-    baud: Annotated[int, typer.Option(help="serial: baud rate")] = 9600,
-    parity: Annotated[str, typer.Option(help="serial: N, E or O")] = "E",
-    timeout: Annotated[float, typer.Option(min=0.05, max=10, help="seconds per request")] = 0.5,
-    profile: Annotated[
-        list[str] | None, typer.Option(help="only try these profiles (repeatable)")
-    ] = None,
+    target: Target = None,
+    serial: Serial = None,
+    rtu_over_tcp: RtuOverTcp = False,
+    units: Units = "1-16",
+    baud: Baud = 9600,
+    parity: Parity = "E",
+    timeout: ModbusTimeout = 0.5,
+    profile: Profiles = None,
 ) -> None:
     """Scan unit ids, try the known meter profiles, print a site.toml fragment.
 
@@ -131,41 +155,24 @@ def discover_modbus(
     """
     from collectors.modbus.discover import device_for_link, discover, site_fragment
     from collectors.modbus.link import RequestFailed
-    from collectors.modbus.profiles import ProfileError, load_profile
-    from gateway.config import problems_from
 
     problems: list[str] = []
     unit_ids = _unit_ids(units, problems)
-    if (target is None) == (serial is None):
-        problems.append("give either TARGET (host[:port]) or --serial DEVICE")
-    for name in profile or []:
-        try:
-            load_profile(name)
-        except ProfileError as exc:
-            problems.append(f"--profile: {exc}")
-    connection: dict[str, Any] = {"timeout_s": timeout, "retries": 0}
+    problems += _target_problems(target, serial, profile or [])
     protocol = "modbus_rtu" if serial else "modbus_rtu_over_tcp" if rtu_over_tcp else "modbus_tcp"
-    if serial:
-        connection.update(serial_port=serial, baudrate=baud, parity=parity.upper())
-    elif target:
-        host, _, port = target.rpartition(":") if ":" in target else (target, "", "502")
-        # a port is a number to the configuration (which refuses "502"); text stays text
-        connection.update(host=host, port=int(port) if port.isdigit() else port)
     device = None
     if not problems:
         try:
-            device = device_for_link(protocol, connection)
+            device = device_for_link(protocol, _connection(target, serial, baud, parity, timeout))
         except ValidationError as exc:
             problems += [f"{p.path.split('.')[-1]}: {p.message}" for p in problems_from(exc)]
-    if problems or device is None:
-        for problem in problems:
-            err.print(problem, highlight=False, markup=False)
-        raise typer.Exit(EXIT_BAD_INPUT)
+    exit_on_problems(problems)
+    assert device is not None  # no problems
     setup_logging(False)
     logging.getLogger("collectors").setLevel(logging.CRITICAL)  # refusals are expected here
     where = serial or target
 
-    async def scan() -> list[Any]:
+    async def scan() -> list[UnitFinding]:
         with err.status(f"scanning {where}") as status:
             return await discover(
                 device,
@@ -179,7 +186,45 @@ def discover_modbus(
     except RequestFailed:
         err.print(f"cannot connect to {where}", highlight=False)
         raise typer.Exit(EXIT_FINDING) from None
-    table = Table(title=f"Modbus devices on {where}")
+    out.print(_units_table(f"Modbus devices on {where}", findings))
+    fragment = site_fragment(device, findings)
+    if not fragment:
+        answered = any(f.answered for f in findings)
+        err.print("no unit matched a known profile" if answered else "no units answered")
+        raise typer.Exit(EXIT_FINDING)
+    out.print(fragment, highlight=False, markup=False)
+
+
+def _target_problems(target: str | None, serial: str | None, profiles: list[str]) -> list[str]:
+    from collectors.modbus.profiles import ProfileError, load_profile
+
+    problems = []
+    if (target is None) == (serial is None):
+        problems.append("give either TARGET (host[:port]) or --serial DEVICE")
+    for name in profiles:
+        try:
+            load_profile(name)
+        except ProfileError as exc:
+            problems.append(f"--profile: {exc}")
+    return problems
+
+
+def _connection(
+    target: str | None, serial: str | None, baud: int, parity: str, timeout: float
+) -> dict[str, Any]:
+    """The connection settings of the link to scan, as a site.toml holds them."""
+    connection: dict[str, Any] = {"timeout_s": timeout, "retries": 0}
+    if serial:
+        connection.update(serial_port=serial, baudrate=baud, parity=parity.upper())
+    elif target:
+        host, _, port = target.rpartition(":") if ":" in target else (target, "", "502")
+        # a port is a number to the configuration (which refuses "502"); text stays text
+        connection.update(host=host, port=int(port) if port.isdigit() else port)
+    return connection
+
+
+def _units_table(title: str, findings: list[UnitFinding]) -> Table:
+    table = Table(title=title)
     for col in ("unit", "answer", "best profile", "points read", "sample"):
         table.add_column(col)
     for f in findings:
@@ -193,14 +238,7 @@ def discover_modbus(
             f"{best.good}/{best.total}" if best else "-",
             ", ".join(f"{k}={v}" for k, v in best.sample.items()) if best else "",
         )
-    out.print(table)
-    fragment = site_fragment(device, findings)
-    if fragment:
-        out.print(fragment, highlight=False, markup=False)
-    else:
-        answered = any(f.answered for f in findings)
-        err.print("no unit matched a known profile" if answered else "no units answered")
-        raise typer.Exit(EXIT_FINDING)
+    return table
 
 
 def _unit_ids(spec: str, problems: list[str]) -> list[int]:

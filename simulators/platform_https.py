@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 import h11
 
-from cloud_sync.contract import ContractError, load_json, validate
+from cloud_sync import ContractError, load_json, validate
 from gateway.errors import TanjiError
 from simulators.platform import PlatformDesk
 from simulators.platform_store import MAX_PAYLOAD

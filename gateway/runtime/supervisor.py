@@ -1,14 +1,16 @@
 """The gateway process: collectors -> store -> aggregation -> outbox -> cloud sync.
 
-One asyncio TaskGroup supervises a collector task per meter (a failing one is logged and
-restarted, never taking the others down), the batched store writer, the aggregator and the
-MQTT sync. All SQLite work on the gateway's connection runs on one worker thread.
+`Gateway` wires the parts and supervises their tasks in one asyncio TaskGroup: a collector
+per meter (a failing one is logged and restarted, never taking the others down), the store
+writer (`writer`), the aggregator (`aggregator`), the platform sync, the status file
+(`status`), retention and the optional mirror. A failure a task does not handle stops them
+all (GatewayFailed). All SQLite work on the gateway's connection runs on one worker thread.
+Domain rules live in the parts, not here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sqlite3
 import time
@@ -21,38 +23,18 @@ from zoneinfo import ZoneInfo
 import cloud_sync
 from collectors import Shared, create_collector
 from gateway.activity.factors import FactorSet
-from gateway.activity.sealing import (
-    LATE_CURSOR,
-    MeterPeriods,
-    NewReadings,
-    SiteSealing,
-    new_readings,
-)
+from gateway.activity.sealing import SiteSealing
 from gateway.config import MeterConfig, SiteConfig
 from gateway.errors import TanjiFailure
 from gateway.metrology.calibration import Registry
 from gateway.metrology.status import Entry, status_on
 from gateway.models import ActivityRecord, Reading
 from gateway.periods import NS, ns_to_datetime
+from gateway.runtime.aggregator import Aggregator
 from gateway.runtime.readings import StoreReadings
-from gateway.runtime.status import (
-    MeterStatus,
-    keep_writing,
-    outbox_snapshot,
-    status_path_for,
-)
-from gateway.runtime.writer import (
-    Reminder,
-    StoreFailed,
-    StoreWriter,
-    check_store_error,
-    describe_error,
-)
-from gateway.store.diskspace import (
-    is_disk_full,
-)
+from gateway.runtime.status import MeterStatus, keep_writing, outbox_snapshot, status_path_for
+from gateway.runtime.writer import StoreWriter, describe_error
 from gateway.store.mirror import Mirror
-from gateway.store.schema import transaction
 from gateway.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -99,27 +81,12 @@ class Gateway:
         )
         self.meter_status = {m.id: MeterStatus() for m in config.meters}
         self.factors = FactorSet(config.factors)  # checked by the config already
-        self._sealing = SiteSealing(
-            config.enterprise.uscc,
-            config.gateway_id,
-            config.aggregation.period,
-            self._tz,
-            self.factors,
-        )
         if self.factors.skipped_unverified:
             log.warning(
                 "factors marked unverified are not used (allow_unverified = false): %s",
                 ", ".join(self.factors.skipped_unverified),
             )
-        self.records_created = 0
-        self.records_revised = 0
-        self.readings_set_aside = 0  # late readings for evicted periods (kept, not used)
-        self.aggregation_failures = 0
         self.outbox: cloud_sync.OutboxStats | None = None  # backlog, read by the status loop
-        # without a valid calibration, held back by the site's choice (also from earlier runs)
-        self.records_held = cloud_sync.Outbox(self.store.conn).stats().records_held
-        self._aggregation_trouble = Reminder()
-        self._aggregating = asyncio.Lock()
         self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-db")
         agg = config.aggregation
         self.writer = StoreWriter(
@@ -129,6 +96,18 @@ class Gateway:
             clock,
             sealed_before=lambda now: agg.period.start(now - int(agg.grace_s * NS), self._tz),
             streaming=self.sync.readings is not None,
+        )
+        self.aggregator = Aggregator(
+            config,
+            self.store,
+            self.calibrations,
+            SiteSealing(
+                config.enterprise.uscc, config.gateway_id, agg.period, self._tz, self.factors
+            ),
+            self.writer,
+            self._db,
+            clock,
+            self.sync.wake,
         )
         self._collector_tasks: list[asyncio.Task[None]] = []
         self._shared = Shared()  # connections that collectors of several meters share
@@ -153,6 +132,14 @@ class Gateway:
     @property
     def readings_stored(self) -> int:
         return self.writer.readings_stored
+
+    @property
+    def records_created(self) -> int:
+        return self.aggregator.records_created
+
+    async def aggregate_due(self, final: bool = False) -> list[ActivityRecord]:
+        """Seal what is due now (gateway.runtime.aggregator.Aggregator.due)."""
+        return await self.aggregator.due(final)
 
     async def _db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn)
@@ -179,7 +166,7 @@ class Gateway:
                     for meter in self.config.meters
                 ]
                 start(self.writer.write_loop(), "store-writer")
-                start(self._aggregate_loop(), "aggregator")
+                start(self.aggregator.loop(), "aggregator")
                 start(self.sync.run(), "cloud-sync")
                 start(
                     keep_writing(self.status_path, self._refresh, self.status_snapshot),
@@ -244,11 +231,7 @@ class Gateway:
             "gateway_id": self.config.gateway_id,
             "written_ns": str(self._clock()),
             **self.writer.snapshot(),
-            "records_created": self.records_created,
-            "records_revised": self.records_revised,
-            "readings_set_aside": self.readings_set_aside,
-            "aggregation_failures": self.aggregation_failures,
-            "records_held": self.records_held,
+            **self.aggregator.snapshot(),
             "outbox": outbox_snapshot(self.outbox, self._clock()),
             "link": self.sync.counters.snapshot(),
             "meters": {meter_id: st.snapshot() for meter_id, st in self.meter_status.items()},
@@ -256,111 +239,6 @@ class Gateway:
 
     async def _refresh(self) -> None:
         self.outbox = await self.sync.stats()
-
-    # --- aggregation -------------------------------------------------------------------------
-
-    async def _aggregate_loop(self) -> None:
-        period = self.config.aggregation.period.seconds or 900
-        while True:
-            await asyncio.sleep(min(5.0, max(0.5, period / 4)))
-            try:
-                await self.aggregate_due()
-            except StoreFailed:  # met committing the readings first: ends the gateway
-                raise
-            except Exception as exc:  # e.g. the disk is full: the readings are safe, try again
-                check_store_error(exc, self.config.store.path)  # a dead disk ends the gateway
-                self.aggregation_failures += 1
-                if is_disk_full(exc, self.config.store.path):
-                    self._aggregation_trouble.note(
-                        logging.WARNING,
-                        "aggregation cannot write its records: %s; tried again every pass",
-                        describe_error(exc),
-                    )
-                else:
-                    log.exception("aggregation pass failed; trying again in the next pass")
-            else:
-                self._aggregation_trouble.clear("aggregation writes its records again")
-
-    async def aggregate_due(self, final: bool = False) -> list[ActivityRecord]:
-        """Seal every period that ended more than `grace_s` ago into records and the outbox,
-        and revise sealed ones that late readings changed. A period is sealed once CONTEXT
-        good readings after its end exist (they decide whether the readings around its end
-        are glitches: gateway/activity/counters.py) or the gap limit has passed since the last of
-        them; `final` (no more readings coming: collection stopped) seals without.
-
-        Records are computed one meter at a time on the database thread, so the store writer
-        gets its turn in between (sealing a 15-minute period of 1000 meters takes seconds:
-        bench/aggregate_pass.py), then written with their outbox batches in one transaction.
-        A crash before that loses nothing: the next pass computes the same records again."""
-        async with self._aggregating:  # the loop's pass and drain's never interleave
-            await self.writer.flush()
-            now = self._clock()
-            horizon = now - int(self.config.aggregation.grace_s * NS)
-            if self.writer.pending and not final:  # readings the store refused wait in memory:
-                # nothing is sealed over them (they would come as late readings, revisions)
-                horizon = min(horizon, min(r.ts_ns for r in self.writer.pending) - 1)
-            new = await self._db(functools.partial(new_readings, self.store))
-            records: list[ActivityRecord] = []
-            for meter in self.config.meters:
-                try:
-                    records += await self._db(
-                        functools.partial(self._meter_records, meter, new, horizon, final)
-                    )
-                except Exception as exc:  # one meter's bad data must not hold up the others
-                    check_store_error(exc, self.config.store.path)  # a dead disk ends it
-                    self.aggregation_failures += 1
-                    log.exception("aggregation of meter %s failed; retried next pass", meter.id)
-            if records or new.up_to != new.cursor:
-                await self._db(lambda: self._enqueue(records, new.up_to, now))
-        if records:
-            self.records_created += len(records)
-            self.records_revised += sum(1 for r in records if r.revision)
-            self.sync.wake()
-        return records
-
-    def _meter_records(
-        self, meter: MeterConfig, new: NewReadings, horizon: int, final: bool
-    ) -> list[ActivityRecord]:
-        agg = self.config.aggregation
-        periods = MeterPeriods(
-            self._sealing,
-            self.store,
-            meter.meter(),
-            meter.points,
-            self.calibrations.entries(meter.id),
-            int((agg.gap_limit_s or 3 * meter.connection.poll_interval_s) * NS),
-        )
-        try:
-            return periods.records(new, horizon, final)
-        finally:
-            self.readings_set_aside += periods.set_aside
-
-    def _enqueue(self, records: list[ActivityRecord], up_to: int, now_ns: int) -> None:
-        """Records and their outbox batches in one transaction; where the site says so,
-        records without a valid calibration go into held batches (stored, not sent)."""
-        size = self.config.delivery.batch_size
-        hold = not self.config.aggregation.send_without_valid_calibration
-        held = [r for r in records if hold and r.calibration_status != "valid"]
-        sent = [r for r in records if not (hold and r.calibration_status != "valid")]
-        with transaction(self.store.conn):
-            for group, is_held in ((sent, False), (held, True)):
-                if not group:
-                    continue
-                batch_ids = cloud_sync.enqueue(
-                    self.store.conn,
-                    self.config.enterprise.uscc,
-                    self.config.gateway_id,
-                    group,
-                    size,
-                    now_ns,
-                    held=is_held,
-                    compress=self.config.delivery.compression == "gzip",
-                )
-                self.store.insert_activity(
-                    group, now_ns, [batch_ids[i // size] for i in range(len(group))]
-                )
-            self.store.set_cursor(LATE_CURSOR, up_to)
-        self.records_held += len(held)
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop collecting, seal what is complete and wait for the platform to ack it all.

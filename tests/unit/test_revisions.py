@@ -143,7 +143,7 @@ def test_late_readings_revise_sealed_periods_and_keep_the_old_revisions(gateway)
     assert pending == 4
     assert seal(gw, clock, T0 + 40 * MIN + 2 * NS) == []
     assert {r.revision for r in latest(gw)} == {1}
-    assert gw.records_revised == 2
+    assert gw.aggregator.records_revised == 2
 
 
 def test_a_late_reading_that_changes_nothing_gives_no_revision_but_a_bad_one_does(gateway):
@@ -232,7 +232,7 @@ def test_late_readings_for_evicted_periods_are_kept_but_not_used(gateway):
     (second,) = seal(gw, clock, T0 + 32 * MIN)
     assert second.revision == 0  # the sealed period is not revised
     assert second.start == first.end  # and the next one starts where it ended
-    assert gw.readings_set_aside == 1
+    assert gw.aggregator.readings_set_aside == 1
     assert gw.store.readings("L1-MAIN", "active_energy_import", end, end + 10 * NS) == []
     stored = gw.store.conn.execute("SELECT COUNT(*) FROM readings WHERE ts_ns = ?", (end + 3 * NS,))
     assert stored.fetchone()[0] == 1  # kept as evidence

@@ -3,6 +3,7 @@ summed up."""
 
 from __future__ import annotations
 
+import enum
 import json
 import tempfile
 from pathlib import Path
@@ -24,9 +25,15 @@ from gateway.cli.demo_chain import DemoParts, DemoSummary, run_demo
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 
 
+class Transport(enum.StrEnum):
+    mqtt = "mqtt"
+    https = "https"
+
+
 def _demo_table(parts: DemoParts) -> Table:
     gw = parts.gateway
-    table = Table(title="tanji demo — simulated meters → gateway → MQTT → platform")
+    link = parts.config.platform.transport.upper()
+    table = Table(title=f"tanji demo — simulated meters → gateway → {link} → platform")
     for col in ("meter", "port", "energy kWh", "power kW", "readings", "bad", "status"):
         table.add_column(col, justify="right" if col not in ("meter", "status") else "left")
     for meter in parts.config.meters:
@@ -52,7 +59,7 @@ def _demo_table(parts: DemoParts) -> Table:
     table.caption = (
         f"stored {gw.readings_stored} readings · {gw.records_created} activity records · "
         f"published {c.published} · acks {c.acks} · platform accepted {accepted} batches"
-        f" ({records} records) · broker {'up' if c.connected else 'down'}"
+        f" ({records} records) · {link} link {'up' if c.connected else 'down'}"
     )
     return table
 
@@ -72,11 +79,17 @@ def demo(
     workdir: Annotated[
         Path | None, typer.Option(help="where the databases and site.toml go (default: temp)")
     ] = None,
+    transport: Annotated[
+        Transport,
+        typer.Option(help="how the gateway reaches the platform: MQTT, or HTTPS (mutual TLS)"),
+    ] = Transport.mqtt,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run simulated meters, an embedded broker, the platform simulator and the gateway.
+    """Run simulated meters, an embedded broker (or HTTPS), the platform simulator and the
+    gateway.
 
     Example: tanji demo --duration 30 --json
+    Over HTTPS with mutual TLS (certificates made in the work dir): tanji demo --transport https
     """
     if duration is not None and duration <= 0:
         err.print("--duration must be a positive number of seconds")
@@ -98,7 +111,9 @@ def demo(
 
     async def main() -> DemoSummary:
         stop = stop_on_signals()
-        return await run_demo(wd, meters, interval, duration, tick, stop=stop)
+        return await run_demo(
+            wd, meters, interval, duration, tick, stop=stop, transport=transport.value
+        )
 
     try:
         if live is not None:

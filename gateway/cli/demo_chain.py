@@ -1,4 +1,5 @@
-"""`tanji demo`'s chain: simulated meters -> gateway -> MQTT broker -> simulated platform.
+"""`tanji demo`'s chain: simulated meters -> gateway -> MQTT broker (or HTTPS) -> simulated
+platform.
 
 Everything runs in one process on 127.0.0.1 with free ports and a work directory of files;
 no system service is needed. The summary compares what the platform holds with what the
@@ -17,7 +18,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, localcontext
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cloud_sync import MqttConfig, OutboxStats
 from cloud_sync.acks import AckSigner
@@ -49,7 +50,10 @@ from gateway.runtime.supervisor import Gateway
 from simulators.broker import EmbeddedBroker
 from simulators.modbus_fleet import MeterFleet
 from simulators.opcua_plant import PlantServer
-from simulators.platform import PlatformReceiver, ack_signer, public_key_path
+from simulators.pki import CertificateAuthority
+from simulators.platform import PlatformDesk, PlatformReceiver, PlatformStore, ack_signer
+from simulators.platform import public_key_path as ack_key_path
+from simulators.platform_https import HttpsSettings, PlatformHttps
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +111,11 @@ class DemoSummary:
 class DemoParts:
     fleet: MeterFleet
     gateway: Gateway
-    platform: PlatformReceiver
+    platform: PlatformDesk  # the platform simulator's store and verdicts
     config: SiteConfig
     plant: PlantServer | None = None
+    # how batches reach the platform: its MQTT receiver or its HTTPS listener
+    listener: PlatformReceiver | PlatformHttps | None = None
 
 
 def _measured_at(boundary_ns: int, boundary: dict[str, Any]) -> int:
@@ -162,6 +168,7 @@ async def run_demo(
     mqtt_extra: dict[str, Any] | None = None,
     platform_mqtt: MqttConfig | None = None,
     opcua: bool = True,
+    transport: Literal["mqtt", "https"] = "mqtt",
 ) -> DemoSummary:
     """Run the whole chain until `duration_s` passes (or cancelled) and summarise it.
 
@@ -169,12 +176,14 @@ async def run_demo(
     Mosquitto); without, it starts the embedded one. Setting `stop` ends the run early,
     with the same orderly drain and summary. `mqtt_extra` adds to the site's `[mqtt]` (TLS
     files, credentials) and `platform_mqtt` is the platform simulator's link (default: the
-    site's). With `opcua` a simulated plant adds line 3, read over OPC UA.
+    site's). With `opcua` a simulated plant adds line 3, read over OPC UA. With `transport`
+    "https" the gateway delivers over HTTPS with mutual TLS (certificates made in
+    `workdir/pki`) to the platform simulator's HTTPS listener, and no broker runs.
     """
-    setup = _set_up(workdir, meters, interval_s, broker_port, mqtt_extra, opcua)
+    setup = _set_up(workdir, meters, interval_s, broker_port, mqtt_extra, opcua, transport)
     broker = (
         EmbeddedBroker("127.0.0.1", setup.broker_port)
-        if setup.embedded_broker
+        if setup.embedded_broker and setup.https is None
         else contextlib.nullcontext()
     )
     fleet = MeterFleet(meters, setup.base_port)
@@ -187,15 +196,21 @@ async def run_demo(
     )
     async with broker, fleet, plant:
         started = time.monotonic()  # the chain's time, from when its parts are up
-        platform = PlatformReceiver(
-            workdir / "platform.db", platform_mqtt or setup.config.mqtt, signer=setup.signer
+        desk = PlatformDesk(PlatformStore(workdir / "platform.db"), setup.signer)
+        listener = (
+            PlatformHttps(desk, setup.https)
+            if setup.https is not None
+            else PlatformReceiver(
+                workdir / "platform.db", platform_mqtt or setup.config.mqtt, desk=desk
+            )
         )
         parts = DemoParts(
             fleet,
             demo_gateway(setup.config, meters),
-            platform,
+            desk,
             setup.config,
             plant if isinstance(plant, PlantServer) else None,
+            listener,
         )
         await _run_chain(parts, stop or asyncio.Event(), started, duration_s, on_tick)
         stats = await parts.gateway.sync.stats()
@@ -213,6 +228,7 @@ class _Setup:
     embedded_broker: bool
     base_port: int  # of the simulated meters, one port each
     opcua_port: int | None
+    https: HttpsSettings | None = None  # the platform's HTTPS listener (transport "https")
 
 
 def _set_up(
@@ -222,6 +238,7 @@ def _set_up(
     broker_port: int | None,
     mqtt_extra: dict[str, Any] | None,
     opcua: bool,
+    transport: Literal["mqtt", "https"] = "mqtt",
 ) -> _Setup:
     embedded = broker_port is None
     if broker_port is None:
@@ -230,9 +247,9 @@ def _set_up(
     opcua_port = free_port_range(1) if opcua else None
     # the platform signs its acks; the gateway verifies them with its public key
     signer = ack_signer(workdir / "platform-ack.key")
-    mqtt_extra = {"platform_ack_key": str(public_key_path(workdir / "platform-ack.key"))} | (
-        mqtt_extra or {}
-    )
+    ack_key = str(ack_key_path(workdir / "platform-ack.key"))
+    mqtt_extra = {"platform_ack_key": ack_key} | (mqtt_extra or {})
+    https, listener = _https_link(workdir, ack_key) if transport == "https" else (None, None)
     site = demo_site(
         workdir,
         meters,
@@ -242,9 +259,27 @@ def _set_up(
         "3.1.1" if embedded else "5",  # the embedded broker (amqtt) speaks MQTT 3.1.1 only
         mqtt_extra,
         opcua_port,
+        https=https,
     )
     config = write_site(workdir, site)
-    return _Setup(config, signer, broker_port, embedded, base_port, opcua_port)
+    return _Setup(config, signer, broker_port, embedded, base_port, opcua_port, listener)
+
+
+def _https_link(workdir: Path, ack_key: str) -> tuple[dict[str, Any], HttpsSettings]:
+    """The site's `[https]` and the platform's listener on a free port of 127.0.0.1, with a
+    CA made for this demo: the platform's server certificate and the gateway's client
+    certificate (mutual TLS, as a provincial platform would require)."""
+    ca = CertificateAuthority(workdir / "pki", "tanji demo CA")
+    server, client = ca.issue("platform", server=True), ca.issue("demo-gw", server=False)
+    port = free_port_range(1)
+    site = {
+        "url": f"https://127.0.0.1:{port}",
+        "ca_file": str(ca.cert_path),
+        "cert_file": str(client.cert),
+        "key_file": str(client.key),
+        "platform_ack_key": ack_key,
+    }
+    return site, HttpsSettings(server.cert, server.key, ca.cert_path, port=port)
 
 
 def demo_gateway(config: SiteConfig, meters: int) -> Gateway:
@@ -265,9 +300,10 @@ async def _run_chain(
 ) -> None:
     """The platform and the gateway, until `stop` or `duration_s` after `started`; then the
     complete periods sealed and acked (an orderly drain) before both stop."""
-    gateway, platform = parts.gateway, parts.platform
+    gateway, listener = parts.gateway, parts.listener
+    assert listener is not None, "the platform takes batches somehow"
     async with asyncio.TaskGroup() as tg:
-        platform_task = tg.create_task(platform.run())
+        platform_task = tg.create_task(listener.run())
         gateway_task = tg.create_task(gateway.run())
         try:
             while not stop.is_set() and (

@@ -232,10 +232,12 @@ def demo_site(
     mqtt_protocol: str = "5",
     mqtt_extra: dict[str, Any] | None = None,
     opcua_port: int | None = None,
+    https: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The demo's site configuration, as a site.toml would hold it (plaintext MQTT: the
     demo's broker listens on 127.0.0.1 only). `mqtt_extra` adds to `[mqtt]`; delivery
-    settings in it (`ack_timeout_s`, `batch_size`, ...) go to `[delivery]`."""
+    settings in it (`ack_timeout_s`, `batch_size`, ...) go to `[delivery]`. With `https` (the
+    `[https]` section) the gateway delivers over HTTPS instead (`[platform] transport`)."""
     extra = mqtt_extra or {}
     today = date.today()
     main = meters - 1 if meters >= MAIN_FROM else None
@@ -248,11 +250,17 @@ def demo_site(
         "meters": site_meters,
         "store": {"path": str(workdir / "gateway.db"), "commit_interval_s": 1.0},
         "aggregation": {"interval": f"{interval_s}s", "grace_s": 2.0},
-        "mqtt": {
-            "broker_url": f"mqtt://127.0.0.1:{broker_port}",
-            "protocol": mqtt_protocol,
-            **{k: v for k, v in extra.items() if k not in LEGACY_POLICY_KEYS},
-        },
+        **(
+            {
+                "mqtt": {
+                    "broker_url": f"mqtt://127.0.0.1:{broker_port}",
+                    "protocol": mqtt_protocol,
+                    **{k: v for k, v in extra.items() if k not in LEGACY_POLICY_KEYS},
+                }
+            }
+            if https is None
+            else {"platform": {"transport": "https"}, "https": https}
+        ),
         # delivery settings given with the link's (as older sites did) go where they belong
         "delivery": {"ack_timeout_s": 10.0} | legacy_policy(extra),
         "balances": (

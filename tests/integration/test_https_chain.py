@@ -4,7 +4,8 @@ listening with TLS (mutual: it requires a client certificate signed by the CA it
 Every record the gateway made reaches the platform once, every batch acked; the same store
 sent over MQTT gives the platform the same records and totals. A gateway whose client
 certificate the platform refuses says so in `tanji status`, loses nothing, and delivers
-everything once its certificate is fixed. And `tanji demo --transport https` balances."""
+everything once its certificate is fixed. And `tanji demo --transport https` balances, raw
+readings included."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from typer.testing import CliRunner
 
 from cloud_sync import CloudSync, DeliveryConfig, HttpsConfig, LinkConfig, MqttConfig, Topics
 from gateway.cli import app
+from gateway.cli.demo_chain import run_demo
 from gateway.cli.demo_site import DEMO_USCC, demo_site, write_site
 from gateway.runtime.status import status_path_for
+from gateway.store.sqlite import Store
 from simulators.platform import PlatformReceiver, PlatformStore, ack_signer, public_key_path
 from tests.conftest import Mosquitto, free_port
 from tests.support.pki import CertificateAuthority, Issued
@@ -239,3 +242,29 @@ def test_the_demo_over_https_balances_and_settles_every_batch(tmp_path: Path):
     site = (tmp_path / "site.toml").read_text()
     assert 'transport = "https"' in site
     assert "[mqtt]" not in site
+
+
+async def test_raw_readings_go_over_https_each_stored_reading_once(tmp_path: Path):
+    summary = await run_demo(
+        tmp_path,
+        meters=2,
+        interval_s=2,
+        duration_s=6,
+        mqtt_extra={"readings": True, "readings_batch_size": 7},
+        transport="https",
+    )
+    assert summary.totals_match
+    stored = Store(tmp_path / "gateway.db")
+    try:
+        mine = [
+            (i, r.meter_id, r.point, str(r.ts_ns), None if r.value is None else str(r.value))
+            for i, r in stored.readings_after(0, 10**6)
+        ]
+    finally:
+        stored.close()
+    theirs = [
+        (r["seq"], r["meter_id"], r["point"], str(r["ts_ns"]), r["value"])
+        for r in PlatformStore(tmp_path / "platform.db").readings()
+    ]
+    assert len(mine) > 20
+    assert theirs == mine

@@ -20,8 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from cloud_sync import MqttConfig, OutboxStats
-from cloud_sync.acks import AckSigner
+from cloud_sync import AckSigner, MqttConfig, OutboxStats
 from gateway.activity import balance
 from gateway.activity.aggregation import EXACT
 from gateway.activity.allocation import allocate

@@ -7,7 +7,7 @@ import enum
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
@@ -21,8 +21,10 @@ from gateway.cli.common import (
     setup_logging,
     stop_on_signals,
 )
-from gateway.cli.demo_chain import DemoParts, DemoSummary, run_demo
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
+
+if TYPE_CHECKING:  # the simulators are imported when the demo runs: `tanji` starts fast
+    from gateway.cli.demo_chain import DemoParts, DemoSummary
 
 
 class Transport(enum.StrEnum):
@@ -98,6 +100,7 @@ def demo(
         err.print(f"--interval {interval} must divide a day (86400 s), e.g. 5, 10, 15, 30, 60")
         raise typer.Exit(EXIT_BAD_INPUT)
     setup_logging(verbose)
+    from gateway.cli.demo_chain import run_demo
 
     wd = workdir or Path(tempfile.mkdtemp(prefix="tanji-demo-"))
     live = Live(console=err, refresh_per_second=2) if not as_json and err.is_terminal else None

@@ -37,6 +37,7 @@ from gateway.models import (
     LineShare,
     Meter,
     MeterReplacement,
+    PointKind,
     PointSpec,
 )
 from gateway.periods import Interval, fixed_offset_problem
@@ -256,6 +257,20 @@ class SiteConfig(Frozen):
         """Delivery settings this (older) file gives under `[mqtt]`; they belong in
         `[delivery]` and are taken from there into `delivery`."""
         return tuple(k for k in LEGACY_POLICY_KEYS if getattr(self.mqtt, k) is not None)
+
+    @property
+    def unrated_counters(self) -> tuple[str, ...]:
+        """Counters (`meter.point`) without a rating to judge their steps by (rated_power_kw
+        of the meter for kWh, or max_rate_per_h of the point): gateway/activity/counters.py
+        judges them by the meter's own recent rate, which may refuse a short burst from idle."""
+        return tuple(
+            f"{m.id}.{p.name}"
+            for m in self.meters
+            for p in m.points
+            if p.kind is PointKind.COUNTER
+            and p.max_rate_per_h is None
+            and (m.rated_power_kw is None or p.unit != "kWh")
+        )
 
     @model_validator(mode="after")
     def _policy_in_delivery(self) -> SiteConfig:

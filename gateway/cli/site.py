@@ -23,7 +23,6 @@ from gateway.cli.common import (
     stop_on_signals,
 )
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
-from gateway.models import PointKind
 from gateway.store.sqlite import StoreError
 
 
@@ -62,20 +61,12 @@ def check_config(
             highlight=False,
             markup=False,
         )
-    unrated = [
-        f"{m.id}.{p.name}"
-        for m in config.meters
-        for p in m.points
-        if p.kind is PointKind.COUNTER
-        and p.max_rate_per_h is None
-        and (m.rated_power_kw is None or p.unit != "kWh")
-    ]
-    if unrated:  # gateway/activity/counters.py falls back to the meter's own recent rate
+    if config.unrated_counters:  # judged by the meter's own recent rate (activity/counters.py)
         out.print(
-            f"note: no rating for the counter(s) {', '.join(unrated)} (rated_power_kw of the"
-            " meter for kWh, or max_rate_per_h of the point): their steps are judged from"
-            " the meter's own recent rate, which may refuse a short burst from idle"
-            " (docs/configuration.md)",
+            f"note: no rating for the counter(s) {', '.join(config.unrated_counters)}"
+            " (rated_power_kw of the meter for kWh, or max_rate_per_h of the point): their"
+            " steps are judged from the meter's own recent rate, which may refuse a short"
+            " burst from idle (docs/configuration.md)",
             highlight=False,
             markup=False,
         )

@@ -283,11 +283,11 @@ def test_the_mirror_tags_readings_with_the_gateways_registry(tmp_path: Path):
     data["mirror"] = {"url": "http://127.0.0.1:9", "org": "o", "bucket": "b"}  # never contacted
     gw = Gateway(parse_site_config(data), clock=Clock())
     assert gw.mirror is not None
-    rows, statuses = gw.mirror._next(0)
-    assert rows == []
+    cursor = gw.mirror._cursor  # what the mirror drains (gateway.drain)
+    assert cursor._next(10) == (0, [])
     gw.store.append_readings([energy(T0, Decimal(1))])
-    rows, statuses = gw.mirror._next(0)
-    assert statuses == ["not-yet-valid"]  # the example certificate starts in 2026
+    _, batch = cursor._next(10)
+    assert [status for _, status in batch] == ["not-yet-valid"]  # the certificate starts in 2026
     asyncio.run(gw.close())
 
 

@@ -20,7 +20,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Annotated, Self
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -36,7 +36,7 @@ from cloud_sync.transport import (
     TransportError,
     is_loopback,
 )
-from gateway.models import ConfigFloat
+from gateway.models import ConfigFloat, in_range
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,9 @@ class HttpsConfig(LinkConfig):
     timeout_s: ConfigFloat = Field(
         default=10.0, ge=0.01, le=600, description="connecting, and each request's answer"
     )
-    connections: int = Field(default=4, ge=1, le=100, description="kept-alive connections")
+    connections: Annotated[int, in_range(1, 100)] = Field(
+        default=4, description="kept-alive connections"
+    )
 
     @field_validator("url")
     @classmethod

@@ -11,6 +11,9 @@ from collectors.modbus.config import (
     ModbusTcpDevice,
 )
 from collectors.modbus.decode import UNSIGNED_BITS, encode
+from collectors.modbus.discover import UnitFinding, device_for_link, site_fragment
+from collectors.modbus.discover import discover as discover_units
+from collectors.modbus.link import RequestFailed
 from collectors.modbus.points import ModbusPoint
 from collectors.modbus.profiles import Profile, ProfileError, load_profile
 
@@ -37,6 +40,11 @@ __all__ = [
     "ModbusTcpDevice",
     "Profile",
     "ProfileError",
+    "RequestFailed",
+    "UnitFinding",
+    "device_for_link",
+    "discover_units",
     "encode",
     "load_profile",
+    "site_fragment",
 ]

@@ -1,13 +1,16 @@
 """OPC UA collectors: subscriptions (or polling) on nodes addressed by namespace URI."""
 
 from collectors.base import CollectorType, register
-from collectors.opcua.collector import OPERATION_LIMITS, OpcUaCollector
+from collectors.opcua.collector import OPERATION_LIMITS, OpcUaCollector, SecurityMismatch, connect
 from collectors.opcua.config import OpcUaConnection, OpcUaDevice, OpcUaPoint, parse_node
+from collectors.opcua.discover import Candidate, browse, site_fragment
 from collectors.opcua.security import (
     ApplicationCertificate,
+    TrustError,
     create_application_certificate,
     file_problems,
     load_certificate,
+    thumbprint,
 )
 from gateway.models import DeviceSpec
 
@@ -48,11 +51,18 @@ register(
 __all__ = [
     "OPERATION_LIMITS",
     "ApplicationCertificate",
+    "Candidate",
     "OpcUaCollector",
     "OpcUaConnection",
     "OpcUaDevice",
     "OpcUaPoint",
+    "SecurityMismatch",
+    "TrustError",
+    "browse",
+    "connect",
     "create_application_certificate",
     "load_certificate",
     "parse_node",
+    "site_fragment",
+    "thumbprint",
 ]

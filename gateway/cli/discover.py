@@ -24,9 +24,8 @@ from gateway.config import problems_from
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 
 if TYPE_CHECKING:
-    from collectors.modbus.discover import UnitFinding
-    from collectors.opcua.config import OpcUaConnection
-    from collectors.opcua.discover import Candidate
+    from collectors.modbus import UnitFinding
+    from collectors.opcua import Candidate, OpcUaConnection
 
 Endpoint = Annotated[str, typer.Argument(help="opc.tcp://host:port/path")]
 SecurityPolicy = Annotated[str, typer.Option(help="None, Basic256Sha256 or Aes256_Sha256_RsaPss")]
@@ -68,8 +67,7 @@ def discover_opcua(
 
     Example: tanji discover opcua opc.tcp://127.0.0.1:4840/tanji/plant
     """
-    from collectors.opcua.config import OpcUaConnection
-    from collectors.opcua.discover import site_fragment
+    from collectors.opcua import OpcUaConnection, site_fragment
 
     try:
         conn = OpcUaConnection.model_validate(
@@ -103,9 +101,7 @@ def _browse(endpoint: str, conn: OpcUaConnection, limit: int) -> list[Candidate]
     key, certificate or password file cannot be read."""
     from asyncua.ua.uaerrors import UaError
 
-    from collectors.opcua.collector import SecurityMismatch, connect
-    from collectors.opcua.discover import browse
-    from collectors.opcua.security import TrustError
+    from collectors.opcua import SecurityMismatch, TrustError, browse, connect
 
     async def main() -> list[Candidate]:
         client = await connect(conn)
@@ -153,8 +149,7 @@ def discover_modbus(
 
     Example: tanji discover modbus --serial /dev/ttyUSB0 --baud 9600 --parity N
     """
-    from collectors.modbus.discover import device_for_link, discover, site_fragment
-    from collectors.modbus.link import RequestFailed
+    from collectors.modbus import RequestFailed, device_for_link, discover_units, site_fragment
 
     problems: list[str] = []
     unit_ids = _unit_ids(units, problems)
@@ -174,7 +169,7 @@ def discover_modbus(
 
     async def scan() -> list[UnitFinding]:
         with err.status(f"scanning {where}") as status:
-            return await discover(
+            return await discover_units(
                 device,
                 unit_ids,
                 profile,
@@ -196,7 +191,7 @@ def discover_modbus(
 
 
 def _target_problems(target: str | None, serial: str | None, profiles: list[str]) -> list[str]:
-    from collectors.modbus.profiles import ProfileError, load_profile
+    from collectors.modbus import ProfileError, load_profile
 
     problems = []
     if (target is None) == (serial is None):

@@ -27,11 +27,7 @@ def keys_opcua(
 
     Example: tanji keys opcua --out /etc/tanji/opcua --gateway-id line-gw-01
     """
-    from collectors.opcua.security import (
-        create_application_certificate,
-        load_certificate,
-        thumbprint,
-    )
+    from collectors.opcua import create_application_certificate, load_certificate, thumbprint
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", gateway_id):
         err.print(f"--gateway-id {gateway_id!r}: letters, digits, '_', '.', '-' only")

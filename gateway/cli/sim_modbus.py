@@ -82,7 +82,7 @@ def sim_modbus(
 def _option_problems(
     meters: int, base_port: int, profile: str, transport: str, units_per_link: int
 ) -> list[str]:
-    from collectors.modbus.profiles import ProfileError, load_profile
+    from collectors.modbus import ProfileError, load_profile
     from simulators.modbus_fleet import TRANSPORTS
 
     problems = []

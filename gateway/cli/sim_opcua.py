@@ -130,7 +130,7 @@ def _security(
 ) -> PlantSecurity | None:
     """The plant's security from the options, or None for an unsecured plant; what is wrong
     with them goes to `problems`."""
-    from collectors.opcua.security import load_certificate
+    from collectors.opcua import load_certificate
     from simulators.opcua_plant import PlantSecurity
 
     if (user is None) != (password_file is None):
@@ -158,7 +158,7 @@ def _security(
 
 
 async def _serve(server: PlantServer, plan: Scenario | None) -> None:
-    from collectors.opcua.security import load_certificate, thumbprint
+    from collectors.opcua import load_certificate, thumbprint
     from simulators.opcua_plant import PLANT_NS
 
     try:

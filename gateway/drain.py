@@ -49,13 +49,14 @@ async def drain(
     send: Send[T],
     limit: int,
     idle_s: float,
-    on_error: Callable[[Exception], None] | None = None,
+    on_error: Callable[[Exception, float], None] | None = None,
     max_backoff_s: float = 300.0,
 ) -> NoReturn:
     """Drain for ever: full batches back to back (catching up), and `idle_s` of rest after a
     batch that was not full (caught up). A failure propagates, unless `on_error` is given:
-    then it is told, and the next try waits `idle_s`, doubling up to `max_backoff_s` (with
-    jitter) while tries fail, back to none after one that worked."""
+    then it is told the error and the seconds until the next try, which waits `idle_s`,
+    doubling up to `max_backoff_s` (with jitter) while tries fail, back to none after one
+    that worked."""
     backoff = 0.0
     while True:
         try:
@@ -63,9 +64,10 @@ async def drain(
         except Exception as exc:
             if on_error is None:
                 raise
-            on_error(exc)
             backoff = min(max_backoff_s, max(idle_s, backoff * 2))
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+            delay = backoff * random.uniform(0.8, 1.2)
+            on_error(exc, delay)
+            await asyncio.sleep(delay)
             continue
         backoff = 0.0
         if sent < limit:

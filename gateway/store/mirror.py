@@ -161,10 +161,10 @@ class Mirror:
         """Send the next batch after the cursor; returns how many readings went."""
         return await drain_once(self._cursor, self._send, self.config.batch_size)
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: Exception, retry_in_s: float) -> None:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
-        log.warning("influxdb mirror: %s; retrying", self.last_error)
+        log.warning("influxdb mirror: %s; retrying in %.0f s", self.last_error, retry_in_s)
 
     async def _send(self, batch: list[tuple[Reading, str | None]]) -> None:
         points = [to_point(r, calibration) for r, calibration in batch]

@@ -1,5 +1,6 @@
 """gateway.drain: the cursor moves only past what the remote took; a failed send is sent again;
-with `on_error` the drain rides out failures, without it they propagate."""
+with `on_error` the drain rides out failures (told how long until the next try), without it
+they propagate."""
 
 from __future__ import annotations
 
@@ -52,9 +53,13 @@ async def test_once_moves_the_cursor_only_past_what_the_remote_took():
 async def test_drain_rides_out_failures_with_on_error_and_sends_everything_once():
     cursor, remote = ListCursor(7), FlakyRemote(fail_on={1, 2, 4})
     errors: list[str] = []
-    task = asyncio.create_task(
-        drain(cursor, remote.send, 3, idle_s=0.01, on_error=lambda e: errors.append(str(e)))
-    )
+    delays: list[float] = []
+
+    def on_error(exc: Exception, retry_in_s: float) -> None:
+        errors.append(str(exc))
+        delays.append(retry_in_s)
+
+    task = asyncio.create_task(drain(cursor, remote.send, 3, idle_s=0.01, on_error=on_error))
     while cursor.position < 7:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     task.cancel()
@@ -62,6 +67,9 @@ async def test_drain_rides_out_failures_with_on_error_and_sends_everything_once(
         await task
     assert remote.got == [1, 2, 3, 4, 5, 6, 7]
     assert errors == ["call 1 refused", "call 2 refused", "call 4 refused"]
+    # idle_s, doubled while tries fail, back to idle_s after one that worked (jitter ±20 %)
+    for delay, nominal in zip(delays, [0.01, 0.02, 0.01], strict=True):
+        assert nominal * 0.8 <= delay <= nominal * 1.2
 
 
 async def test_drain_without_on_error_propagates_the_failure():

@@ -171,7 +171,7 @@ class PlatformDesk:
     def _signed(self, address: str, ack: Ack | None) -> bytes | None:
         if ack is None:
             self.counters.rejected += 1
-            log.warning("platform: unreadable message at %s dropped", address)
+            log.warning("platform: unreadable message on %s dropped", address)
             return None
         if ack.status is AckStatus.ACCEPTED:
             self.counters.accepted += 1
@@ -184,7 +184,7 @@ class PlatformDesk:
         try:
             return self.signer.sign(ack, uscc, gateway_id, self._issue())
         except ContractError as exc:  # e.g. an address that names no gateway
-            log.warning("platform: no ack for a message at %s: %s", address, exc)
+            log.warning("platform: no ack for a message on %s: %s", address, exc)
             return None
 
     def _issue(self) -> int:

@@ -121,9 +121,17 @@ class PlatformHttps:
         )
 
     @property
+    def base_url(self) -> str:
+        """What a gateway's `[https] url` is to be: scheme, host and port, no path (the
+        gateway adds its `topic_prefix`)."""
+        host = self.settings.host
+        return f"https://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    @property
     def url(self) -> str:
-        """The base URL gateways post to (`[https] url`)."""
-        return f"https://{self.settings.host}:{self.port}/{self.settings.prefix}"
+        """Where the endpoints lie: `base_url` and the prefix (`{url}/{uscc}/{gateway_id}/
+        activity`); not for `[https] url`, which would then repeat the prefix (a 404)."""
+        return f"{self.base_url}/{self.settings.prefix}"
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Listen until cancelled; `ready` is set once `port` is known."""
@@ -162,8 +170,10 @@ class PlatformHttps:
                 )
                 await stream.linger()  # the client reads the alert
                 return
-            await self._serve(stream)
+            unread = await self._serve(stream)
             await stream.close()
+            if unread:  # answered before the body was read: let the client finish sending
+                await stream.linger()  # and read the answer (a close now would reset it)
         except (OSError, TimeoutError, ssl.SSLError, h11.LocalProtocolError) as exc:
             log.debug("platform: HTTPS connection from %s ended: %r", peer, exc)
         finally:
@@ -171,23 +181,25 @@ class PlatformHttps:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _serve(self, stream: TlsStream) -> None:
-        """Requests one after the other on a kept-alive connection."""
+    async def _serve(self, stream: TlsStream) -> bool:
+        """Requests one after the other on a kept-alive connection, until one is answered
+        with a close; True when that answer came before the client had sent all of its
+        request (a refusal by its head: 404, 405, 413, 415)."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         while True:
             try:
                 request = await _next_event(conn, stream, IDLE_TIMEOUT_S)
                 if not isinstance(request, h11.Request):
-                    return  # the client closed the connection
+                    return False  # the client closed the connection
                 self.counters.requests += 1
                 reply = await self._reply(conn, stream, request)
             except h11.RemoteProtocolError as exc:
                 reply = Reply.error(exc.error_status_hint, f"bad request: {exc}", close=True)
             if conn.our_state is not h11.SEND_RESPONSE:
-                return
+                return False
             await stream.write(_response(conn, reply))
             if not _cycle_done(conn):
-                return  # answered before the whole body was read, or told to close
+                return conn.their_state is h11.SEND_BODY
             conn.start_next_cycle()
 
     async def _reply(self, conn: h11.Connection, stream: TlsStream, request: h11.Request) -> Reply:

@@ -92,7 +92,7 @@ def sim_platform(
     """Receive activity batches, validate them, store them and ack them (signed), until Ctrl-C.
 
     Example: tanji sim platform --broker mqtt://127.0.0.1:1883 --db /tmp/platform.db
-    (gateways verify its acks with platform_ack_key = "/tmp/platform-ack.pub.pem")
+    (gateways verify its acks with [mqtt] platform_ack_key = "/tmp/platform-ack.pub.pem")
     Over HTTPS with mutual TLS (docs/platform-contract.md, HTTPS binding):
     tanji sim platform --no-mqtt --https-port 8443 --https-cert server.pem --https-key
     server.key --https-client-ca gateways-ca.pem
@@ -150,8 +150,9 @@ def _run_platform(
         )
         subscribed = ", ".join(receiver.subscriptions)
         err.print(f"platform simulator: {mqtt.broker_url}, {subscribed}, store {shown}")
+    sections = " or ".join(s for s, on in (("[mqtt]", mqtt), ("[https]", https)) if on)
     err.print(
-        f"acks signed with key {signer.key_id[:16]}…; gateways verify them with"
+        f"acks signed with key {signer.key_id[:16]}…; gateways verify them with {sections}"
         f' platform_ack_key = "{public_key_path(key_path)}"',
         highlight=False,
         markup=False,
@@ -259,6 +260,12 @@ async def _serve(receiver: PlatformReceiver | None, https: PlatformHttps | None)
             highlight=False,
             markup=False,
             soft_wrap=True,
+        )
+        err.print(
+            f'gateways reach it with [https] url = "{https.base_url}"',
+            highlight=False,
+            markup=False,
+            soft_wrap=True,  # a line to copy, in one piece
         )
     async with asyncio.TaskGroup() as tg:
         if receiver is not None:

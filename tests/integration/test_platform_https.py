@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import re
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from simulators import platform_https
 from simulators.platform import PlatformDesk, PlatformStore
 from simulators.platform_https import HttpsSettings, HttpsSetupError, PlatformHttps
 from tests.support.pki import CertificateAuthority, Issued
+from tests.support.procs import Proc, wait_until
 from tests.unit.test_aggregation import reading
 from tests.unit.test_contract import USCC, records
 
@@ -131,6 +133,28 @@ async def test_wrong_requests_get_their_status_codes(
         assert (await client.post(activity_path(), content=batch)).status_code == 200
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_body_too_large_gets_413_not_a_reset(
+    platform: Listening, monkeypatch: pytest.MonkeyPatch, framing: str
+):
+    """Refused before its body is read (by its content-length, or once it grew too large):
+    the client still sending hears 413, as the platform lets it finish before closing."""
+    monkeypatch.setattr(platform_https, "MAX_BODY", 1024)
+    body = b"x" * (16 * 1024 * 1024)  # far more than the sockets' buffers hold
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for at in range(0, len(body), 64 * 1024):
+            yield body[at : at + 64 * 1024]
+
+    content = body if framing == "content-length" else pieces()
+    async with platform.client(platform.gateway) as client:
+        refused = await client.post(activity_path(), content=content)
+    assert refused.status_code == 413
+    assert refused.json() == {"error": "a batch is at most 1024 bytes"}
+    assert refused.headers["connection"] == "close"
+    assert platform.server.desk.store.counts() == (0, 0)
+
+
 @pytest.mark.parametrize("who", ["no certificate", "another CA", "expired"])
 async def test_a_client_without_a_valid_certificate_is_refused_in_the_handshake(
     platform: Listening, tmp_path: Path, who: str
@@ -198,3 +222,35 @@ def test_https_options_of_the_simulator_are_checked_before_it_starts(
     )  # fmt: skip
     assert (code, out) == (2, f"client CA {missing}: No such file or directory")
     assert not (tmp_path / "platform-ack.key").exists()  # nothing made for a simulator not run
+
+
+def test_the_simulator_prints_the_lines_a_site_takes(tmp_path: Path, pki: CertificateAuthority):
+    """`tanji sim platform` over HTTPS prints `[https] url = "..."` and `[https]
+    platform_ack_key = "..."`; a gateway's link made of them gets its batch acked."""
+    server, gateway = pki.issue("platform-https", server=True), pki.issue("gw", server=False)
+    platform = Proc(
+        [
+            "sim", "platform", "--no-mqtt", "--db", str(tmp_path / "platform.db"),
+            "--https-port", "0", "--https-cert", str(server.cert), "--https-key",
+            str(server.key), "--https-client-ca", str(pki.cert_path),
+        ],
+        tmp_path / "platform.log",
+    ).start()  # fmt: skip
+    try:
+        wait_until(lambda: "[https] url = " in platform.output(), 30, "the [https] url line")
+        out = platform.output()
+        url = re.search(r'\[https\] url = "([^"]+)"', out)
+        key = re.search(r'with \[https\] platform_ack_key = "([^"]+)"', out)
+        assert url is not None, out
+        assert key is not None, out
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+", url[1]), url[1]
+        ctx = ssl.create_default_context(cafile=str(pki.cert_path))
+        ctx.load_cert_chain(str(gateway.cert), str(gateway.key))
+        batch = build_batch(USCC, "gw", records())
+        with httpx.Client(verify=ctx, timeout=10.0) as client:  # {url}/{topic_prefix}/...
+            answer = client.post(f"{url[1]}/tanji/v1/{USCC}/gw/activity", json=batch)
+        assert answer.status_code == 200, answer.text
+        keys = AckKeys.from_pem(Path(key[1]).read_bytes())
+        assert read_ack(answer.content, USCC, "gw", keys).status is AckStatus.ACCEPTED
+    finally:
+        platform.kill()

@@ -32,8 +32,7 @@ from gateway.runtime.writer import (
     describe_error,
 )
 from gateway.store.diskspace import is_disk_full
-from gateway.store.mirror import RunInDb
-from gateway.store.schema import transaction
+from gateway.store.schema import RunInDb, transaction
 from gateway.store.sqlite import Store
 
 log = logging.getLogger(__name__)

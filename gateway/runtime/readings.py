@@ -8,8 +8,7 @@ from typing import Any
 
 import cloud_sync
 from gateway.models import Reading
-from gateway.store.mirror import RunInDb
-from gateway.store.schema import transaction
+from gateway.store.schema import RunInDb, transaction
 from gateway.store.sqlite import Store
 
 READINGS_CURSOR = "platform-readings"  # the raw readings stream's position (acked up to)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Protocol, TypeVar
+from typing import Annotated, TypeVar
 
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write.point import Point
@@ -27,7 +27,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from gateway.drain import drain, drain_once
 from gateway.models import ConfigFloat, Frozen, Reading, in_range
-from gateway.store.schema import transaction
+from gateway.store.schema import RunInDb, transaction
 from gateway.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,6 @@ def to_point(r: Reading, calibration: str | None = None) -> Point:
     if r.text is not None:  # a label: the product code or order, as a string field
         return p.field("text", r.text)
     return p.field("reason", r.quality.reason or "bad")
-
-
-class RunInDb(Protocol):
-    """Runs a store call on the thread that owns the store (the gateway's DB thread)."""
-
-    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...
 
 
 class StoreCursor:

@@ -1,5 +1,6 @@
 """The store's SQLite file: its tables, their version and the migrations that bring an older
-file forward in place, and how the file is opened (`connect`) and written (`transaction`).
+file forward in place, and how the file is opened (`connect`) and written (`transaction`),
+and on which thread (`RunInDb`).
 
 Durability policy: WAL journal with `synchronous=FULL`, so a transaction is on disk (fsynced)
 when `commit` returns and survives `kill -9` and power loss. Never rewrites a file it does
@@ -9,9 +10,12 @@ not understand: a version it cannot bring forward is left as it is.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 6  # PRAGMA user_version; 1 keyed points by quantity, 2 by point name, 3 by
 #                     series, 4 records know their outbox batch, 5 interpolated boundaries,
@@ -149,3 +153,10 @@ def version_problem(version: int) -> str:
         else f" and can bring forward versions {min(MIGRATIONS)} and up only"
         "; move the old file aside (it is not modified) and start with a new one"
     )
+
+
+class RunInDb(Protocol):
+    """Runs a store call on the thread that owns the store (the gateway's DB thread): a
+    connection is used by the thread that opened it only."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]: ...

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pki import CertificateAuthority, Issued
+from simulators.pki import CertificateAuthority, Issued
 
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 

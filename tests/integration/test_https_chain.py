@@ -1,6 +1,6 @@
 """The whole chain over HTTPS, on real processes: `tanji sim modbus`, `tanji sim platform`
 listening with TLS (mutual: it requires a client certificate signed by the CA it is given) and
-`tanji run` with `[platform] transport = "https"`, certificates made by tests/support/pki.py.
+`tanji run` with `[platform] transport = "https"`, certificates made by simulators/pki.py.
 Every record the gateway made reaches the platform once, every batch acked; the same store
 sent over MQTT gives the platform the same records and totals. A gateway whose client
 certificate the platform refuses says so in `tanji status`, loses nothing, and delivers
@@ -26,9 +26,9 @@ from gateway.cli.demo_chain import run_demo
 from gateway.cli.demo_site import DEMO_USCC, demo_site, write_site
 from gateway.runtime.status import status_path_for
 from gateway.store.sqlite import Store
+from simulators.pki import CertificateAuthority, Issued
 from simulators.platform import PlatformReceiver, PlatformStore, ack_signer, public_key_path
 from tests.conftest import Mosquitto, free_port
-from tests.support.pki import CertificateAuthority, Issued
 from tests.support.procs import Proc, wait_until
 
 METERS = 2

@@ -22,9 +22,9 @@ from pydantic import ValidationError
 from cloud_sync import CloudSync, DeliveryConfig, HttpsConfig, Topics
 from gateway.periods import datetime_to_ns
 from simulators.backlog import fill_outbox, site_records
+from simulators.pki import CertificateAuthority, Issued
 from simulators.platform import PlatformDesk, PlatformStore, ack_signer, public_key_path
 from simulators.platform_https import HttpsSettings, PlatformHttps
-from tests.support.pki import CertificateAuthority, Issued
 
 USCC = "91320000MA1TANJ0D7"
 GW = "gw-https"

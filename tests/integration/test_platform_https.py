@@ -20,9 +20,9 @@ import pytest
 from cloud_sync import AckStatus, build_batch, build_readings_batch, reading_message
 from cloud_sync.acks import AckKeys, AckSigner, read_ack
 from simulators import platform_https
+from simulators.pki import CertificateAuthority, Issued
 from simulators.platform import PlatformDesk, PlatformStore
 from simulators.platform_https import HttpsSettings, HttpsSetupError, PlatformHttps
-from tests.support.pki import CertificateAuthority, Issued
 from tests.support.procs import Proc, wait_until
 from tests.unit.test_aggregation import reading
 from tests.unit.test_contract import USCC, records

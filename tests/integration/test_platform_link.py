@@ -15,10 +15,10 @@ from cloud_sync import CloudSync, MqttConfig, Topics
 from gateway.cli.demo_chain import DemoSummary, run_demo
 from gateway.cli.demo_site import DEMO_USCC
 from gateway.store.sqlite import Store
+from simulators.pki import CertificateAuthority
 from simulators.platform import PlatformStore
 from tests.conftest import BrokerTls, Mosquitto, TlsBroker, _mosquitto_binary, require
 from tests.support.mqtt import retained
-from tests.support.pki import CertificateAuthority
 
 
 def tls_settings(t: TlsBroker, who: str = "gateway", **extra: Any) -> dict[str, Any]:

@@ -89,7 +89,7 @@ def timed(gw: Gateway, clock: Clock, now_ns: int) -> tuple[float, int, float]:
                 await asyncio.sleep(0.01)
 
         probe = asyncio.create_task(writer())
-        records = await gw.aggregate_due()
+        records = await gw.aggregator.due()
         probe.cancel()
         return len(records)
 

@@ -28,7 +28,7 @@ from gateway.config import MeterConfig, SiteConfig
 from gateway.errors import TanjiFailure
 from gateway.metrology.calibration import Registry
 from gateway.metrology.status import Entry, status_on
-from gateway.models import ActivityRecord, Reading
+from gateway.models import Reading
 from gateway.periods import NS, ns_to_datetime
 from gateway.runtime.aggregator import Aggregator
 from gateway.runtime.readings import StoreReadings
@@ -136,10 +136,6 @@ class Gateway:
     @property
     def records_created(self) -> int:
         return self.aggregator.records_created
-
-    async def aggregate_due(self, final: bool = False) -> list[ActivityRecord]:
-        """Seal what is due now (gateway.runtime.aggregator.Aggregator.due)."""
-        return await self.aggregator.due(final)
 
     async def _db(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn)
@@ -249,7 +245,7 @@ class Gateway:
         for task in self._collector_tasks:
             task.cancel()
         await asyncio.gather(*self._collector_tasks, return_exceptions=True)
-        await self.aggregate_due(final=True)
+        await self.aggregator.due(final=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if (await self.sync.stats()).pending == 0 and (

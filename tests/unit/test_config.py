@@ -421,7 +421,7 @@ def test_the_largest_allowed_values_do_not_break_the_run(tmp_path: Path):
         gw = Gateway(parse_site_config(data))
         try:
             await gw.writer.enforce_limits()
-            await gw.aggregate_due()
+            await gw.aggregator.due()
         finally:
             await gw.close()
 

@@ -72,7 +72,7 @@ def readings(start_ns: int, end_ns: int) -> list[Reading]:
 
 def seal(gw: Gateway, clock: Clock, now_ns: int):
     clock.now = now_ns
-    return asyncio.run(gw.aggregate_due())
+    return asyncio.run(gw.aggregator.due())
 
 
 def latest(gw: Gateway) -> list:

@@ -25,7 +25,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from pydantic import Field, SecretStr, field_validator
 
-from gateway.drain import drain, drain_once
+from gateway.drain import drain
 from gateway.models import ConfigFloat, Frozen, Reading, in_range
 from gateway.store.schema import RunInDb, transaction
 from gateway.store.sqlite import Store
@@ -128,7 +128,7 @@ class Mirror:
     ) -> None:
         self.config = config
         self.store = store
-        self._cursor = StoreCursor(store, db, calibration_of)
+        self.cursor = StoreCursor(store, db, calibration_of)  # what it drains (gateway.drain)
         self._http = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tanji-mirror")
         self._client = InfluxDBClient(
             url=config.url,
@@ -144,23 +144,20 @@ class Mirror:
     async def run(self) -> None:
         """Mirror for ever (gateway.drain): retries with backoff, never takes the gateway down."""
         await drain(
-            self._cursor,
-            self._send,
+            self.cursor,
+            self.send,
             self.config.batch_size,
             self.config.interval_s,
             on_error=self._failed,
         )
-
-    async def send_once(self) -> int:
-        """Send the next batch after the cursor; returns how many readings went."""
-        return await drain_once(self._cursor, self._send, self.config.batch_size)
 
     def _failed(self, exc: Exception, retry_in_s: float) -> None:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         log.warning("influxdb mirror: %s; retrying in %.0f s", self.last_error, retry_in_s)
 
-    async def _send(self, batch: list[tuple[Reading, str | None]]) -> None:
+    async def send(self, batch: list[tuple[Reading, str | None]]) -> None:
+        """Write a batch from the cursor to InfluxDB; returns once the server accepted it."""
         points = [to_point(r, calibration) for r, calibration in batch]
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(

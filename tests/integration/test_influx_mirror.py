@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.drain import drain_once
 from gateway.models import PointKind, Quality, Quantity, Reading
 from gateway.store.mirror import MIRROR_CURSOR, Mirror, MirrorConfig
 from gateway.store.sqlite import Store
@@ -58,7 +59,7 @@ async def test_mirror_writes_and_reads_back(tmp_path: Path, victoria_metrics: Vi
         lambda fn: loop.run_in_executor(db_thread, fn),
         lambda readings: ["valid" if r.value is not None else "expired" for r in readings],
     )
-    sent = [await mirror.send_once() for _ in range(4)]
+    sent = [await drain_once(mirror.cursor, mirror.send, 4) for _ in range(4)]
     assert sent == [4, 4, 3, 0]  # batches of 4, then nothing left
     mirror.close()
     db_thread.shutdown()
@@ -79,16 +80,16 @@ async def test_mirror_resumes_from_its_cursor_and_survives_a_dead_server(
     store = Store(tmp_path / "g.db")
     store.append_readings([reading(i) for i in range(5)])
     first = Mirror(config(victoria_metrics, batch=100), store)
-    assert await first.send_once() == 5
+    assert await drain_once(first.cursor, first.send, 100) == 5
     first.close()
     store.append_readings([reading(i) for i in range(5, 8)])
     victoria_metrics.stop()
     second = Mirror(config(victoria_metrics, batch=100), store)  # a restarted gateway
     with pytest.raises(Exception, match="Connection refused"):  # urllib3 NewConnectionError
-        await second.send_once()
+        await drain_once(second.cursor, second.send, 100)
     assert store.cursor(MIRROR_CURSOR) == 5  # nothing lost, nothing skipped
     victoria_metrics.start()
-    assert await second.send_once() == 3
+    assert await drain_once(second.cursor, second.send, 100) == 3
     second.close()
     values = next(
         s for s in exported(victoria_metrics) if s["metric"]["__name__"] == "tanji_reading_value"

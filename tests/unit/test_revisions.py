@@ -283,10 +283,10 @@ def test_the_mirror_tags_readings_with_the_gateways_registry(tmp_path: Path):
     data["mirror"] = {"url": "http://127.0.0.1:9", "org": "o", "bucket": "b"}  # never contacted
     gw = Gateway(parse_site_config(data), clock=Clock())
     assert gw.mirror is not None
-    cursor = gw.mirror._cursor  # what the mirror drains (gateway.drain)
-    assert cursor._next(10) == (0, [])
+    cursor = gw.mirror.cursor  # what the mirror drains (gateway.drain)
+    assert asyncio.run(cursor.next(10)) == (0, [])
     gw.store.append_readings([energy(T0, Decimal(1))])
-    _, batch = cursor._next(10)
+    _, batch = asyncio.run(cursor.next(10))
     assert [status for _, status in batch] == ["not-yet-valid"]  # the certificate starts in 2026
     asyncio.run(gw.close())
 

@@ -16,10 +16,9 @@ from rich.table import Table
 from gateway.cli.common import (
     SiteOption,
     err,
-    load_site,
     out,
 )
-from gateway.config import SiteConfig
+from gateway.config import SiteConfig, load_site_config
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 from gateway.store.sqlite import Store, StoreError
 
@@ -108,7 +107,7 @@ def calibration_list(
     """
     from gateway.metrology.status import class_findings
 
-    site = load_site(config)
+    site = load_site_config(config)
     day = _day(at, site)
     rows = _registry(site).statuses((m.id for m in site.meters), day)
     if as_json:
@@ -135,7 +134,7 @@ def calibration_due(
 
     Example: tanji calibration due -c site.toml --days 30
     """
-    site = load_site(config)
+    site = load_site_config(config)
     today = _day(None, site)
     statuses = _registry(site).statuses((m.id for m in site.meters), today)
     rows = [row for row in statuses if row.due_within(today, days)]
@@ -178,7 +177,7 @@ def calibration_import(
     """
     from gateway.metrology.calibration import CalibrationError, file_source, read_certificates
 
-    site = load_site(config)
+    site = load_site_config(config)
     try:
         content = file.read_bytes()
     except OSError as exc:
@@ -234,7 +233,7 @@ def calibration_revoke(
     """
     from gateway.metrology.calibration import STANDARD
 
-    site = load_site(config)
+    site = load_site_config(config)
     if meter not in {m.id for m in site.meters} and not meter.startswith(STANDARD):
         err.print(f"no meter {meter!r} in {config} (reference standards: {STANDARD}<id>)")
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -250,7 +249,7 @@ def calibration_history(
 
     Example: tanji calibration history -c site.toml L1-MAIN
     """
-    site = load_site(config)
+    site = load_site_config(config)
     if meter is not None and meter not in {m.id for m in site.meters} and ":" not in meter:
         err.print(f"no meter {meter!r} in {config}")
         raise typer.Exit(EXIT_BAD_INPUT)

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from gateway.config import ConfigError, SiteConfig, check_site, load_site_config
+from gateway.config import ConfigError
 from gateway.errors import EXIT_BAD_INPUT, TanjiError
 
 out = Console(soft_wrap=True)
@@ -101,14 +101,3 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
-
-
-def load_site(path: Path) -> SiteConfig:
-    """The site configuration (a ConfigError ends the command: every problem, exit 2)."""
-    return load_site_config(path)
-
-
-def checked_site(path: Path) -> SiteConfig:
-    """The site configuration with what the run needs from this machine checked
-    (gateway.config.check_site; a ConfigError ends the command: every problem, exit 2)."""
-    return check_site(path)

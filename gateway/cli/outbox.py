@@ -17,10 +17,9 @@ from rich.table import Table
 from gateway.cli.common import (
     SiteOption,
     err,
-    load_site,
     out,
 )
-from gateway.config import SiteConfig
+from gateway.config import SiteConfig, load_site_config
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 from gateway.store.sqlite import Store, StoreError
 
@@ -48,7 +47,7 @@ def outbox_list(
 
     Example: tanji outbox list -c site.toml
     """
-    parked = _outbox(load_site(config)).parked()
+    parked = _outbox(load_site_config(config)).parked()
     if as_json:
         print(json.dumps([p.__dict__ for p in parked], indent=2))
     else:
@@ -90,7 +89,7 @@ def _requeue(
     move: Callable[[Outbox], Callable[[str, int], str]],
 ) -> None:
     """Back on their way: the given batch, or --all batches in `state`."""
-    outbox = _outbox(load_site(config))
+    outbox = _outbox(load_site_config(config))
     targets = _outbox_targets(outbox, batch, every, state)
     _outbox_apply(lambda b: move(outbox)(b, time.time_ns()), targets, "pending")
 
@@ -128,5 +127,5 @@ def outbox_discard(
 
     Example: tanji outbox discard -c site.toml 3f2a... --reason "duplicate of a manual upload"
     """
-    outbox = _outbox(load_site(config))
+    outbox = _outbox(load_site_config(config))
     _outbox_apply(lambda b: outbox.discard(b, reason, time.time_ns()), [batch], "discarded")

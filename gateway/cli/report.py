@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.table import Table
 
-from gateway.cli.common import SiteOption, err, load_site, out
+from gateway.cli.common import SiteOption, err, out
+from gateway.config import load_site_config
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 from gateway.periods import Interval
 from gateway.store.sqlite import Store
@@ -47,7 +48,7 @@ def report(
     """
     from gateway.activity.report import span_report
 
-    site = load_site(config)
+    site = load_site_config(config)
     tz = ZoneInfo(site.aggregation.timezone)
     first, last = _days(start, end, tz)
     rollup_by = _interval(by)

@@ -15,13 +15,13 @@ import typer
 from collectors import collector_types
 from gateway.cli.common import (
     SiteOption,
-    checked_site,
     err,
     out,
     run_async,
     setup_logging,
     stop_on_signals,
 )
+from gateway.config import check_site
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 from gateway.store.sqlite import StoreError
 
@@ -38,7 +38,7 @@ def check_config(
 
     Example: tanji check-config deploy/site.example.toml --explain
     """
-    config = checked_site(file)
+    config = check_site(file)
     points = sum(len(m.points) for m in config.meters)
     out.print(
         f"{file}: ok — {config.enterprise.name} ({config.enterprise.uscc}), gateway"
@@ -91,7 +91,7 @@ def run(
     Example: tanji run --config /etc/tanji/site.toml
     """
     setup_logging(verbose)
-    site = checked_site(config)  # what check-config calls an error stops the run here
+    site = check_site(config)  # what check-config calls an error stops the run here
     if site.mqtt.plaintext_password:
         logging.getLogger("tanji").warning(
             "mqtt: the password goes in clear over mqtt:// to %s (allow_plaintext_password"

@@ -13,9 +13,9 @@ from rich.table import Table
 from gateway.cli.common import (
     SiteOption,
     err,
-    load_site,
     out,
 )
+from gateway.config import load_site_config
 from gateway.errors import EXIT_FINDING
 from gateway.runtime.status_file import UNACKED_ATTENTION
 
@@ -46,7 +46,7 @@ def status(
     """
     from gateway.runtime.status_file import not_a_status, read_status
 
-    site = load_site(config)
+    site = load_site_config(config)
     # no status file, or not one: exit 1 with the reason (gateway.cli.common)
     status = read_status(site.store.path, site.delivery.ack_timeout_s)
     if metrics:

@@ -14,9 +14,9 @@ from gateway.cli.calibration import store_and_registry
 from gateway.cli.common import (
     SiteOption,
     err,
-    load_site,
     out,
 )
+from gateway.config import load_site_config
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def trace(
     from gateway.metrology.status import trace as chain_of
     from gateway.periods import datetime_to_ns
 
-    site = load_site(config)
+    site = load_site_config(config)
     found = [m for m in site.meters if m.id == meter]
     if not found:
         err.print(f"no meter {meter!r} in {config} ({', '.join(m.id for m in site.meters)})")

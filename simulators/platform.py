@@ -34,6 +34,7 @@ from gateway.errors import TanjiFailure
 from simulators.platform_store import PlatformStore
 
 __all__ = [
+    "SIMULATOR_ID",
     "PlatformCounters",
     "PlatformDesk",
     "PlatformReceiver",
@@ -45,6 +46,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 GROUP_COMMIT_MAX = 100  # batches stored in one commit when they arrive together
+SIMULATOR_ID = "tanji-platform-sim"  # MQTT client id and `received_by` unless told otherwise
 
 
 @dataclass
@@ -204,7 +206,7 @@ class PlatformReceiver:
         self,
         db: Path | str,
         mqtt: MqttConfig,
-        client_id: str = "tanji-platform-sim",
+        client_id: str = SIMULATOR_ID,
         group: str | None = None,
         signer: AckSigner | None = None,
         desk: PlatformDesk | None = None,

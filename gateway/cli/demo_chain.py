@@ -50,8 +50,14 @@ from simulators.broker import EmbeddedBroker
 from simulators.modbus_fleet import MeterFleet
 from simulators.opcua_plant import PlantServer
 from simulators.pki import CertificateAuthority
-from simulators.platform import PlatformDesk, PlatformReceiver, PlatformStore, ack_signer
-from simulators.platform import public_key_path as ack_key_path
+from simulators.platform import (
+    SIMULATOR_ID,
+    PlatformDesk,
+    PlatformReceiver,
+    PlatformStore,
+    ack_signer,
+    public_key_path,
+)
 from simulators.platform_https import HttpsSettings, PlatformHttps
 
 log = logging.getLogger(__name__)
@@ -195,7 +201,7 @@ async def run_demo(
     )
     async with broker, fleet, plant:
         started = time.monotonic()  # the chain's time, from when its parts are up
-        desk = PlatformDesk(PlatformStore(workdir / "platform.db"), setup.signer)
+        desk = PlatformDesk(PlatformStore(workdir / "platform.db", SIMULATOR_ID), setup.signer)
         listener = (
             PlatformHttps(desk, setup.https)
             if setup.https is not None
@@ -246,7 +252,7 @@ def _set_up(
     opcua_port = free_port_range(1) if opcua else None
     # the platform signs its acks; the gateway verifies them with its public key
     signer = ack_signer(workdir / "platform-ack.key")
-    ack_key = str(ack_key_path(workdir / "platform-ack.key"))
+    ack_key = str(public_key_path(workdir / "platform-ack.key"))
     mqtt_extra = {"platform_ack_key": ack_key} | (mqtt_extra or {})
     https, listener = _https_link(workdir, ack_key) if transport == "https" else (None, None)
     site = demo_site(

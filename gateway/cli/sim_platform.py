@@ -134,20 +134,24 @@ def _run_platform(
     key_path: Path,
 ) -> None:
     """One desk (store, signer) behind the MQTT receiver and the HTTPS listener, until Ctrl-C."""
-    from simulators.platform import PlatformDesk, PlatformReceiver, PlatformStore, public_key_path
+    from simulators.platform import (
+        SIMULATOR_ID,
+        PlatformDesk,
+        PlatformReceiver,
+        PlatformStore,
+        public_key_path,
+    )
     from simulators.platform_https import PlatformHttps
 
     try:
-        desk = PlatformDesk(PlatformStore(target, client_id or "tanji-platform-sim"), signer)
+        desk = PlatformDesk(PlatformStore(target, client_id or SIMULATOR_ID), signer)
     except Exception as exc:  # psycopg or sqlite3 cannot open the database
         text = str(exc).replace(str(target), shown)
         err.print(f"platform database {shown}: {text}", highlight=False, markup=False)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     receiver = None
     if mqtt is not None:
-        receiver = PlatformReceiver(
-            target, mqtt, client_id or "tanji-platform-sim", group, desk=desk
-        )
+        receiver = PlatformReceiver(target, mqtt, client_id or SIMULATOR_ID, group, desk=desk)
         subscribed = ", ".join(receiver.subscriptions)
         err.print(f"platform simulator: {mqtt.broker_url}, {subscribed}, store {shown}")
     sections = " or ".join(s for s, on in (("[mqtt]", mqtt), ("[https]", https)) if on)

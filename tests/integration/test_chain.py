@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from gateway.cli.demo_chain import run_demo
+from simulators.platform import PlatformStore
 from tests.conftest import Mosquitto
 
 
@@ -22,6 +23,8 @@ async def test_platform_totals_equal_simulator_counters(tmp_path: Path, mosquitt
     assert Decimal(summary.platform_kwh_total) > 0
     assert summary.totals_match, summary
     assert summary.bad_readings == 0
+    # stored by the simulator under its name, as `tanji sim platform` stores them
+    assert set(PlatformStore(tmp_path / "platform.db").by_instance()) == {"tanji-platform-sim"}
 
 
 def test_tanji_demo_command_prints_json_summary(tmp_path: Path):

@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # the simulators are imported when the demo runs: `tanji` sta
     from gateway.cli.demo_chain import DemoParts, DemoSummary
 
 
-class Transport(enum.StrEnum):
+class DemoTransport(enum.StrEnum):
+    """How `tanji demo` has its gateway reach the platform simulator."""
+
     mqtt = "mqtt"
     https = "https"
 
@@ -82,9 +84,9 @@ def demo(
         Path | None, typer.Option(help="where the databases and site.toml go (default: temp)")
     ] = None,
     transport: Annotated[
-        Transport,
+        DemoTransport,
         typer.Option(help="how the gateway reaches the platform: MQTT, or HTTPS (mutual TLS)"),
-    ] = Transport.mqtt,
+    ] = DemoTransport.mqtt,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run simulated meters, an embedded broker (or HTTPS), the platform simulator and the

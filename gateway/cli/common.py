@@ -1,5 +1,6 @@
-"""What every command of the face shares: the consoles, the event loop, the site option, and
-the one place where an error of tanji becomes an exit code (`TanjiCommands`).
+"""What every command of the face shares: the consoles, the event loop, the site option, the
+simulators' --scenario file, and the one place where an error of tanji becomes an exit code
+(`TanjiCommands`).
 
 Nothing here knows a command; nothing in the core imports it.
 """
@@ -12,9 +13,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,6 +23,9 @@ from typer.core import TyperGroup
 
 from gateway.config import ConfigError
 from gateway.errors import EXIT_BAD_INPUT, TanjiError
+
+if TYPE_CHECKING:  # the simulators are imported when a command runs them: `tanji` starts fast
+    from simulators.modbus_fleet import FaultKind, Scenario
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -101,3 +105,24 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def scenario_option(
+    path: Path | None, unplayable: Collection[FaultKind], why: str, problems: list[str]
+) -> Scenario | None:
+    """The --scenario file a simulator replays (the Modbus fleet and the OPC UA plant read
+    the same files), or None; what is wrong with it goes to `problems`: a file that cannot be
+    read, or events of faults in `unplayable` (told by `why`, `{faults}` naming them)."""
+    from simulators.modbus_fleet import Scenario
+
+    if path is None:
+        return None
+    try:
+        plan = Scenario.load(path)
+    except ValueError as exc:
+        problems.append(f"--scenario: {exc}")
+        return None
+    faults = sorted({e.fault.value for e in plan.events if e.fault in unplayable})
+    if faults:
+        problems.append("--scenario: " + why.format(faults=", ".join(faults)))
+    return plan

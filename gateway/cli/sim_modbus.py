@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gateway.cli.common import err, exit_on_problems, out, run_async, setup_logging
+from gateway.cli.common import (
+    err,
+    exit_on_problems,
+    out,
+    run_async,
+    scenario_option,
+    setup_logging,
+)
 from gateway.errors import EXIT_BAD_INPUT
 
 if TYPE_CHECKING:
@@ -59,10 +66,15 @@ def sim_modbus(
     mbpoll's 1-based numbering, big-endian int32, x 0.01 kWh):
     mbpoll -1 -a 1 -r 1 -c 2 -t 4:int -B -p 5020 127.0.0.1
     """
-    from simulators.modbus_fleet import MeterFleet
+    from simulators.modbus_fleet import NOT_OVER_MODBUS, MeterFleet
 
     problems = _option_problems(meters, base_port, profile, transport, units_per_link)
-    plan = _scenario(scenario, problems)
+    plan = scenario_option(
+        scenario,
+        NOT_OVER_MODBUS,
+        "{faults} is for the OPC UA plant (tanji sim opcua): the simulated meters make no products",
+        problems,
+    )
     exit_on_problems(problems)
     setup_logging(False)
     fleet = MeterFleet(
@@ -96,25 +108,6 @@ def _option_problems(
     except ProfileError as exc:
         problems.append(f"--profile: {exc}")
     return problems
-
-
-def _scenario(path: Path | None, problems: list[str]) -> Scenario | None:
-    """The --scenario to replay, or None; what is wrong with it goes to `problems`."""
-    from simulators.modbus_fleet import NOT_OVER_MODBUS, Scenario
-
-    if path is None:
-        return None
-    try:
-        plan = Scenario.load(path)
-    except ValueError as exc:
-        problems.append(f"--scenario: {exc}")
-        return None
-    if any(e.fault in NOT_OVER_MODBUS for e in plan.events):
-        problems.append(
-            "--scenario: changeover is for the OPC UA plant (tanji sim opcua): the"
-            " simulated meters make no products"
-        )
-    return plan
 
 
 async def _serve(fleet: MeterFleet, plan: Scenario | None, profile: str) -> None:

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gateway.cli.common import err, exit_on_problems, out, run_async, setup_logging
+from gateway.cli.common import (
+    err,
+    exit_on_problems,
+    out,
+    run_async,
+    scenario_option,
+    setup_logging,
+)
 from gateway.errors import EXIT_BAD_INPUT
 
 if TYPE_CHECKING:
@@ -81,10 +88,16 @@ def sim_opcua(
     node = "nsu=urn:tanji:sim:plant;s=Line1.Meter.ActiveEnergyImport".
     Secured: tanji sim opcua --pki /tmp/plant-pki --user operator --password-file pw.txt
     """
-    from simulators.opcua_plant import PlantServer
+    from simulators.opcua_plant import NOT_OVER_OPCUA, PlantServer
 
     problems: list[str] = []
-    plan = _scenario(scenario, problems)
+    plan = scenario_option(
+        scenario,
+        NOT_OVER_OPCUA,
+        "{faults} is not simulated over OPC UA"
+        " (silent, exception, busy, frozen, replaced, noise, clear, changeover are)",
+        problems,
+    )
     security = _security(pki, user, password_file, user_certificate or [], problems)
     exit_on_problems(problems)
     setup_logging(False)
@@ -98,27 +111,6 @@ def sim_opcua(
     )
     with contextlib.suppress(KeyboardInterrupt):
         run_async(_serve(server, plan))
-
-
-def _scenario(path: Path | None, problems: list[str]) -> Scenario | None:
-    """The --scenario to replay, or None; what is wrong with it goes to `problems`."""
-    from simulators.modbus_fleet import Scenario
-    from simulators.opcua_plant import NOT_OVER_OPCUA
-
-    if path is None:
-        return None
-    try:
-        plan = Scenario.load(path)
-    except ValueError as exc:
-        problems.append(f"--scenario: {exc}")
-        return None
-    unusable = sorted({e.fault.value for e in plan.events if e.fault in NOT_OVER_OPCUA})
-    if unusable:
-        problems.append(
-            f"--scenario: {', '.join(unusable)} is not simulated over OPC UA"
-            " (silent, exception, busy, frozen, replaced, noise, clear, changeover are)"
-        )
-    return plan
 
 
 def _security(

@@ -41,7 +41,7 @@ def trace(
 
     Example: tanji trace -c site.toml L1-MAIN --at 2026-11-25T10:00:00+08:00
     """
-    from gateway.metrology.status import complete
+    from gateway.metrology.status import complete, traced_point
     from gateway.metrology.status import trace as chain_of
     from gateway.periods import datetime_to_ns
 
@@ -53,12 +53,7 @@ def trace(
     when = _when(at, ZoneInfo(site.aggregation.timezone))
     store, registry = store_and_registry(site)
     m = found[0]
-    counters = (
-        [p for p in m.points if p.kind == "counter"]
-        or [p for p in m.points if p.kind != "label"]
-        or list(m.points)
-    )
-    reading = store.last_at(m.id, counters[0].name, datetime_to_ns(when))
+    reading = store.last_at(m.id, traced_point(m.points), datetime_to_ns(when))
     links = chain_of(m.meter(), reading, when, registry.entries, registry.find)
     if as_json:
         print(_chain_json(m.id, when, links))

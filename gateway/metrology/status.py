@@ -26,6 +26,7 @@ from gateway.models import (
     CalibrationStatus,
     Meter,
     PointKind,
+    PointSpec,
     QualityStatus,
     Reading,
 )
@@ -136,6 +137,14 @@ def complete(links: Sequence[Link]) -> bool:
         and links[-1].kind == "national standard"
         and all(link.state is LinkState.VERIFIED for link in links)
     )
+
+
+def traced_point(points: Sequence[PointSpec]) -> str:
+    """The point whose last reading opens a meter's chain (`trace`): its first counter (what
+    records are made of), else its first point that is not a label, else its first point."""
+    counters = [p for p in points if p.kind is PointKind.COUNTER]
+    numbers = [p for p in points if p.kind is not PointKind.LABEL]
+    return (counters or numbers or list(points))[0].name
 
 
 def trace(

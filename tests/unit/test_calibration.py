@@ -312,3 +312,17 @@ def test_a_good_label_reading_is_a_verified_link(registry: Registry):
     assert (link.state, link.label) == (LinkState.VERIFIED, "product_code = 'pack-z' (good)")
     bad = code.model_copy(update={"text": None, "quality": Quality.bad("timeout")})
     assert trace(meter, bad, at, registry.entries, registry.find)[0].state is LinkState.EXPIRED
+
+
+def test_trace_opens_with_a_counter_else_a_number_else_the_first_point():
+    from gateway.metrology.status import traced_point
+    from gateway.models import PointKind, PointSpec, Quantity
+
+    power = PointSpec(name="p", quantity=Quantity.ACTIVE_POWER, kind=PointKind.GAUGE, unit="kW")
+    energy = PointSpec(
+        name="e", quantity=Quantity.ACTIVE_ENERGY_IMPORT, kind=PointKind.COUNTER, unit="kWh"
+    )
+    code = PointSpec(name="c", quantity=Quantity.PRODUCT_CODE, kind=PointKind.LABEL, unit="")
+    assert traced_point([code, power, energy]) == "e"  # what records are made of
+    assert traced_point([code, power]) == "p"
+    assert traced_point([code]) == "c"

@@ -21,6 +21,7 @@ from cloud_sync.contract import (
     validate,
 )
 from cloud_sync.https import HttpsConfig, HttpsTransport
+from cloud_sync.identity import ClientRequest, IdentityError, create_client_request
 from cloud_sync.mqtt import MqttConfig, MqttTransport, describe_error
 from cloud_sync.outbox import (
     SETTLED_BATCHES,
@@ -51,11 +52,13 @@ __all__ = [
     "AckRefused",
     "AckSigner",
     "AckStatus",
+    "ClientRequest",
     "CloudSync",
     "ContractError",
     "DeliveryConfig",
     "HttpsConfig",
     "HttpsTransport",
+    "IdentityError",
     "InboundMessage",
     "LinkConfig",
     "MqttConfig",
@@ -74,6 +77,7 @@ __all__ = [
     "TransportError",
     "build_batch",
     "build_readings_batch",
+    "create_client_request",
     "create_schema",
     "describe_error",
     "enqueue",

@@ -20,6 +20,7 @@ from gateway.cli import (
     report,
     sim_modbus,
     sim_opcua,
+    sim_pki,
     sim_platform,
     site,
     status,
@@ -47,6 +48,7 @@ sim_app = typer.Typer(help="Run simulators of meters and of the platform.", no_a
 sim_app.command("modbus")(sim_modbus.sim_modbus)
 sim_app.command("opcua")(sim_opcua.sim_opcua)
 sim_app.command("platform")(sim_platform.sim_platform)
+sim_app.command("pki")(sim_pki.sim_pki)
 app.add_typer(sim_app, name="sim")
 
 calibration_app = typer.Typer(
@@ -80,6 +82,7 @@ app.add_typer(discover_app, name="discover")
 
 keys_app = typer.Typer(help="Create the gateway's own certificates.", no_args_is_help=True)
 keys_app.command("opcua")(keys.keys_opcua)
+keys_app.command("https")(keys.keys_https)
 app.add_typer(keys_app, name="keys")
 
 

@@ -22,6 +22,9 @@ class TanjiError(Exception):
 
 
 class TanjiFailure(TanjiError):
-    """Something failed that is not the input's fault: a part stopped, a peer refused."""
+    """Something failed that is not the input's fault: a part stopped, a peer refused, a
+    device sent what cannot be used. Signals a part raises and catches itself (a garbled
+    Modbus answer, registers that are not a number) derive from it too, so one that escapes
+    by a bug is not shown as the user's bad input; `-v` shows where it came from."""
 
     exit_code: ClassVar[int] = EXIT_FINDING

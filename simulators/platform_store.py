@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from cloud_sync import Ack, AckStatus, ContractError, parse_batch, parse_readings_batch
-from gateway.errors import TanjiError
+from gateway.errors import TanjiFailure
 
 # the platform adds quantities exactly, by its own rule, as an independent receiver would: 200
 # digits are more than any sum of decimal quantities of ~30 digits needs
@@ -177,8 +177,9 @@ class Database:
         (self._pg if self.postgres else self._sqlite).close()
 
 
-class Refused(TanjiError):
-    """Raised inside a transaction to roll it back and ack with this verdict instead."""
+class Refused(TanjiFailure):
+    """Raised inside a transaction to roll it back and ack with this verdict instead (a
+    signal the store catches itself, not the user's input)."""
 
     def __init__(self, ack: Ack) -> None:
         self.ack = ack

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from decimal import Context, Decimal
 from typing import Literal
 
-from gateway.errors import TanjiError
+from gateway.errors import TanjiFailure
 
 DataType = Literal[
     "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool"
@@ -39,8 +39,9 @@ UNSIGNED_BITS = {"uint16": 16, "uint32": 32, "uint64": 64}
 _EXACT = Context(prec=1100)
 
 
-class DecodeError(TanjiError, ValueError):
-    """The registers cannot be turned into a number; `reason` is a stable code."""
+class DecodeError(TanjiFailure, ValueError):
+    """The registers cannot be turned into a number; `reason` is a stable code. What a device
+    sent, not the user's input: the collector makes it a bad reading with that reason."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

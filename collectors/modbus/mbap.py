@@ -18,14 +18,15 @@ import asyncio
 import struct
 from typing import cast
 
-from gateway.errors import TanjiError
+from gateway.errors import TanjiFailure
 
 _HEADER = struct.Struct(">HHHB")  # transaction id, protocol id (0), length, unit id
 MAX_PDU = 253  # Modbus Application Protocol v1.1b3, section 4.1
 
 
-class Garbled(TanjiError):
-    """The byte stream is not valid MBAP."""
+class Garbled(TanjiFailure):
+    """The byte stream is not valid MBAP (the device's answer, not the user's input: the link
+    turns it into a failed request)."""
 
 
 class MbapClient(asyncio.Protocol):

@@ -22,11 +22,12 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from gateway.config import ConfigError
-from gateway.errors import EXIT_BAD_INPUT, TanjiError
+from gateway.errors import EXIT_BAD_INPUT, TanjiError, TanjiFailure
 
 if TYPE_CHECKING:  # the simulators are imported when a command runs them: `tanji` starts fast
     from simulators.modbus_fleet import FaultKind, Scenario
 
+log = logging.getLogger("tanji")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -37,13 +38,16 @@ SiteOption = Annotated[Path, typer.Option("--config", "-c", help="site configura
 class TanjiCommands(TyperGroup):
     """The `tanji` command group. An error of tanji that a command does not handle itself
     ends here: one line (or a config error's list of problems) on stderr, never a traceback,
-    and the error's own exit code (gateway.errors: 2 bad input, 1 a failure)."""
+    and the error's own exit code (gateway.errors: 2 bad input, 1 a failure). A failure's
+    traceback is logged at INFO, so a command run with --verbose shows where it came from."""
 
     def invoke(self, ctx: Any) -> Any:  # typer.Context (typer types it with its own click)
         try:
             return super().invoke(ctx)
         except TanjiError as exc:
             print_error(exc)
+            if isinstance(exc, TanjiFailure):  # not the input's fault: where, with --verbose
+                log.info("where the failure above came from:", exc_info=exc)
             raise typer.Exit(exc.exit_code) from None
 
 

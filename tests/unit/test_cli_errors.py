@@ -4,8 +4,10 @@ the top level and in one of a group alike."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -44,6 +46,33 @@ def test_a_failure_exits_1():
     result = CliRunner().invoke(_app_raising(TanjiFailure("the broker refused us")), ["top"])
     assert result.exit_code == EXIT_FINDING, result.output
     assert "tanji: the broker refused us" in result.output
+
+
+def test_a_failure_leaves_its_traceback_for_verbose_and_bad_input_does_not(
+    caplog: pytest.LogCaptureFixture,
+):
+    """At INFO (what --verbose shows) a failure's traceback is logged; bad input's is not:
+    its message says all there is."""
+    caplog.set_level(logging.INFO, logger="tanji")
+    CliRunner().invoke(_app_raising(TanjiFailure("the broker refused us")), ["top"])
+    CliRunner().invoke(_app_raising(TanjiError("meters[0].port: not a port")), ["top"])
+    traced = [r for r in caplog.records if r.exc_info]
+    assert len(traced) == 1
+    assert isinstance(traced[0].exc_info[1], TanjiFailure)  # type: ignore[index]
+
+
+def test_signals_from_devices_are_not_taken_for_bad_input():
+    """Errors a part raises on what a device sent, and catches itself: were one to escape,
+    it ends the command as a failure (exit 1), not as the user's bad input (exit 2)."""
+    from collectors.modbus.decode import DecodeError
+    from collectors.modbus.mbap import Garbled
+    from simulators.platform_store import Refused
+
+    for signal in (DecodeError, Garbled, Refused):
+        assert issubclass(signal, TanjiFailure), signal
+    garbled = Garbled("not an MBAP header: 0000")
+    result = CliRunner().invoke(_app_raising(garbled), ["top"])
+    assert result.exit_code == EXIT_FINDING, result.output
 
 
 def test_other_exceptions_are_not_taken_for_bad_input():

@@ -481,6 +481,37 @@ def deployment_problems(config: SiteConfig) -> list[ConfigProblem]:
     return problems
 
 
+def site_notes(config: SiteConfig) -> list[str]:
+    """What is allowed but worth a word to whoever runs the site: `tanji check-config` prints
+    these and `tanji run` logs them as warnings when it starts."""
+    notes = []
+    link, section = config.link, config.platform.transport
+    if link.platform_ack_key is None:  # allowed for a platform link on this machine only
+        notes.append(
+            f"[{section}] platform_ack_key is not set: the platform's acks are not"
+            f" authenticated (allowed because the {link.peer} is on this machine)"
+        )
+    if config.https is not None and section != "https":
+        notes.append(
+            f'[https] is given but not used: [platform] transport is "{section}"'
+            ' (set transport = "https" to deliver over HTTPS)'
+        )
+    if config.moved_policy:  # an older site file: still read, but not where it belongs
+        notes.append(
+            f"[mqtt] {', '.join(config.moved_policy)}: delivery settings, now in [delivery]"
+            " (any transport); read from [mqtt] for this file, move them to [delivery]"
+            " (docs/configuration.md)"
+        )
+    if config.unrated_counters:  # judged by the meter's own recent rate (activity/counters.py)
+        notes.append(
+            f"no rating for the counter(s) {', '.join(config.unrated_counters)}"
+            " (rated_power_kw of the meter for kWh, or max_rate_per_h of the point): their"
+            " steps are judged from the meter's own recent rate, which may refuse a short"
+            " burst from idle (docs/configuration.md)"
+        )
+    return notes
+
+
 def check_site(path: Path) -> SiteConfig:
     """The site configuration at `path` with everything `tanji run` needs checked: the file
     (load_site_config) and this machine (deployment_problems). Raises ConfigError listing

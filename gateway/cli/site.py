@@ -21,7 +21,7 @@ from gateway.cli.common import (
     setup_logging,
     stop_on_signals,
 )
-from gateway.config import check_site
+from gateway.config import check_site, site_notes
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 from gateway.store.sqlite import StoreError
 
@@ -45,31 +45,8 @@ def check_config(
         f" {config.gateway_id}, {len(config.meters)} meter(s), {points} point(s)",
         highlight=False,
     )
-    link, section = config.link, config.platform.transport
-    if link.platform_ack_key is None:  # allowed for a platform link on this machine only
-        out.print(
-            f"note: [{section}] platform_ack_key is not set: the platform's acks are not"
-            f" authenticated (allowed because the {link.peer} is on this machine)",
-            highlight=False,
-            markup=False,
-        )
-    if config.moved_policy:  # an older site file: still read, but not where it belongs
-        out.print(
-            f"note: [mqtt] {', '.join(config.moved_policy)}: delivery settings, now in"
-            " [delivery] (any transport); read from [mqtt] for this file, move them to"
-            " [delivery] (docs/configuration.md)",
-            highlight=False,
-            markup=False,
-        )
-    if config.unrated_counters:  # judged by the meter's own recent rate (activity/counters.py)
-        out.print(
-            f"note: no rating for the counter(s) {', '.join(config.unrated_counters)}"
-            " (rated_power_kw of the meter for kWh, or max_rate_per_h of the point): their"
-            " steps are judged from the meter's own recent rate, which may refuse a short"
-            " burst from idle (docs/configuration.md)",
-            highlight=False,
-            markup=False,
-        )
+    for note in site_notes(config):
+        out.print(f"note: {note}", highlight=False, markup=False)
     if explain:
         types = collector_types()
         for meter in config.meters:
@@ -92,6 +69,8 @@ def run(
     """
     setup_logging(verbose)
     site = check_site(config)  # what check-config calls an error stops the run here
+    for note in site_notes(site):  # what check-config notes, in the service's log
+        logging.getLogger("tanji").warning("%s: %s", config, note)
     if site.mqtt.plaintext_password:
         logging.getLogger("tanji").warning(
             "mqtt: the password goes in clear over mqtt:// to %s (allow_plaintext_password"

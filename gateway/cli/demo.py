@@ -81,7 +81,8 @@ def demo(
         int, typer.Option(min=2, max=900, help="aggregation period in seconds")
     ] = 10,
     workdir: Annotated[
-        Path | None, typer.Option(help="where the databases and site.toml go (default: temp)")
+        Path | None,
+        typer.Option(help="a new or empty folder for the databases and site.toml (default: temp)"),
     ] = None,
     transport: Annotated[
         DemoTransport,
@@ -101,6 +102,10 @@ def demo(
     if 86400 % interval:
         err.print(f"--interval {interval} must divide a day (86400 s), e.g. 5, 10, 15, 30, 60")
         raise typer.Exit(EXIT_BAD_INPUT)
+    if workdir is not None and workdir.is_dir() and any(workdir.iterdir()):
+        # a previous demo's databases would be counted against this run's simulated meters
+        err.print(f"--workdir {workdir}: not empty; name a new or empty folder for this run")
+        raise typer.Exit(EXIT_BAD_INPUT)
     setup_logging(verbose)
     from gateway.cli.demo_chain import run_demo
 
@@ -112,7 +117,8 @@ def demo(
             live.update(_demo_table(parts))
 
     if live is None and not as_json:
-        err.print(f"tanji demo: running ({duration or 'until Ctrl-C'} s); work dir {wd}")
+        how_long = f"{duration:g} s" if duration else "until Ctrl-C"
+        err.print(f"tanji demo: running ({how_long}); work dir {wd}")
 
     async def main() -> DemoSummary:
         stop = stop_on_signals()

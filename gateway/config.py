@@ -28,10 +28,12 @@ from gateway import problems
 from gateway.activity.balance import BalanceConfig
 from gateway.activity.factors import FactorError, FactorsConfig, FactorSet
 from gateway.models import (
+    CONFIG_DIR,
     CalibrationRecord,
     Carrier,
     ConfigBool,
     ConfigFloat,
+    ConfigPath,
     DeviceSpec,
     Frozen,
     LineShare,
@@ -151,7 +153,7 @@ else:
 
 
 class StoreConfig(Frozen):
-    path: Path = Path("tanji.db")
+    path: ConfigPath = Path("tanji.db")
     commit_interval_s: ConfigFloat = Field(default=1.0, ge=0.01, le=60)
     retention_days: ConfigFloat = Field(
         default=400,
@@ -401,9 +403,14 @@ def problems_from(exc: ValidationError) -> list[ConfigProblem]:
     return problems.problems_from(exc, tuple(collector_types()))
 
 
-def parse_site_config(data: dict[str, Any], source: str = "<config>") -> SiteConfig:
+def parse_site_config(
+    data: dict[str, Any], source: str = "<config>", config_dir: Path | None = None
+) -> SiteConfig:
+    """A site configuration from its TOML data; relative paths in it are relative to
+    `config_dir` when given (else as written). Raises ConfigError listing every problem."""
+    context = {CONFIG_DIR: config_dir} if config_dir is not None else None
     try:
-        return SiteConfig.model_validate(data)
+        return SiteConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(source, problems_from(exc)) from None
 
@@ -420,12 +427,8 @@ def load_site_config(path: Path) -> SiteConfig:
         data = tomllib.loads(text)
     except ValueError as exc:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise ConfigError(str(path), [ConfigProblem("", f"not valid TOML: {exc}")]) from None
-    config = parse_site_config(data, str(path))
-    if not config.store.path.is_absolute():
-        # relative store paths are relative to the config file, not to the caller's cwd
-        store = config.store.model_copy(update={"path": path.parent / config.store.path})
-        config = config.model_copy(update={"store": store})
-    return config
+    # the files it names (store, certificates, keys, passwords) are relative to its folder
+    return parse_site_config(data, str(path), config_dir=path.parent)
 
 
 # --- what the run needs from this machine ------------------------------------------------------

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 from gateway.models import (
     SCALE_LIMIT,
     VALUE_LIMIT,
+    ConfigFileName,
     ConfigFloat,
     ConnectionSpec,
     DeviceSpec,
@@ -66,20 +67,20 @@ class OpcUaConnection(ConnectionSpec):
     endpoint: str = Field(description="opc.tcp://host:port/path")
     security_policy: Literal["None", "Basic256Sha256", "Aes256_Sha256_RsaPss"] = "None"
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    certificate: str | None = Field(
+    certificate: ConfigFileName | None = Field(
         default=None,
         description="the gateway's application instance certificate (tanji keys opcua)",
     )
-    private_key: str | None = None
-    trust_dir: str | None = Field(
+    private_key: ConfigFileName | None = None
+    trust_dir: ConfigFileName | None = Field(
         default=None, description="folder of trusted server certificates (or their issuers)"
     )
     username: str | None = None
-    password_file: str | None = None
-    user_certificate: str | None = Field(
+    password_file: ConfigFileName | None = None
+    user_certificate: ConfigFileName | None = Field(
         default=None, description="log in with an X.509 user certificate instead of a password"
     )
-    user_private_key: str | None = None
+    user_private_key: ConfigFileName | None = None
     backoff_initial_s: ConfigFloat = Field(default=1.0, ge=0.01, le=3600)
     backoff_max_s: ConfigFloat = Field(default=60.0, ge=0.01, le=3600)
 

@@ -23,11 +23,14 @@ from gateway.models.devices import (
     scale_problem,
 )
 from gateway.models.fields import (
+    CONFIG_DIR,
     SCALE_LIMIT,
     VALUE_LIMIT,
     WHOLE,
     ConfigBool,
+    ConfigFileName,
     ConfigFloat,
+    ConfigPath,
     Frozen,
     IntRange,
     in_range,
@@ -57,6 +60,7 @@ from gateway.models.readings import (
 )
 
 __all__ = [
+    "CONFIG_DIR",
     "LABEL_MAX_CHARS",
     "LABEL_QUANTITIES",
     "POINT_NAME",
@@ -71,7 +75,9 @@ __all__ = [
     "CalibrationStatus",
     "Carrier",
     "ConfigBool",
+    "ConfigFileName",
     "ConfigFloat",
+    "ConfigPath",
     "ConnectionSpec",
     "DataQuality",
     "DeviceSpec",

@@ -7,9 +7,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Strict
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    ValidationInfo,
+)
 
 
 @dataclass(frozen=True)
@@ -87,3 +96,26 @@ class Frozen(BaseModel):
     """Base for all domain models: immutable, no unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+CONFIG_DIR = "config_dir"  # validation context: the folder of the file being read
+
+
+def _beside_config(path: Path, info: ValidationInfo) -> Path:
+    """A relative path in a configuration file is relative to that file's folder (not to
+    wherever the command was started: a service manager starts it in /)."""
+    folder = (info.context or {}).get(CONFIG_DIR)
+    if folder is None or path.is_absolute():
+        return path
+    return Path(folder) / path
+
+
+def _name_beside_config(name: str, info: ValidationInfo) -> str:
+    return str(_beside_config(Path(name), info)) if name else name
+
+
+ConfigPath = Annotated[Path, AfterValidator(_beside_config)]
+"""A file or folder named in a configuration file: relative to that file's folder when the
+file is read with `context={CONFIG_DIR: its folder}` (gateway.config.load_site_config)."""
+ConfigFileName = Annotated[str, AfterValidator(_name_beside_config)]
+"""The same, for a field that keeps the name as text."""

@@ -35,6 +35,7 @@ from cloud_sync.outbox import (
 from cloud_sync.policy import LEGACY_POLICY_KEYS, DeliveryConfig, PlatformConfig, legacy_policy
 from cloud_sync.sync import CloudSync, ReadingsSource, SyncCounters
 from cloud_sync.transport import (
+    BatchRefused,
     InboundMessage,
     LinkConfig,
     Outgoing,
@@ -52,6 +53,7 @@ __all__ = [
     "AckRefused",
     "AckSigner",
     "AckStatus",
+    "BatchRefused",
     "ClientRequest",
     "CloudSync",
     "ContractError",

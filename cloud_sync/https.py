@@ -29,6 +29,7 @@ from pydantic import Field, field_validator, model_validator
 from cloud_sync.contract import Topics
 from cloud_sync.transport import (
     MAX_PER_STEP,
+    BatchRefused,
     InboundMessage,
     LinkConfig,
     Outgoing,
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_RESPONSE = 64 * 1024  # read no more of an answer (an ack is at most 16 KiB)
 STOP_ANNOUNCE_S = 2.0
-# per batch, not the link's: the batch waits in the outbox and goes again after ack_timeout_s
+# answers refusing one batch, not the link (BatchRefused)
 PER_BATCH = {400: "the platform could not read it", 413: "it is too large for the platform"}
 
 
@@ -201,16 +202,11 @@ class HttpsTransport:
             self._answers.put_nowait(InboundMessage(None, body))
             return
         what = f"{message.kind} batch {message.batch_id}"
-        if status in PER_BATCH:
-            log.error(
-                "%s answered %d to %s (%s): %s; it stays in the outbox",
-                self.config.peer,
-                status,
-                what,
-                PER_BATCH[status],
-                _excerpt(body),
+        if status in PER_BATCH:  # this batch, not the link: delivery decides what follows
+            raise BatchRefused(
+                f"{self.config.peer} answered {status} to {what} ({PER_BATCH[status]}):"
+                f" {_excerpt(body)}"
             )
-            return
         raise TransportError(f"{self.config.peer} answered {status} to {what}: {_excerpt(body)}")
 
     async def received(self) -> AsyncIterator[list[InboundMessage]]:

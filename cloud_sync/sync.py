@@ -40,10 +40,11 @@ from cloud_sync.contract import (
     build_readings_batch,
     validate,
 )
-from cloud_sync.outbox import Outbox, OutboxStats
+from cloud_sync.outbox import Outbox, OutboxStats, PendingBatch
 from cloud_sync.pacing import LogBudget, TokenBucket
 from cloud_sync.policy import DeliveryConfig
 from cloud_sync.transport import (
+    BatchRefused,
     InboundMessage,
     LinkConfig,
     Outgoing,
@@ -79,6 +80,8 @@ class SyncCounters:
     readings_sent: int = 0  # the optional raw readings stream
     readings_rejected: int = 0
     last_readings_rejection: str | None = None
+    batches_refused: int = 0  # activity batch sends the next hop refused (BatchRefused)
+    last_refusal: str | None = None
 
     def snapshot(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +140,7 @@ class CloudSync:
         self._awaited: dict[str, asyncio.Future[Ack]] = {}  # readings batches awaiting acks
         self._readings_sent: collections.deque[str] = collections.deque(maxlen=1000)
         self._drop_log = LogBudget()
+        self._refusal_log = LogBudget(burst=5, window_s=600.0)  # refusals recur every resend
         self._keys: AckKeys | None = None
 
     def wake(self) -> None:
@@ -238,16 +242,46 @@ class CloudSync:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._work.wait(), timeout=idle_s)
                 continue
-            backlog = sum(b.backlog for b in due)
-            self._backlog.take(backlog)
-            # each returns when the next hop has it; the batch stays pending until the
-            # platform's ack
-            await asyncio.gather(
-                *(transport.send(Outgoing("activity", b.batch_id, b.payload)) for b in due)
-            )
+            self._backlog.take(sum(b.backlog for b in due))
+            refused = await self._send_round(transport, due)
+            # a refused batch too: sent again after ack_timeout_s, not at once
             await self._db(partial(self._outbox.mark_sent, [b.batch_id for b in due], now))
-            self.counters.published += len(due)
-            self.counters.published_backlog += backlog
+            taken = [b for b in due if b.batch_id not in refused]
+            self.counters.published += len(taken)
+            self.counters.published_backlog += sum(b.backlog for b in taken)
+
+    async def _send_round(self, transport: Transport, due: list[PendingBatch]) -> set[str]:
+        """Send a round of batches at once, each returning when the next hop has it (it stays
+        pending until the platform's ack); the ids of those the next hop refused (counted,
+        logged within a budget). A link failure cancels the rest of the round and is raised."""
+        refused: set[str] = set()
+
+        async def send(batch: PendingBatch) -> None:
+            try:
+                await transport.send(Outgoing("activity", batch.batch_id, batch.payload))
+            except BatchRefused as exc:
+                refused.add(batch.batch_id)
+                self._note_refusal(str(exc))
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for batch in due:
+                    tg.create_task(send(batch))
+        except* TransportError as failed:
+            raise failed.exceptions[0] from None
+        return refused
+
+    def _note_refusal(self, text: str) -> None:
+        self.counters.batches_refused += 1
+        self.counters.last_refusal = text
+        held_back = self._refusal_log.take()
+        if held_back is not None:
+            log.error(
+                "%s; it stays in the outbox and is sent again after %g s%s",
+                one_line(text),
+                self.policy.ack_timeout_s,
+                f" ({held_back} more refusals not logged)" if held_back else "",
+            )
 
     async def _stream_readings(self, transport: Transport, source: ReadingsSource) -> None:
         """The raw readings, drained from the store's cursor (gateway.drain) one batch at a
@@ -260,8 +294,9 @@ class CloudSync:
 
     async def _send_readings(self, transport: Transport, readings: list[dict[str, Any]]) -> None:
         """Send one readings batch until the platform acks it (the same batch again after
-        `ack_timeout_s`). A rejected batch is counted and logged and counts as done (the
-        readings stay in the store)."""
+        `ack_timeout_s`). A batch rejected by the platform's ack, or refused by the next hop
+        (BatchRefused), is counted and logged and counts as done (the readings stay in the
+        store)."""
         loop = asyncio.get_running_loop()
         batch = build_readings_batch(self.topics.uscc, self.topics.gateway_id, readings)
         payload = json.dumps(batch).encode()
@@ -277,6 +312,8 @@ class CloudSync:
                 ack = await asyncio.wait_for(self._awaited[bid], self.policy.ack_timeout_s)
             except TimeoutError:
                 continue
+            except BatchRefused as refused:  # as sent, it never will be taken: as rejected
+                ack = Ack(bid, AckStatus.REJECTED, str(refused))
             finally:
                 self._awaited.pop(bid, None)
         if ack.status is AckStatus.REJECTED:

@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from cloud_sync.acks import MAX_KEY_FILE_BYTES, AckKeys
 from cloud_sync.contract import Topics
-from gateway.errors import TanjiFailure
+from gateway.errors import TanjiError, TanjiFailure
 from gateway.models import Frozen
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -33,6 +33,15 @@ class TransportError(TanjiFailure):
     failed (peer unreachable, TLS refused, connection lost, a send timed out). The message is
     for an operator: it names the file, the host or the certificate. Delivery records it as
     the link's last error, ends the session and connects again with backoff."""
+
+
+class BatchRefused(TanjiError):
+    """The next hop refused this one batch as sent and will refuse it again (HTTPS: 400, the
+    platform cannot read it; 413, it is too large); the link is fine and other batches go.
+    The message is for an operator: the peer, its answer, the batch. Delivery does not end
+    the session: a readings batch counts as rejected (the stream moves on, the readings stay
+    in the store); an activity batch stays in the outbox, is sent again after
+    `ack_timeout_s`, and is counted (`tanji status`)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -94,7 +103,8 @@ class Transport(Protocol):
       same batch again after `ack_timeout_s` without one. It may be called concurrently (the
       window of batches in flight, and the readings stream). It gives up within a bounded
       time; a link that fails raises TransportError and delivery starts a new session, in
-      which every unacked batch is due again.
+      which every unacked batch is due again. A next hop that refuses this one batch (and
+      would refuse it again) while the link is fine raises BatchRefused.
     - `received` yields, for the whole session, the messages that may be acks as they
       arrive: each step the ones that came since the last, at least one and at most
       MAX_PER_STEP (delivery settles a step in one transaction). It ends only when the link fails
@@ -202,6 +212,7 @@ class LinkConfig(Frozen):
 
 
 __all__ = [
+    "BatchRefused",
     "InboundMessage",
     "LinkConfig",
     "Outgoing",

@@ -80,6 +80,11 @@ def _link(link: dict[str, Any] | None) -> str:
         if dropped
         else ""
     )
+    if link.get("batches_refused"):  # one batch refused by the next hop, the link is fine
+        ignored += (
+            f" · {link['batches_refused']} batch sends REFUSED by the platform (last:"
+            f" {link.get('last_refusal')})"
+        )
     if link.get("connected"):
         return " · platform link up" + ignored
     return f" · PLATFORM LINK DOWN ({link.get('last_error') or 'connecting'})" + ignored

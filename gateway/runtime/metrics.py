@@ -37,6 +37,14 @@ COUNTERS = {
     ("link", "duplicates"): ("tanji_acks_duplicate", "acks saying the platform had it already"),
     ("link", "rejected"): ("tanji_acks_rejected", "acks rejecting a batch (dead letters)"),
     ("link", "readings_sent"): ("tanji_raw_readings_sent", "raw readings the platform acked"),
+    ("link", "readings_rejected"): (
+        "tanji_raw_readings_batches_rejected",
+        "raw readings batches the platform rejected or refused",
+    ),
+    ("link", "batches_refused"): (
+        "tanji_batch_sends_refused",
+        "batch sends the platform refused as sent (HTTPS 400, 413); each is sent again",
+    ),
     ("readings_stored",): ("tanji_readings_stored", "readings committed to the store"),
     ("readings_refused",): ("tanji_readings_refused", "readings dropped: the store refused"),
     ("records_created",): ("tanji_records_created", "activity records made"),

@@ -2,8 +2,9 @@
 socket: delivery (the same outbox, window and ack verification as over MQTT) settles every
 batch by the platform's signed acks; a gateway whose client certificate the platform refuses
 says so, loses nothing, and delivers everything once its certificate is fixed; a platform
-that cannot store answers 503 and the batches wait; configuration errors name the field and
-the file."""
+that cannot store answers 503 and the batches wait; a batch the platform refuses as sent
+(413) is counted and waits (activity) or counts as rejected (readings) while the link stays up
+and the rest is delivered; configuration errors name the field and the file."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,9 +21,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from cloud_sync import CloudSync, DeliveryConfig, HttpsConfig, Topics
+from cloud_sync import CloudSync, DeliveryConfig, HttpsConfig, Topics, reading_message
 from gateway.periods import datetime_to_ns
-from simulators.backlog import fill_outbox, site_records
+from simulators import platform_https
+from simulators.backlog import fill_outbox, meter, reading, site_records
 from simulators.pki import CertificateAuthority, Issued
 from simulators.platform import PlatformDesk, PlatformStore, ack_signer, public_key_path
 from simulators.platform_https import HttpsSettings, PlatformHttps
@@ -73,9 +76,30 @@ def backlog(db: Path, periods: int = 6) -> tuple[list[str], int]:
     return fill_outbox(db, USCC, GW, records, batch_size=3), len(records)
 
 
-def delivery(db: Path, link: HttpsConfig) -> CloudSync:
-    """The gateway's delivery over `link`, the backlog unthrottled."""
-    return CloudSync(db, TOPICS, link, f"tanji-{GW}", delivery=DeliveryConfig(backlog_rate=0))
+def delivery(
+    db: Path, link: HttpsConfig, policy: DeliveryConfig | None = None, readings: Any = None
+) -> CloudSync:
+    """The gateway's delivery over `link`, the backlog unthrottled unless `policy` says."""
+    policy = policy or DeliveryConfig(backlog_rate=0)
+    return CloudSync(db, TOPICS, link, f"tanji-{GW}", readings=readings, delivery=policy)
+
+
+class ListReadings:
+    """A readings source (cloud_sync.ReadingsSource) over a list, its cursor in memory."""
+
+    def __init__(self, n: int) -> None:
+        m = meter(0)
+        self.messages = [
+            reading_message(i, reading(m, START + i * 10**9, Decimal(i))) for i in range(1, n + 1)
+        ]
+        self.cursor = 0
+
+    async def next(self, limit: int) -> tuple[int, list[dict[str, Any]]]:
+        batch = self.messages[self.cursor : self.cursor + limit]
+        return self.cursor + len(batch), batch
+
+    async def advance(self, seq: int) -> None:
+        self.cursor = seq
 
 
 async def deliver(sync: CloudSync, until_settled: bool, seconds: float = 30) -> None:
@@ -161,6 +185,66 @@ async def test_a_platform_that_cannot_store_answers_503_and_the_batches_wait(
     assert (await sync.stats()).pending == len(ids)
     monkeypatch.undo()
     await deliver(sync, until_settled=True)
+    assert (await sync.stats()).acked == len(ids)
+
+
+async def test_an_activity_batch_too_large_for_the_platform_waits_counted_link_up(
+    tmp_path: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch
+):
+    """413 for one batch: that batch stays in the outbox, sent again after ack_timeout_s
+    and counted each time; the link stays up and the other batches are delivered."""
+    monkeypatch.setattr(platform_https, "MAX_BODY", 2000)  # the platform takes 2000 bytes
+    db = tmp_path / "gw.db"
+    records = list(site_records(USCC, GW, meters=4, start_ns=START, periods=2))
+    small = fill_outbox(db, USCC, GW, records[:4], batch_size=1)  # ~700 bytes each
+    (large,) = fill_outbox(db, USCC, GW, records[4:], batch_size=4, compress=False)  # ~5 kB
+    cert = platform.pki.issue("gw", server=False)
+    sync = delivery(db, platform.link(cert), DeliveryConfig(ack_timeout_s=0.2, backlog_rate=0))
+    task = asyncio.create_task(sync.run())
+    try:
+        async with asyncio.timeout(30):
+            while sync.counters.batches_refused < 3 or sync.counters.acks < len(small):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    stats = await sync.stats()
+    assert (stats.acked, stats.pending) == (len(small), 1)
+    c = sync.counters
+    assert (c.connects, c.disconnects, c.last_error) == (1, 0, None)
+    assert f"answered 413 to activity batch {large}" in (c.last_refusal or "")
+    assert "a batch is at most 2000 bytes" in (c.last_refusal or "")
+    assert platform.server.desk.store.counts() == (len(small), len(small))
+
+
+async def test_a_readings_batch_too_large_for_the_platform_counts_as_rejected(
+    tmp_path: Path, platform: Platform, monkeypatch: pytest.MonkeyPatch
+):
+    """413 for a raw readings batch: it counts as rejected and the stream goes on past it
+    (the readings stay in the gateway's store), the link up, the activity delivered."""
+    monkeypatch.setattr(platform_https, "MAX_BODY", 2000)
+    db = tmp_path / "gw.db"
+    records = list(site_records(USCC, GW, meters=2, start_ns=START, periods=1))
+    ids = fill_outbox(db, USCC, GW, records, batch_size=1)
+    readings = ListReadings(30)
+    policy = DeliveryConfig(
+        backlog_rate=0, readings=True, readings_batch_size=10, compression="none"
+    )
+    sync = delivery(db, platform.link(platform.pki.issue("gw", server=False)), policy, readings)
+    task = asyncio.create_task(sync.run())
+    try:
+        async with asyncio.timeout(30):
+            while readings.cursor < 30 or sync.counters.acks < len(ids):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    c = sync.counters
+    assert (c.readings_rejected, c.readings_sent) == (3, 0)
+    assert "answered 413 to readings batch" in (c.last_readings_rejection or "")
+    assert (c.connects, c.disconnects, c.batches_refused) == (1, 0, 0)
     assert (await sync.stats()).acked == len(ids)
 
 

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import pytest
 from pydantic import PrivateAttr
 
 from cloud_sync import (
     Ack,
     AckSigner,
     AckStatus,
+    BatchRefused,
     CloudSync,
     DeliveryConfig,
     InboundMessage,
@@ -32,6 +34,8 @@ from cloud_sync import (
     parse_readings_batch,
     reading_message,
 )
+from gateway.cli.status import _link as status_caption_link
+from gateway.runtime.metrics import prometheus_text
 from simulators.backlog import fill_outbox, meter, reading, site_records
 
 USCC = "91320000MA1TANJ0D7"
@@ -42,12 +46,24 @@ START = 1_767_196_800_000_000_000  # 2026-01-01 00:00 Asia/Shanghai (aligned)
 
 class Platform:
     """Stores batches once by id, answers `accepted` / `duplicate`, signs every ack. Its
-    knobs: sends to refuse (the link fails: TransportError) and acks to lose."""
+    knobs: sends that fail (the link fails: TransportError), acks to lose, batches it
+    refuses as sent (BatchRefused: an HTTPS 400 or 413), and how long an answer takes."""
 
-    def __init__(self, signer: AckSigner, fail_sends: set[int], lose_acks: int) -> None:
+    def __init__(
+        self,
+        signer: AckSigner,
+        fail_sends: set[int],
+        lose_acks: int,
+        refuse: Callable[[Outgoing], bool] = lambda _: False,
+        answer_s: float = 0.0,
+    ) -> None:
         self.signer = signer
         self.fail_sends = fail_sends  # which sends (1-based, over all sessions) fail
         self.lose_acks = lose_acks
+        self.refuse = refuse
+        self.answer_s = answer_s
+        self.refused = 0
+        self.in_flight_at_exit: list[int] = []  # sends still running as each session ended
         self.sends = 0
         self.stored: dict[str, int] = {}  # batch id -> records or readings in it
         self.statuses: list[tuple[str, str | None]] = []
@@ -57,6 +73,9 @@ class Platform:
         self.sends += 1
         if self.sends in self.fail_sends:
             raise TransportError(f"platform.test: connection reset at send {self.sends}")
+        if self.refuse(message):
+            self.refused += 1
+            raise BatchRefused(f"platform.test answered 413 to {message.kind} batch: too large")
         payload = gzip.decompress(message.payload) if message.compressed else message.payload
         if message.kind == "activity":
             size = len(parse_batch(payload)["records"])
@@ -77,6 +96,7 @@ class LoopbackTransport:
         self.platform = platform
         self.status = status
         self.answers: asyncio.Queue[InboundMessage] | None = None
+        self.in_flight = 0
 
     async def __aenter__(self) -> Self:
         self.platform.sessions += 1
@@ -90,14 +110,21 @@ class LoopbackTransport:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.platform.in_flight_at_exit.append(self.in_flight)
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
             self.platform.statuses.append(("offline", "stopped"))
         self.answers = None
 
     async def send(self, message: Outgoing) -> None:
         assert self.answers is not None, "send outside a session"
-        await asyncio.sleep(0)  # a round trip
-        body = self.platform.answer(message)
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(0)  # a round trip
+            body = self.platform.answer(message)
+            await asyncio.sleep(self.platform.answer_s)  # the answer on its way back
+        finally:
+            self.in_flight -= 1
+        assert self.answers is not None, "a send that outlived its session"
         if body is not None:
             self.answers.put_nowait(InboundMessage(None, body))
 
@@ -209,6 +236,89 @@ async def test_an_answer_from_another_key_settles_nothing(tmp_path: Path):
         await asyncio.gather(task, return_exceptions=True)
     assert (await sync.stats()).pending == len(ids)  # still pending, sent again and again
     assert sync.counters.acks == 0
+
+
+async def run_until(sync: CloudSync, done: Callable[[], bool], seconds: float = 30) -> None:
+    """Delivery until `done()` (checked every 50 ms), then stopped as the gateway stops."""
+    task = asyncio.create_task(sync.run())
+    try:
+        async with asyncio.timeout(seconds):
+            while not done():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_refused_readings_batch_counts_as_rejected_and_the_stream_goes_on(
+    tmp_path: Path,
+):
+    """A readings batch the next hop refuses (HTTPS 413) would be refused again as sent: it
+    counts as rejected, the cursor moves past it, and the link stays up."""
+    db = tmp_path / "gw.db"
+    ids = fill_outbox(db, USCC, GW, list(site_records(USCC, GW, 1, START, 2)), batch_size=1)
+    signer = AckSigner.generate()
+    platform = Platform(signer, set(), 0, refuse=lambda m: m.kind == "readings")
+    link = link_to(tmp_path, signer)
+    link._platform = platform
+    readings = ListReadings(12)
+    policy = DeliveryConfig(ack_timeout_s=0.2, backlog_rate=0, readings=True, readings_batch_size=5)
+    sync = CloudSync(db, TOPICS, link, "gw", readings=readings, delivery=policy)
+    await run_until(sync, lambda: readings.cursor == 12 and sync.counters.acks == len(ids))
+    c = sync.counters
+    assert (c.readings_rejected, c.readings_sent) == (3, 0)  # 5 + 5 + 2, each refused once
+    assert platform.refused == 3
+    assert "answered 413 to readings batch: too large" in (c.last_readings_rejection or "")
+    assert (c.connects, c.disconnects, c.batches_refused) == (1, 0, 0)
+    assert (await sync.stats()).acked == len(ids)  # the activity batches went beside it
+
+
+async def test_a_refused_activity_batch_waits_in_the_outbox_counted_and_logged_within_a_budget(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """An activity batch the next hop refuses stays in the outbox and is sent again after
+    ack_timeout_s, every time counted for `tanji status`; the link stays up, the other
+    batches are delivered, and the log gets a few lines, not one per resend."""
+    db = tmp_path / "gw.db"
+    ids = fill_outbox(db, USCC, GW, list(site_records(USCC, GW, 1, START, 3)), batch_size=1)
+    signer = AckSigner.generate()
+    platform = Platform(signer, set(), 0, refuse=lambda m: m.batch_id == ids[1])
+    link = link_to(tmp_path, signer)
+    link._platform = platform
+    sync = CloudSync(db, TOPICS, link, "gw", delivery=DeliveryConfig(ack_timeout_s=0.05))
+    with caplog.at_level("ERROR", logger="cloud_sync"):
+        await run_until(sync, lambda: sync.counters.batches_refused >= 12)
+    stats = await sync.stats()
+    assert (stats.acked, stats.pending) == (len(ids) - 1, 1)
+    c = sync.counters
+    assert (c.connects, c.disconnects, c.last_error) == (1, 0, None)
+    assert c.last_refusal == "platform.test answered 413 to activity batch: too large"
+    assert ids[1] not in platform.stored
+    logged = [r.message for r in caplog.records if "answered 413" in r.message]
+    assert 1 <= len(logged) <= 5 < c.batches_refused, logged
+    assert "it stays in the outbox and is sent again after 0.05 s" in logged[0]
+    # what `tanji status` shows of it (the status file holds the counters' snapshot)
+    assert f" · {c.batches_refused} batch sends REFUSED by the platform (last: platform.test" in (
+        status_caption_link(c.snapshot())
+    )
+    metrics = prometheus_text({"link": c.snapshot()}, 0.0)
+    assert f"tanji_batch_sends_refused_total {float(c.batches_refused)}" in metrics
+
+
+async def test_a_failed_send_ends_its_round_before_the_session_ends(tmp_path: Path):
+    """When one send of a round fails (the link), the others of the round are ended with the
+    session, not left running on a transport already closed."""
+    db = tmp_path / "gw.db"
+    ids = fill_outbox(db, USCC, GW, list(site_records(USCC, GW, 2, START, 3)), batch_size=1)
+    signer = AckSigner.generate()
+    platform = Platform(signer, fail_sends={1}, lose_acks=0, answer_s=0.3)
+    link = link_to(tmp_path, signer)
+    link._platform = platform
+    policy = DeliveryConfig(max_in_flight=len(ids), backlog_rate=0)
+    sync = CloudSync(db, TOPICS, link, "gw", delivery=policy)
+    await run_until(sync, lambda: sync.counters.acks == len(ids))
+    assert sync.counters.disconnects == 1
+    assert platform.in_flight_at_exit == [0, 0]  # each session ended with no send running
 
 
 def test_policy_given_beside_the_link_in_older_configurations():

@@ -62,6 +62,11 @@ class HttpsConfig(LinkConfig):
     connections: Annotated[int, in_range(1, 100)] = Field(
         default=4, description="kept-alive connections"
     )
+    keepalive_s: Annotated[int, in_range(1, 3600)] = Field(
+        default=60,
+        description="while idle, the gateway's `online` status is posted again after this: a"
+        " link that died between batches is noticed within this + timeout_s",
+    )
 
     @field_validator("url")
     @classmethod
@@ -148,6 +153,8 @@ class HttpsTransport:
         self._status = status
         self._client: httpx.AsyncClient | None = None
         self._answers: asyncio.Queue[InboundMessage] = asyncio.Queue()
+        self._online = b""  # the session's `online` status, posted again as its keepalive
+        self._answered_at = 0.0  # loop time of the platform's last answer
 
     async def __aenter__(self) -> Self:
         from gateway import __version__
@@ -161,8 +168,9 @@ class HttpsTransport:
             headers={"user-agent": f"tanji/{__version__} ({self.client_id})"},
             trust_env=False,  # no proxy or CA from the environment: site.toml says it all
         )
+        self._online = self._status("online", None)
         try:
-            await self._post_status(self._client, "online", None)
+            await self._post_status(self._client, self._online)
         except BaseException:
             await self._client.aclose()
             self._client = None
@@ -183,7 +191,8 @@ class HttpsTransport:
             if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
                 with contextlib.suppress(TransportError, TimeoutError):  # best effort
                     await asyncio.wait_for(
-                        self._post_status(client, "offline", "stopped"), STOP_ANNOUNCE_S
+                        self._post_status(client, self._status("offline", "stopped")),
+                        STOP_ANNOUNCE_S,
                     )
         finally:
             with contextlib.suppress(Exception):
@@ -210,16 +219,35 @@ class HttpsTransport:
         raise TransportError(f"{self.config.peer} answered {status} to {what}: {_excerpt(body)}")
 
     async def received(self) -> AsyncIterator[list[InboundMessage]]:
+        """The answers to the sends as they arrive. While idle (no answer for keepalive_s)
+        the session's `online` status is posted again: a link that died between batches
+        fails here (TransportError), as an MQTT link does when its pings go unanswered."""
         while True:
-            step = [await self._answers.get()]
+            try:
+                async with asyncio.timeout_at(self._answered_at + self.config.keepalive_s):
+                    first = await self._answers.get()
+            except TimeoutError:
+                await self._keepalive()
+                continue
+            step = [first]
             while not self._answers.empty() and len(step) < MAX_PER_STEP:
                 step.append(self._answers.get_nowait())
             yield step
 
-    async def _post_status(self, client: httpx.AsyncClient, state: str, reason: str | None) -> None:
+    async def _keepalive(self) -> None:
+        if self._client is None:
+            raise TransportError(f"{self.config.peer}: the session is closed")
+        try:
+            await self._post_status(self._client, self._online)
+        except TransportError as exc:
+            raise TransportError(
+                f"{exc} (the keepalive, after {self.config.keepalive_s} s without traffic)"
+            ) from None
+
+    async def _post_status(self, client: httpx.AsyncClient, message: bytes) -> None:
         url = self.config.endpoint(self.topics, "status")
         headers = {"content-type": "application/json"}
-        status, body = await self._post(client, url, self._status(state, reason), headers)
+        status, body = await self._post(client, url, message, headers)
         if not 200 <= status < 300:
             raise TransportError(
                 f"{self.config.peer} answered {status} to the gateway's status: {_excerpt(body)}"
@@ -237,6 +265,7 @@ class HttpsTransport:
                     body += chunk
                     if len(body) > MAX_RESPONSE:
                         break
+                self._answered_at = asyncio.get_running_loop().time()
                 return r.status_code, bytes(body)
         except httpx.TimeoutException as exc:
             raise TransportError(

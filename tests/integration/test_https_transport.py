@@ -4,12 +4,14 @@ batch by the platform's signed acks; a gateway whose client certificate the plat
 says so, loses nothing, and delivers everything once its certificate is fixed; a platform
 that cannot store answers 503 and the batches wait; a batch the platform refuses as sent
 (413) is counted and waits (activity) or counts as rejected (readings) while the link stays up
-and the rest is delivered; configuration errors name the field and the file."""
+and the rest is delivered; an idle link is kept alive, and one whose platform died between
+batches is noticed; configuration errors name the field and the file."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +30,7 @@ from simulators.backlog import fill_outbox, meter, reading, site_records
 from simulators.pki import CertificateAuthority, Issued
 from simulators.platform import PlatformDesk, PlatformStore, ack_signer, public_key_path
 from simulators.platform_https import HttpsSettings, PlatformHttps
+from tests.support.procs import Proc, wait_until
 
 USCC = "91320000MA1TANJ0D7"
 GW = "gw-https"
@@ -246,6 +249,72 @@ async def test_a_readings_batch_too_large_for_the_platform_counts_as_rejected(
     assert "answered 413 to readings batch" in (c.last_readings_rejection or "")
     assert (c.connects, c.disconnects, c.batches_refused) == (1, 0, 0)
     assert (await sync.stats()).acked == len(ids)
+
+
+async def until(condition: Any, seconds: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            while not condition():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {seconds} s: {what}") from None
+
+
+async def test_an_idle_link_is_kept_alive_and_a_dead_platform_is_noticed(
+    tmp_path: Path, pki: CertificateAuthority
+):
+    """Nothing to send: the session stays up on its keepalives (the `online` status posted
+    again every keepalive_s); the platform's process killed between batches, the link is
+    known down within keepalive_s + timeout_s, with the reason, and comes back with it."""
+    server = pki.issue("platform-https", server=True)
+
+    def simulator(port: str) -> Proc:
+        return Proc(
+            [
+                "sim", "platform", "--no-mqtt", "--db", str(tmp_path / "platform.db"),
+                "--https-port", port, "--https-cert", str(server.cert), "--https-key",
+                str(server.key), "--https-client-ca", str(pki.cert_path),
+            ],
+            tmp_path / "platform.log",
+        ).start()  # fmt: skip
+
+    platform = simulator("0")
+    sync: CloudSync | None = None
+    task: asyncio.Task[None] | None = None
+    try:
+        wait_until(lambda: "platform_ack_key = " in platform.output(), 30, "the simulator's lines")
+        url = re.search(r'\[https\] url = "([^"]+)"', platform.output())
+        key = re.search(r'platform_ack_key = "([^"]+)"', platform.output())
+        assert url is not None, platform.output()
+        assert key is not None, platform.output()
+        cert = pki.issue("gw", server=False)
+        link = HttpsConfig(
+            url=url[1],
+            ca_file=pki.cert_path,
+            cert_file=cert.cert,
+            key_file=cert.key,
+            platform_ack_key=Path(key[1]),
+            keepalive_s=1,
+            timeout_s=2.0,
+        )
+        sync = delivery(tmp_path / "gw.db", link)
+        task = asyncio.create_task(sync.run())
+        c = sync.counters
+        await until(lambda: c.connected, 30, "connected")
+        await asyncio.sleep(3.5)  # idle: three keepalives, each answered
+        assert (c.connected, c.connects, c.disconnects) == (True, 1, 0), c.last_error
+        platform.kill()  # no goodbye: the kept-alive connections die with the process
+        await until(lambda: not c.connected, 1 + 2 + 5, "the dead link noticed")
+        assert c.disconnects == 1
+        assert "the keepalive, after 1 s without traffic" in (c.last_error or ""), c.last_error
+        platform = simulator(url[1].rsplit(":", 1)[1])  # the same port again
+        await until(lambda: c.connects == 2 and c.connected, 60, "connected again")
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        platform.kill()
 
 
 def test_configuration_errors_name_the_field_and_the_file(tmp_path: Path):

@@ -505,6 +505,7 @@ def test_every_number_in_the_site_configuration_is_bounded_and_strict():
         "StoreConfig.retention_days",
         "AggregationConfig.gap_limit_s",
         "MqttConfig.keepalive_s",
+        "HttpsConfig.keepalive_s",
         "MirrorConfig.batch_size",
         "ModbusTcpConnection.port",
         "ModbusRtuConnection.baudrate",

@@ -57,7 +57,10 @@ class HttpsConfig(LinkConfig):
     cert_file: Path | None = Field(default=None, description="client certificate (mutual TLS)")
     key_file: Path | None = Field(default=None, description="the client certificate's key")
     timeout_s: ConfigFloat = Field(
-        default=10.0, ge=0.01, le=600, description="connecting, and each request's answer"
+        default=10.0,
+        ge=0.01,
+        le=600,
+        description="each request as a whole: connecting, sending, the whole answer",
     )
     connections: Annotated[int, in_range(1, 100)] = Field(
         default=4, description="kept-alive connections"
@@ -155,11 +158,14 @@ class HttpsTransport:
         self._answers: asyncio.Queue[InboundMessage] = asyncio.Queue()
         self._online = b""  # the session's `online` status, posted again as its keepalive
         self._answered_at = 0.0  # loop time of the platform's last answer
+        # one request per connection: a request's timeout_s starts when it has one
+        self._slots = asyncio.Semaphore(config.connections)
 
     async def __aenter__(self) -> Self:
         from gateway import __version__
 
         self._answers = asyncio.Queue()
+        self._slots = asyncio.Semaphore(self.config.connections)
         self._client = httpx.AsyncClient(
             verify=self.config.tls_context(),
             # each request is bounded; waiting for a free connection is bounded by those ahead
@@ -256,10 +262,16 @@ class HttpsTransport:
     async def _post(
         self, client: httpx.AsyncClient, url: str, content: bytes, headers: dict[str, str]
     ) -> tuple[int, bytes]:
-        """The answer's status and (at most MAX_RESPONSE bytes of) body; TransportError when
-        the link fails, in words naming the certificate or host."""
+        """The answer's status and (at most MAX_RESPONSE bytes of) body, all within
+        `timeout_s` (httpx's timeouts are per step: an answer trickling in a byte at a time
+        would keep the request alive for days); TransportError when the link fails or is too
+        slow, in words naming the certificate or host."""
         try:
-            async with client.stream("POST", url, content=content, headers=headers) as r:
+            async with (
+                self._slots,  # waiting for a connection is bounded by the requests ahead
+                asyncio.timeout(self.config.timeout_s),
+                client.stream("POST", url, content=content, headers=headers) as r,
+            ):
                 body = bytearray()
                 async for chunk in r.aiter_bytes():
                     body += chunk
@@ -267,10 +279,12 @@ class HttpsTransport:
                         break
                 self._answered_at = asyncio.get_running_loop().time()
                 return r.status_code, bytes(body)
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            step = f", {type(exc).__name__}" if isinstance(exc, httpx.TimeoutException) else ""
             raise TransportError(
-                f"{self.config.peer}: no answer within {self.config.timeout_s} s"
-                f" ({type(exc).__name__})"
+                f"{self.config.peer}: no complete answer within {self.config.timeout_s:g} s"
+                f" ([https] timeout_s{step}): the platform or the network is too slow or"
+                " stalled; the request is made again in the next session"
             ) from None
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:  # a TLS alert comes as is
             raise TransportError(describe_error(exc, self.config)) from None

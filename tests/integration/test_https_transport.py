@@ -5,13 +5,15 @@ says so, loses nothing, and delivers everything once its certificate is fixed; a
 that cannot store answers 503 and the batches wait; a batch the platform refuses as sent
 (413) is counted and waits (activity) or counts as rejected (readings) while the link stays up
 and the rest is delivered; an idle link is kept alive, and one whose platform died between
-batches is noticed; configuration errors name the field and the file."""
+batches is noticed; a request answered too slowly fails in timeout_s as a whole; configuration
+errors name the field and the file."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -315,6 +317,49 @@ async def test_an_idle_link_is_kept_alive_and_a_dead_platform_is_noticed(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         platform.kill()
+
+
+async def test_an_answer_trickling_in_fails_the_request_within_timeout_s(
+    tmp_path: Path, pki: CertificateAuthority
+):
+    """A server that answers a byte every 0.2 s never trips httpx's per-step timeouts; the
+    request as a whole is given timeout_s, then the session fails saying why."""
+    server_cert = pki.issue("trickle", server=True)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(str(server_cert.cert), str(server_cert.key))
+    requests = 0
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await reader.readuntil(b"\r\n\r\n")
+            requests += 1
+            writer.write(b"HTTP/1.1 204 No Content\r\n")  # and the rest of the head, slowly
+            for _ in range(600):
+                await writer.drain()
+                await asyncio.sleep(0.2)
+                writer.write(b"x-slow: y\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0, ssl=tls)
+    port = server.sockets[0].getsockname()[1]
+    link = HttpsConfig(url=f"https://127.0.0.1:{port}", ca_file=pki.cert_path, timeout_s=1.0)
+    sync = delivery(tmp_path / "gw.db", link)
+    task = asyncio.create_task(sync.run())
+    try:
+        await until(lambda: sync.counters.last_error is not None, 10, "the session failed")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        server.close()
+    assert requests >= 1  # it was answering
+    assert sync.counters.last_error == (
+        f"platform https://127.0.0.1:{port}: no complete answer within 1 s ([https] timeout_s):"
+        " the platform or the network is too slow or stalled; the request is made again in"
+        " the next session"
+    )
+    assert sync.counters.connects == 0
 
 
 def test_configuration_errors_name_the_field_and_the_file(tmp_path: Path):

@@ -20,7 +20,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Self
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -49,6 +49,9 @@ PER_BATCH = {400: "the platform could not read it", 413: "it is too large for th
 
 class HttpsConfig(LinkConfig):
     """`[https]`: how to reach a platform that takes HTTPS, and who this gateway is to it."""
+
+    section: ClassVar[str] = "https"
+    ack_channel: ClassVar[str] = "in the platform's answer"
 
     url: str = Field(description="the platform's base URL, e.g. https://platform.example.cn:8443")
     ca_file: Path | None = Field(

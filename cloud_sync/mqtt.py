@@ -26,7 +26,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -62,6 +62,9 @@ DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 class MqttConfig(LinkConfig):
     """`[mqtt]`: how to reach the platform's broker (and, from older site files, the
     delivery policy now in `[delivery]`: `LEGACY_POLICY_KEYS`)."""
+
+    section: ClassVar[str] = "mqtt"
+    ack_channel: ClassVar[str] = "on the ack topic"
 
     broker_url: str = "mqtt://127.0.0.1:1883"
     protocol: Literal["5", "3.1.1"] = "5"

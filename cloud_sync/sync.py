@@ -167,9 +167,10 @@ class CloudSync:
         transport = self.link.transport(self.topics, self.client_id, self._status)
         if self.link.platform_ack_key is None:
             log.warning(
-                "acks are NOT authenticated (platform_ack_key is not set): anyone who can"
+                "acks are NOT authenticated ([%s] platform_ack_key is not set): anyone who can"
                 " send on this gateway's ack channel can settle its batches; allowed when the"
                 " %s is on this machine only (docs/platform-contract.md, Ack signatures)",
+                self.link.section,
                 self.link.peer,
             )
         while True:
@@ -392,7 +393,8 @@ class CloudSync:
         if held_back is None:
             return
         log.warning(
-            "dropped a message on the ack topic (%s): %s%s%s",
+            "dropped a message %s (%s): %s%s%s",
+            self.link.ack_channel,
             kind,
             one_line(detail),
             "" if payload is None else f"; it began {excerpt(payload)}",

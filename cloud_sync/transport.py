@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import ClassVar, Literal, Protocol, Self
 
 from pydantic import Field, field_validator
 
@@ -129,8 +129,14 @@ class Transport(Protocol):
 class LinkConfig(Frozen):
     """The base of a transport's section in site.toml (`[mqtt]`, ...): how to reach the
     platform and who it is. A transport's config adds its own fields and implements `peer`,
-    `peer_is_local`, `checks` and `transport`; `topic_prefix` and `platform_ack_key` (with
-    `ack_keys`, `unsigned_acks_problem`, `problems`) are common to all."""
+    `peer_is_local`, `checks` and `transport`, and says its `section` and `ack_channel`;
+    `topic_prefix` and `platform_ack_key` (with `ack_keys`, `unsigned_acks_problem`,
+    `problems`) are common to all."""
+
+    section: ClassVar[str]
+    """Its section in site.toml (and `[platform] transport`), for messages: 'mqtt'."""
+    ack_channel: ClassVar[str]
+    """Where acks arrive, in the transport's words, for messages: 'on the ack topic'."""
 
     topic_prefix: str = Field(
         default="tanji/v1",

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from cloud_sync import CloudSync, DeliveryConfig, HttpsConfig, Topics, reading_message
+from cloud_sync import AckSigner, CloudSync, DeliveryConfig, HttpsConfig, Topics, reading_message
 from gateway.periods import datetime_to_ns
 from simulators import platform_https
 from simulators.backlog import fill_outbox, meter, reading, site_records
@@ -360,6 +360,33 @@ async def test_an_answer_trickling_in_fails_the_request_within_timeout_s(
         " the next session"
     )
     assert sync.counters.connects == 0
+
+
+async def test_log_lines_name_the_https_section_and_where_acks_arrive(
+    tmp_path: Path, platform: Platform, caplog: pytest.LogCaptureFixture
+):
+    """The warnings say `[https]` and "in the platform's answer", not MQTT's words: acks
+    unauthenticated for want of `[https] platform_ack_key`; an answer signed by another key
+    dropped."""
+    db = tmp_path / "gw.db"
+    backlog(db, periods=1)
+    cert = platform.pki.issue("gw", server=False)
+    link = platform.link(cert)
+    with caplog.at_level("WARNING", logger="cloud_sync"):
+        other = tmp_path / "other.pub.pem"
+        other.write_bytes(AckSigner.generate().public_pem())
+        forged = delivery(db, link.model_copy(update={"platform_ack_key": other}))
+        await deliver(forged, until_settled=False, seconds=1.0)
+        unsigned = delivery(db, link.model_copy(update={"platform_ack_key": None}))
+        await deliver(unsigned, until_settled=True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        "acks are NOT authenticated ([https] platform_ack_key is not set)" in m for m in lines
+    )
+    assert forged.counters.acks_dropped.get("unauthenticated"), forged.counters
+    assert any(
+        m.startswith("dropped a message in the platform's answer (unauthenticated)") for m in lines
+    ), lines
 
 
 def test_configuration_errors_name_the_field_and_the_file(tmp_path: Path):

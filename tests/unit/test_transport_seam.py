@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import pytest
 from pydantic import PrivateAttr
@@ -140,6 +140,8 @@ class LoopbackTransport:
 class LoopbackLink(LinkConfig):
     """The section of a transport that is not MQTT (as `[https]` is)."""
 
+    section: ClassVar[str] = "loopback"
+    ack_channel: ClassVar[str] = "in an answer"
     _platform: Platform = PrivateAttr()
 
     @property

@@ -24,7 +24,7 @@ from gateway.cli.common import (
 from gateway.errors import EXIT_BAD_INPUT, EXIT_FINDING
 
 if TYPE_CHECKING:  # the simulators are imported when the demo runs: `tanji` starts fast
-    from gateway.cli.demo_chain import DemoParts, DemoSummary
+    from gateway.cli.demo_summary import DemoParts, DemoSummary
 
 
 class DemoTransport(enum.StrEnum):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.cli.demo_chain import DemoParts, run_demo
+from gateway.cli.demo_chain import run_demo
+from gateway.cli.demo_summary import DemoParts
 from tests.conftest import Mosquitto
 
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from cloud_sync import CloudSync, MqttConfig, Topics
-from gateway.cli.demo_chain import DemoSummary, run_demo
+from gateway.cli.demo_chain import run_demo
 from gateway.cli.demo_site import DEMO_USCC
+from gateway.cli.demo_summary import DemoSummary
 from gateway.store.sqlite import Store
 from simulators.pki import CertificateAuthority
 from simulators.platform import PlatformStore
@@ -165,6 +166,25 @@ def test_tls_files_with_a_plaintext_url_are_a_configuration_error(tmp_path: Path
         MqttConfig(broker_url="mqtts://user:pw@127.0.0.1:8883")
     with pytest.raises(ValueError, match="both cert_file and key_file"):
         MqttConfig(broker_url="mqtts://127.0.0.1", cert_file=tmp_path / "c.pem")
+
+
+def test_unreadable_tls_files_name_the_field_and_the_file(tmp_path: Path):
+    """As under [https] (cloud_sync/tls.py: one TlsFiles for both): each problem names the
+    field and the file, in the operating system's words."""
+    (tmp_path / "gw.pem").write_text("not a certificate")
+    missing = tmp_path / "gw.key"
+    config = MqttConfig(
+        broker_url="mqtts://127.0.0.1:8883",
+        ca_file=tmp_path / "ca.pem",
+        cert_file=tmp_path / "gw.pem",
+        key_file=missing,
+    )
+    assert config.problems() == [f"ca_file {tmp_path / 'ca.pem'}: No such file or directory"]
+    config = config.model_copy(update={"ca_file": CertificateAuthority(tmp_path / "pki").cert_path})
+    assert config.problems() == [f"key_file {missing}: No such file or directory"]
+    missing.write_text("not a key")
+    (problem,) = config.problems()
+    assert problem.startswith(f"cert_file {tmp_path / 'gw.pem'} / key_file {missing}: "), problem
 
 
 async def test_raw_readings_stream_delivers_every_stored_reading_once(

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.cli.demo_chain import DemoParts, run_demo
+from gateway.cli.demo_chain import run_demo
+from gateway.cli.demo_summary import DemoParts
 from gateway.runtime import status as runtime_status
 from simulators.modbus_fleet import FaultKind
 from tests.conftest import Mosquitto

@@ -51,7 +51,7 @@ def test_no_module_of_the_product_is_over_600_lines():
 def test_no_command_module_is_over_400_lines():
     face = _modules("gateway/cli")
     assert face, "the face is the package gateway/cli"
-    assert [f"{p.relative_to(ROOT)}: {n}" for p in face if (n := _lines(p)) > MAX_FACE_LINES] == []
+    assert [f"{p.relative_to(ROOT)}: {n}" for p in face if (n := _lines(p)) >= MAX_FACE_LINES] == []
 
 
 def test_no_function_outside_tests_and_bench_is_over_80_lines():

@@ -18,47 +18,43 @@ import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from types import TracebackType
 from typing import Annotated, ClassVar, Self
 from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from cloud_sync.contract import Topics
+from cloud_sync.tls import TlsFiles
 from cloud_sync.transport import (
-    MAX_PER_STEP,
     BatchRefused,
     InboundMessage,
     LinkConfig,
     Outgoing,
     StatusMessage,
     TransportError,
+    announce_stopped,
+    checked_url,
     is_loopback,
+    step,
 )
 from gateway.models import ConfigFloat, in_range
 
 log = logging.getLogger(__name__)
 
 MAX_RESPONSE = 64 * 1024  # read no more of an answer (an ack is at most 16 KiB)
-STOP_ANNOUNCE_S = 2.0
 # answers refusing one batch, not the link (BatchRefused)
 PER_BATCH = {400: "the platform could not read it", 413: "it is too large for the platform"}
 
 
-class HttpsConfig(LinkConfig):
+class HttpsConfig(LinkConfig, TlsFiles):
     """`[https]`: how to reach a platform that takes HTTPS, and who this gateway is to it."""
 
     section: ClassVar[str] = "https"
     ack_channel: ClassVar[str] = "in the platform's answer"
 
     url: str = Field(description="the platform's base URL, e.g. https://platform.example.cn:8443")
-    ca_file: Path | None = Field(
-        default=None, description="CA certificate(s) that sign the platform's; default: system"
-    )
-    cert_file: Path | None = Field(default=None, description="client certificate (mutual TLS)")
-    key_file: Path | None = Field(default=None, description="the client certificate's key")
     timeout_s: ConfigFloat = Field(
         default=10.0,
         ge=0.01,
@@ -77,26 +73,16 @@ class HttpsConfig(LinkConfig):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme != "https":
-            raise ValueError(f"scheme must be https:// (got {parts.scheme or 'none'!r})")
-        if not parts.hostname:
-            raise ValueError("needs a host, e.g. https://platform.example.cn:8443")
-        try:
-            parts.port  # noqa: B018  (raises on a bad port)
-        except ValueError:
-            raise ValueError("port must be 1..65535") from None
-        if parts.username or parts.password:
-            raise ValueError("put no credentials in the URL: use cert_file and key_file")
+        parts = checked_url(
+            v,
+            ("https",),
+            "https://",
+            "https://platform.example.cn:8443",
+            "use cert_file and key_file",
+        )
         if parts.query or parts.fragment:
             raise ValueError("no query or fragment: the base URL only")
         return v.rstrip("/")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> HttpsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("mutual TLS needs both cert_file and key_file")
-        return self
 
     @property
     def host(self) -> str:
@@ -111,7 +97,7 @@ class HttpsConfig(LinkConfig):
         return is_loopback(self.host)
 
     def checks(self) -> tuple[Callable[[], object], ...]:
-        return (self.tls_context,)
+        return (self.verified_context,)
 
     def transport(self, topics: Topics, client_id: str, status: StatusMessage) -> HttpsTransport:
         return HttpsTransport(self, topics, client_id, status)
@@ -120,30 +106,6 @@ class HttpsConfig(LinkConfig):
         """Where a batch of `kind` (activity, readings) or the status is posted."""
         ids = f"{quote(topics.uscc, safe='')}/{quote(topics.gateway_id, safe='')}"
         return f"{self.url}/{self.topic_prefix}/{ids}/{kind}"
-
-    def tls_context(self) -> ssl.SSLContext:
-        """TLS 1.2 or newer, the platform verified; TransportError naming the field and file
-        that cannot be read."""
-        for name in ("ca_file", "cert_file", "key_file"):
-            path: Path | None = getattr(self, name)
-            if path is not None:
-                try:
-                    path.open("rb").close()
-                except OSError as exc:
-                    raise TransportError(f"{name} {path}: {exc.strerror or exc}") from None
-        try:
-            ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise TransportError(f"ca_file {self.ca_file}: {_reason(exc)}") from None
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cert_file and self.key_file:
-            try:
-                ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
-            except (OSError, ssl.SSLError) as exc:
-                raise TransportError(
-                    f"cert_file {self.cert_file} / key_file {self.key_file}: {_reason(exc)}"
-                ) from None
-        return ctx
 
 
 class HttpsTransport:
@@ -170,7 +132,7 @@ class HttpsTransport:
         self._answers = asyncio.Queue()
         self._slots = asyncio.Semaphore(self.config.connections)
         self._client = httpx.AsyncClient(
-            verify=self.config.tls_context(),
+            verify=self.config.verified_context(),
             # each request is bounded; waiting for a free connection is bounded by those ahead
             timeout=httpx.Timeout(self.config.timeout_s, pool=None),
             limits=httpx.Limits(max_connections=self.config.connections),
@@ -197,12 +159,9 @@ class HttpsTransport:
         if client is None:
             return None
         try:
-            if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-                with contextlib.suppress(TransportError, TimeoutError):  # best effort
-                    await asyncio.wait_for(
-                        self._post_status(client, self._status("offline", "stopped")),
-                        STOP_ANNOUNCE_S,
-                    )
+            await announce_stopped(
+                exc_type, lambda: self._post_status(client, self._status("offline", "stopped"))
+            )
         finally:
             with contextlib.suppress(Exception):
                 await client.aclose()
@@ -231,17 +190,15 @@ class HttpsTransport:
         """The answers to the sends as they arrive. While idle (no answer for keepalive_s)
         the session's `online` status is posted again: a link that died between batches
         fails here (TransportError), as an MQTT link does when its pings go unanswered."""
+        answers = self._answers
         while True:
             try:
                 async with asyncio.timeout_at(self._answered_at + self.config.keepalive_s):
-                    first = await self._answers.get()
+                    received = await step(answers.get, lambda: not answers.empty())
             except TimeoutError:
                 await self._keepalive()
                 continue
-            step = [first]
-            while not self._answers.empty() and len(step) < MAX_PER_STEP:
-                step.append(self._answers.get_nowait())
-            yield step
+            yield received
 
     async def _keepalive(self) -> None:
         if self._client is None:
@@ -283,10 +240,10 @@ class HttpsTransport:
                 self._answered_at = asyncio.get_running_loop().time()
                 return r.status_code, bytes(body)
         except (httpx.TimeoutException, TimeoutError) as exc:
-            step = f", {type(exc).__name__}" if isinstance(exc, httpx.TimeoutException) else ""
+            which = f", {type(exc).__name__}" if isinstance(exc, httpx.TimeoutException) else ""
             raise TransportError(
                 f"{self.config.peer}: no complete answer within {self.config.timeout_s:g} s"
-                f" ([https] timeout_s{step}): the platform or the network is too slow or"
+                f" ([https] timeout_s{which}): the platform or the network is too slow or"
                 " stalled; the request is made again in the next session"
             ) from None
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:  # a TLS alert comes as is
@@ -296,39 +253,8 @@ class HttpsTransport:
 def describe_error(exc: BaseException, config: HttpsConfig) -> str:
     """An HTTPS link error in words an operator can act on: TLS problems name the
     certificate, on whichever side it was refused."""
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, ssl.SSLError):
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        where = f"against {config.ca_file}" if config.ca_file else "against the system CAs"
-        return (
-            f"TLS: the platform's certificate ({config.url}) failed verification {where}:"
-            f" {cause.verify_message}"
-        )
-    if isinstance(cause, ssl.SSLError):
-        reason = str(cause.reason or cause)
-        if "ALERT" in reason and any(a in reason for a in REFUSED_CERTIFICATE):
-            mine = (
-                f"this gateway's client certificate {config.cert_file}"
-                if config.cert_file
-                else "this gateway: no client certificate is configured (https.cert_file)"
-            )
-            return f"TLS: {config.url} refused {mine} ({reason})"
-        return f"TLS handshake with {config.url} failed: {reason}"
-    return f"{config.peer}: {type(exc).__name__}: {exc}"
-
-
-# TLS alerts by which a server refuses the client's certificate (TLSV13_ALERT_CERTIFICATE_
-# REQUIRED, TLSV1_ALERT_UNKNOWN_CA, SSLV3_ALERT_CERTIFICATE_EXPIRED, ...)
-REFUSED_CERTIFICATE = ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED")
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return str(exc.reason or exc)
-    if isinstance(exc, OSError):
-        return str(exc.strerror or exc)
-    return str(exc)
+    tls = config.tls_failure(exc, config.peer, config.section)
+    return tls or f"{config.peer}: {type(exc).__name__}: {exc}"
 
 
 def _excerpt(body: bytes) -> str:

@@ -17,7 +17,6 @@ What is delivered when is decided by delivery (cloud_sync/sync.py), not here.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -43,14 +42,17 @@ from cloud_sync.policy import (
     MaxInFlight,
     ReadingsBatchSize,
 )
+from cloud_sync.tls import TlsFiles
 from cloud_sync.transport import (
-    MAX_PER_STEP,
     InboundMessage,
     LinkConfig,
     Outgoing,
     StatusMessage,
     TransportError,
+    announce_stopped,
+    checked_url,
     is_loopback,
+    step,
 )
 from gateway.models import ConfigBool, ConfigFloat, in_range
 
@@ -59,7 +61,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 
 
-class MqttConfig(LinkConfig):
+class MqttConfig(LinkConfig, TlsFiles):
     """`[mqtt]`: how to reach the platform's broker (and, from older site files, the
     delivery policy now in `[delivery]`: `LEGACY_POLICY_KEYS`)."""
 
@@ -69,11 +71,6 @@ class MqttConfig(LinkConfig):
     broker_url: str = "mqtt://127.0.0.1:1883"
     protocol: Literal["5", "3.1.1"] = "5"
     client_id: str | None = None
-    ca_file: Path | None = Field(
-        default=None, description="CA certificate(s) that sign the broker's; default: system"
-    )
-    cert_file: Path | None = Field(default=None, description="client certificate (mutual TLS)")
-    key_file: Path | None = None
     username: str | None = None
     password_file: Path | None = None
     password_env: str | None = None
@@ -98,19 +95,13 @@ class MqttConfig(LinkConfig):
     @field_validator("broker_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in DEFAULT_PORTS:
-            raise ValueError(
-                f"scheme must be mqtt:// or mqtts:// (TLS) (got {parts.scheme or 'none'!r})"
-            )
-        if not parts.hostname:
-            raise ValueError("needs a host, e.g. mqtts://platform.example.cn:8883")
-        try:
-            parts.port  # noqa: B018  (raises on a bad port)
-        except ValueError:
-            raise ValueError("port must be 1..65535") from None
-        if parts.username or parts.password:
-            raise ValueError("put no credentials in the URL: use username and password_file")
+        checked_url(
+            v,
+            DEFAULT_PORTS,
+            "mqtt:// or mqtts:// (TLS)",
+            "mqtts://platform.example.cn:8883",
+            "use username and password_file",
+        )
         return v
 
     @model_validator(mode="after")
@@ -120,8 +111,6 @@ class MqttConfig(LinkConfig):
                 "ca_file/cert_file/key_file are given but broker_url is plaintext mqtt://;"
                 " use mqtts:// (nothing is sent in plaintext when TLS was meant)"
             )
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("mutual TLS needs both cert_file and key_file")
         if self.password_file and self.password_env:
             raise ValueError("give password_file or password_env, not both")
         if (self.password_file or self.password_env) and not self.username:
@@ -189,21 +178,8 @@ class MqttConfig(LinkConfig):
         return MqttTransport(self, topics, self.client_id or client_id, status)
 
     def tls_context(self) -> ssl.SSLContext | None:
-        if not self.tls:
-            return None
-        try:
-            ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise TransportError(f"ca_file {self.ca_file}: {exc}") from None
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cert_file and self.key_file:
-            try:
-                ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
-            except (OSError, ssl.SSLError) as exc:
-                raise TransportError(
-                    f"client certificate {self.cert_file} / key {self.key_file}: {exc}"
-                ) from None
-        return ctx
+        """The verified TLS context for mqtts:// (cloud_sync.tls), None for plain mqtt://."""
+        return self.verified_context() if self.tls else None
 
     def client_kwargs(self, client_id: str, will: aiomqtt.Will | None = None) -> dict[str, Any]:
         """Keyword arguments for `aiomqtt.Client` with a persistent session."""
@@ -236,16 +212,8 @@ class MqttConfig(LinkConfig):
 
 def describe_error(exc: BaseException, config: MqttConfig) -> str:
     """A broker error in words an operator can act on (TLS problems name the certificate)."""
-    text = str(exc)
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, ssl.SSLError):
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        where = f"against {config.ca_file}" if config.ca_file else "against the system CAs"
-        return f"TLS: the broker's certificate failed verification {where}: {cause.verify_message}"
-    if isinstance(cause, ssl.SSLError):
-        return f"TLS handshake with {config.host}:{config.port} failed: {cause.reason or cause}"
-    return text
+    peer = f"broker {config.host}:{config.port}"
+    return config.tls_failure(exc, peer, config.section) or str(exc)
 
 
 class LastError(logging.Handler):
@@ -322,15 +290,12 @@ class MqttTransport:
         client, self._client = self._client, None
         if client is None:
             return
-        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            # stopping: say so (a clean disconnect does not fire the last will)
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await asyncio.wait_for(
-                    client.publish(
-                        self.topics.status, self._status("offline", "stopped"), 1, retain=True
-                    ),
-                    timeout=2.0,
-                )
+
+        async def stopped() -> None:  # a clean disconnect does not fire the last will
+            status = self._status("offline", "stopped")
+            await client.publish(self.topics.status, status, 1, retain=True)
+
+        await announce_stopped(exc_type, stopped, (aiomqtt.MqttError,))
         with contextlib.suppress(aiomqtt.MqttError):  # a link already dead
             await client.__aexit__(exc_type, exc, tb)
 
@@ -349,11 +314,12 @@ class MqttTransport:
 
     async def received(self) -> AsyncIterator[list[InboundMessage]]:
         messages = self._session().messages
+
+        async def next_message() -> InboundMessage:
+            return inbound(await anext(messages))
+
         try:
             while True:
-                received = [inbound(await anext(messages))]
-                while len(messages) and len(received) < MAX_PER_STEP:
-                    received.append(inbound(await anext(messages)))
-                yield received
+                yield await step(next_message, lambda: len(messages) > 0)
         except aiomqtt.MqttError as exc:
             raise self._error(exc) from exc

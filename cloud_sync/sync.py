@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STATUS_SCHEMA_ID = "tanji.status/1"
-MAX_ACKS_PER_COMMIT = 500
 READINGS_IDLE_S = 1.0  # the readings stream, caught up, looks again after this
 
 
@@ -325,9 +324,8 @@ class CloudSync:
             self.counters.readings_sent += len(readings)
 
     async def _receive_acks(self, received: AsyncIterator[list[InboundMessage]]) -> None:
-        async for messages in received:
-            for i in range(0, len(messages), MAX_ACKS_PER_COMMIT):
-                await self.settle_acks(messages[i : i + MAX_ACKS_PER_COMMIT])
+        async for messages in received:  # at most MAX_PER_STEP (the seam's): one transaction
+            await self.settle_acks(messages)
 
     async def settle_acks(self, received: Sequence[InboundMessage]) -> None:
         """One pass of the ack reader: read each message on its own, hand readings acks to

@@ -10,12 +10,15 @@ docs/architecture.md, "Where to add a sink", walks through adding one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Literal, Protocol, Self
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, field_validator
 
@@ -26,6 +29,7 @@ from gateway.models import Frozen
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_PER_STEP = 500  # messages a transport hands on in one step of `received` (one commit)
+STOP_ANNOUNCE_S = 2.0  # a stopping gateway says so within this, or goes without a word
 
 
 class TransportError(TanjiFailure):
@@ -53,6 +57,26 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def checked_url(
+    v: str, schemes: Collection[str], allowed: str, example: str, login: str
+) -> SplitResult:
+    """A transport's URL, parsed, or ValueError saying what is wrong with it: a scheme not
+    in `schemes` (`allowed` says which), no host (`example` shows one), a bad port, or
+    credentials (`login` says where they go instead)."""
+    parts = urlsplit(v)
+    if parts.scheme not in schemes:
+        raise ValueError(f"scheme must be {allowed} (got {parts.scheme or 'none'!r})")
+    if not parts.hostname:
+        raise ValueError(f"needs a host, e.g. {example}")
+    try:
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError:
+        raise ValueError("port must be 1..65535") from None
+    if parts.username or parts.password:
+        raise ValueError(f"put no credentials in the URL: {login}")
+    return parts
 
 
 @dataclass(frozen=True)
@@ -124,6 +148,31 @@ class Transport(Protocol):
     async def send(self, message: Outgoing) -> None: ...
 
     def received(self) -> AsyncIterator[list[InboundMessage]]: ...
+
+
+async def step(
+    next_message: Callable[[], Awaitable[InboundMessage]], more: Callable[[], bool]
+) -> list[InboundMessage]:
+    """One step of `Transport.received`: the next message (waited for), then those that
+    have arrived already (`more()`), at most MAX_PER_STEP."""
+    received = [await next_message()]
+    while more() and len(received) < MAX_PER_STEP:
+        received.append(await next_message())
+    return received
+
+
+async def announce_stopped(
+    exc_type: type[BaseException] | None,
+    announce: Callable[[], Awaitable[object]],
+    dead_link: tuple[type[BaseException], ...] = (),
+) -> None:
+    """In a session's `__aexit__`: when the session ends by cancellation (the gateway
+    stopping), `announce()` the gateway's `offline`/`stopped` within STOP_ANNOUNCE_S, best
+    effort; a link that fails meanwhile (TransportError or `dead_link`) goes without a word."""
+    if exc_type is None or not issubclass(exc_type, asyncio.CancelledError):
+        return
+    with contextlib.suppress(TransportError, TimeoutError, *dead_link):
+        await asyncio.wait_for(announce(), STOP_ANNOUNCE_S)
 
 
 class LinkConfig(Frozen):
@@ -225,5 +274,8 @@ __all__ = [
     "StatusMessage",
     "Transport",
     "TransportError",
+    "announce_stopped",
+    "checked_url",
     "is_loopback",
+    "step",
 ]

@@ -45,7 +45,7 @@ CASES = {
     "missing CA file": (
         PLAIN,
         'broker_url = "mqtts://127.0.0.1:8883"\nca_file = "{tmp}/absent-ca.pem"',
-        "mqtt: ca_file {tmp}/absent-ca.pem: [Errno 2] No such file or directory",
+        "mqtt: ca_file {tmp}/absent-ca.pem: No such file or directory",
     ),
     "unset password variable": (
         PLAIN,

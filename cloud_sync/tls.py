@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from cloud_sync.transport import TransportError
-from gateway.models import Frozen
+from gateway.models import ConfigPath, Frozen
 
 # TLS alerts by which a server refuses the client's certificate (TLSV13_ALERT_CERTIFICATE_
 # REQUIRED, TLSV1_ALERT_UNKNOWN_CA, SSLV3_ALERT_CERTIFICATE_EXPIRED, ...)
@@ -25,13 +25,15 @@ class TlsFiles(Frozen):
     """The files of a link's TLS: the CA that signs the platform's end, and the gateway's
     client certificate and key (mutual TLS, both or neither)."""
 
-    ca_file: Path | None = Field(
+    ca_file: ConfigPath | None = Field(
         default=None,
         description="CA certificate(s) that sign the platform's end (broker, server);"
         " default: the system's trust store",
     )
-    cert_file: Path | None = Field(default=None, description="client certificate (mutual TLS)")
-    key_file: Path | None = Field(default=None, description="the client certificate's key")
+    cert_file: ConfigPath | None = Field(
+        default=None, description="client certificate (mutual TLS)"
+    )
+    key_file: ConfigPath | None = Field(default=None, description="the client certificate's key")
 
     @model_validator(mode="after")
     def _paired(self) -> TlsFiles:

@@ -15,7 +15,6 @@ import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Literal, Protocol, Self
 from urllib.parse import SplitResult, urlsplit
@@ -25,7 +24,7 @@ from pydantic import Field, field_validator
 from cloud_sync.acks import MAX_KEY_FILE_BYTES, AckKeys
 from cloud_sync.contract import Topics
 from gateway.errors import TanjiError, TanjiFailure
-from gateway.models import Frozen
+from gateway.models import ConfigPath, Frozen
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_PER_STEP = 500  # messages a transport hands on in one step of `received` (one commit)
@@ -191,7 +190,7 @@ class LinkConfig(Frozen):
         default="tanji/v1",
         description="the contract's address prefix: `{prefix}/{uscc}/{gateway_id}/...`",
     )
-    platform_ack_key: Path | None = Field(
+    platform_ack_key: ConfigPath | None = Field(
         default=None,
         description="the platform's public key(s) (PEM, ECDSA P-256) its acks are signed"
         " with; required unless the platform's end of the link is on this machine",

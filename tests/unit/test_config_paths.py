@@ -58,3 +58,33 @@ def test_relative_files_are_found_beside_the_site_file_from_any_folder(
     assert check_site(folder / "site.toml").meters[0].connection.trust_dir == str(  # type: ignore[union-attr]
         folder / "trusted"
     )  # an absolute path stays as written
+
+
+def test_the_platform_links_files_are_relative_to_the_site_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from gateway.config import load_site_config
+
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["mqtt"] |= {
+        "broker_url": "mqtts://127.0.0.1:8883",
+        "ca_file": "pki/ca.pem",
+        "platform_ack_key": "platform-ack.pub.pem",
+    }
+    data["https"] = {
+        "url": "https://127.0.0.1:8443",
+        "cert_file": "pki/gw.pem",
+        "key_file": "pki/gw.key",
+    }
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "site.toml").write_text(tomli_w.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    config = load_site_config(Path("site/site.toml"))
+    assert config.mqtt.ca_file == Path("site/pki/ca.pem")
+    assert config.mqtt.platform_ack_key == Path("site/platform-ack.pub.pem")
+    assert config.https is not None
+    assert (config.https.cert_file, config.https.key_file) == (
+        Path("site/pki/gw.pem"),
+        Path("site/pki/gw.key"),
+    )

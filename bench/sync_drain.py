@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
 
-from cloud_sync import CloudSync, MqttConfig, Topics
+from cloud_sync import CloudSync, DeliveryConfig, MqttConfig, Topics
 from gateway.periods import NS, datetime_to_ns
 from gateway.runtime.readings import READINGS_CURSOR, StoreReadings
 from gateway.store.sqlite import Store
@@ -117,8 +117,8 @@ def make_site(
 
 
 async def drain_ours(db: Path, port: int, args: argparse.Namespace) -> dict[str, Any]:
-    config = MqttConfig(
-        broker_url=f"mqtt://127.0.0.1:{port}",
+    config = MqttConfig(broker_url=f"mqtt://127.0.0.1:{port}")
+    policy = DeliveryConfig(
         batch_size=args.batch_size,
         max_in_flight=args.max_in_flight,
         backlog_rate=0,
@@ -137,6 +137,7 @@ async def drain_ours(db: Path, port: int, args: argparse.Namespace) -> dict[str,
         Topics("tanji/v1", USCC, GATEWAY),
         config,
         f"tanji-{GATEWAY}",
+        delivery=policy,
         readings=StoreReadings(store, in_db),
     )
     last_reading = store.last_reading_id()

@@ -32,7 +32,13 @@ from cloud_sync.outbox import (
     create_schema,
     enqueue,
 )
-from cloud_sync.policy import LEGACY_POLICY_KEYS, DeliveryConfig, PlatformConfig, legacy_policy
+from cloud_sync.policy import (
+    LEGACY_POLICY_KEYS,
+    DeliveryConfig,
+    LegacyPolicy,
+    PlatformConfig,
+    legacy_policy,
+)
 from cloud_sync.sync import CloudSync, ReadingsSource, SyncCounters
 from cloud_sync.transport import (
     BatchRefused,
@@ -62,6 +68,7 @@ __all__ = [
     "HttpsTransport",
     "IdentityError",
     "InboundMessage",
+    "LegacyPolicy",
     "LinkConfig",
     "MqttConfig",
     "MqttTransport",

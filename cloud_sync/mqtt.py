@@ -34,14 +34,6 @@ from paho.mqtt.properties import Properties
 from pydantic import Field, field_validator, model_validator
 
 from cloud_sync.contract import Topics
-from cloud_sync.policy import (
-    AckTimeout,
-    BacklogRate,
-    BatchSize,
-    Compression,
-    MaxInFlight,
-    ReadingsBatchSize,
-)
 from cloud_sync.tls import TlsFiles
 from cloud_sync.transport import (
     InboundMessage,
@@ -62,8 +54,8 @@ DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883}
 
 
 class MqttConfig(LinkConfig, TlsFiles):
-    """`[mqtt]`: how to reach the platform's broker (and, from older site files, the
-    delivery policy now in `[delivery]`: `LEGACY_POLICY_KEYS`)."""
+    """`[mqtt]`: how to reach the platform's broker. (The delivery policy older site files
+    give here is the site's to move to `[delivery]`: cloud_sync.policy.LegacyPolicy.)"""
 
     section: ClassVar[str] = "mqtt"
     ack_channel: ClassVar[str] = "on the ack topic"
@@ -77,15 +69,6 @@ class MqttConfig(LinkConfig, TlsFiles):
     keepalive_s: Annotated[int, in_range(5, 3600)] = 20
     session_expiry_s: Annotated[int, in_range(0, 0xFFFFFFFF)] = 7 * 86400
     publish_timeout_s: ConfigFloat = Field(default=10.0, ge=0.01, le=600)
-    # delivery policy, given here by site files older than [delivery] (cloud_sync/policy.py);
-    # None: not given here. The site moves them to [delivery] (gateway/config.py).
-    batch_size: BatchSize | None = None
-    ack_timeout_s: AckTimeout | None = None
-    max_in_flight: MaxInFlight | None = None
-    backlog_rate: BacklogRate | None = None
-    compression: Compression | None = None
-    readings: ConfigBool | None = None
-    readings_batch_size: ReadingsBatchSize | None = None
     allow_plaintext_password: ConfigBool = Field(
         default=False,
         description="send the password over plain mqtt:// to a host that is not this machine"

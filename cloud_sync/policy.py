@@ -3,8 +3,9 @@
 How batches are cut and paced, how long an ack may take, whether raw readings are streamed.
 The transport's own section (`[mqtt]`, `[https]`) says how to reach the platform and who it
 is (TLS, credentials, the key the platform signs its acks with). Site files written before
-`[delivery]` existed carry the policy keys under `[mqtt]`; `MqttConfig` still takes them
-(`LEGACY_POLICY_KEYS`) and the site moves them here (gateway/config.py).
+`[delivery]` existed carry the policy keys under `[mqtt]`: the site's `[mqtt]` takes them
+(`LegacyPolicy`) and the site moves them here (gateway/config.py); delivery itself is always
+given a DeliveryConfig.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import Field
 
 from gateway.models import ConfigBool, ConfigFloat, Frozen, in_range
 
-# one definition per setting: DeliveryConfig holds them; MqttConfig takes them from old files
+# one definition per setting: DeliveryConfig holds them; LegacyPolicy takes them from old files
 BatchSize = Annotated[int, in_range(1, 10000)]
 AckTimeout = Annotated[ConfigFloat, Field(ge=0.01, le=3600)]
 MaxInFlight = Annotated[int, in_range(1, 10000)]
@@ -39,17 +40,28 @@ class DeliveryConfig(Frozen):
     readings: ConfigBool = Field(default=False, description="stream the raw readings too")
     readings_batch_size: ReadingsBatchSize = 2000
 
-    @classmethod
-    def beside(cls, link: object) -> DeliveryConfig:
-        """The policy an older configuration gave inside its transport's section (`[mqtt]
-        batch_size = ...`), defaults for the rest; a transport section without such keys
-        gives the defaults."""
-        given = {k: getattr(link, k, None) for k in LEGACY_POLICY_KEYS}
-        return cls.model_validate({k: v for k, v in given.items() if v is not None})
-
 
 LEGACY_POLICY_KEYS = tuple(DeliveryConfig.model_fields)
 """Policy keys a site file may still give under `[mqtt]` (before `[delivery]` existed)."""
+
+
+class LegacyPolicy(Frozen):
+    """The delivery policy as site files older than `[delivery]` give it under `[mqtt]`,
+    each key None when not given there: mixed into the site's `[mqtt]` only, which moves
+    them to `[delivery]` (gateway/config.py). The link's own config never carries policy."""
+
+    batch_size: BatchSize | None = None
+    ack_timeout_s: AckTimeout | None = None
+    max_in_flight: MaxInFlight | None = None
+    backlog_rate: BacklogRate | None = None
+    compression: Compression | None = None
+    readings: ConfigBool | None = None
+    readings_batch_size: ReadingsBatchSize | None = None
+
+    def given_policy(self) -> dict[str, Any]:
+        """The policy keys this section gives, with their values."""
+        given = {k: getattr(self, k) for k in LEGACY_POLICY_KEYS}
+        return {k: v for k, v in given.items() if v is not None}
 
 
 class PlatformConfig(Frozen):

@@ -100,12 +100,8 @@ class ReadingsSource(Protocol):
 
 
 class CloudSync:
-    """Delivery for one gateway over one transport (`link`, a `[mqtt]`/... section);
-    `run()` until cancelled.
-
-    `delivery` is the policy (`[delivery]`); when not given, the policy an older
-    configuration gave inside `link` (`[mqtt] batch_size = ...`), else the defaults.
-    """
+    """Delivery for one gateway over one transport (`link`, a `[mqtt]`/... section) by the
+    policy `delivery` (`[delivery]`); `run()` until cancelled."""
 
     def __init__(
         self,
@@ -113,13 +109,14 @@ class CloudSync:
         topics: Topics,
         link: LinkConfig,
         client_id: str,
+        *,
+        delivery: DeliveryConfig,
         clock: Callable[[], int] = time.time_ns,
         readings: ReadingsSource | None = None,
-        delivery: DeliveryConfig | None = None,
     ) -> None:
         self.topics = topics
         self.link = link
-        self.policy = delivery if delivery is not None else DeliveryConfig.beside(link)
+        self.policy = delivery
         self.readings = readings if self.policy.readings else None
         self.client_id = client_id
         self.counters = SyncCounters()

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cloud_sync import (
-    LEGACY_POLICY_KEYS,
     DeliveryConfig,
     HttpsConfig,
+    LegacyPolicy,
     LinkConfig,
     MqttConfig,
     PlatformConfig,
@@ -217,6 +217,11 @@ class LineConfig(Frozen):
     name: str | None = None
 
 
+class SiteMqttConfig(MqttConfig, LegacyPolicy):
+    """`[mqtt]` as a site file gives it: the broker, and from files older than `[delivery]`
+    the delivery policy, which SiteConfig moves to `delivery` (errors still name `mqtt.`)."""
+
+
 class SiteConfig(Frozen):
     enterprise: Enterprise
     gateway_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
@@ -229,7 +234,7 @@ class SiteConfig(Frozen):
     platform: PlatformConfig = PlatformConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     # the transports' sections; `platform.transport` names the one in use (`link`)
-    mqtt: MqttConfig = MqttConfig()
+    mqtt: SiteMqttConfig = SiteMqttConfig()
     https: HttpsConfig | None = None  # [platform] transport = "https"
     mirror: MirrorConfig | None = None
     factors: FactorsConfig = FactorsConfig()
@@ -258,7 +263,7 @@ class SiteConfig(Frozen):
     def moved_policy(self) -> tuple[str, ...]:
         """Delivery settings this (older) file gives under `[mqtt]`; they belong in
         `[delivery]` and are taken from there into `delivery`."""
-        return tuple(k for k in LEGACY_POLICY_KEYS if getattr(self.mqtt, k) is not None)
+        return tuple(self.mqtt.given_policy())
 
     @property
     def unrated_counters(self) -> tuple[str, ...]:
@@ -287,8 +292,7 @@ class SiteConfig(Frozen):
                 f" {'it' if len(both) == 1 else 'them'} from [mqtt]"
             )
         if moved:
-            given = {k: getattr(self.mqtt, k) for k in moved}
-            delivery = self.delivery.model_copy(update=given)
+            delivery = self.delivery.model_copy(update=self.mqtt.given_policy())
             object.__setattr__(self, "delivery", delivery)  # as if written in [delivery]
         return self
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from cloud_sync import CloudSync, MqttConfig, Topics
+from cloud_sync import CloudSync, DeliveryConfig, MqttConfig, Topics
 from gateway.cli.demo_site import DEMO_USCC, demo_site, write_site
 from gateway.runtime.status import STATUS_INTERVAL_S, status_path_for
 from simulators.platform import ack_signer, public_key_path
@@ -98,8 +98,9 @@ class Chain:
         """Stop the gateway (Ctrl-C), send what it still had pending with the gateway's own
         sync code, stop everything, then compare both sides."""
         assert self.gateway.interrupt() == 0, self.gateway.output()[-3000:]
-        config = MqttConfig(**self.mqtt | {"broker_url": self.t.broker.url})
-        asyncio.run(_drain(self.tmp / "gateway.db", config))
+        # the site's [mqtt] (its policy keys moved to [delivery]), to the broker as it is now
+        config = self.site.mqtt.model_copy(update={"broker_url": self.t.broker.url})
+        asyncio.run(_drain(self.tmp / "gateway.db", config, self.site.delivery))
         self.platform.interrupt()
         self.meters.kill()
         gateway, platform = self.gateway_records(), self.platform_records()
@@ -142,8 +143,9 @@ def _column(db: Path, sql: str) -> list[str]:
         conn.close()
 
 
-async def _drain(db: Path, config: MqttConfig) -> None:
-    sync = CloudSync(db, Topics("tanji/v1", DEMO_USCC, "demo-gw"), config, "tanji-demo-gw")
+async def _drain(db: Path, config: MqttConfig, delivery: DeliveryConfig) -> None:
+    topics = Topics("tanji/v1", DEMO_USCC, "demo-gw")
+    sync = CloudSync(db, topics, config, "tanji-demo-gw", delivery=delivery)
     task = asyncio.create_task(sync.run())
     try:
         async with asyncio.timeout(60):
@@ -231,7 +233,7 @@ def test_link_cut_mid_message_and_silently_dead(tmp_path: Path, tls_mosquitto: T
             wait_until(lambda: proxy.connections > count, 60, "reconnected after the cut")  # noqa: B023
         assert proxy.cuts == 4
         # a link that goes silent without closing (a dead router): noticed by keep-alive
-        bound = MqttConfig(**chain.mqtt).dead_link_bound_s
+        bound = chain.site.mqtt.dead_link_bound_s
         settled = time.time_ns()
         wait_until(lambda: chain.link_up(after_ns=settled) is True, 60, "connected again")
         before = proxy.connections

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 import pytest
 
-from cloud_sync import Ack, AckStatus, CloudSync, MqttConfig, Topics
+from cloud_sync import Ack, AckStatus, CloudSync, DeliveryConfig, MqttConfig, Topics
 from cloud_sync.acks import AckSigner
 from gateway.cli.demo_chain import run_demo
 from gateway.cli.demo_site import DEMO_USCC
@@ -81,10 +81,7 @@ async def test_poison_on_the_ack_topic_does_not_stop_delivery(tmp_path: Path, mo
     ids = fill_outbox(db, USCC, GW, records, batch_size=2)
     signer = ack_signer(tmp_path / "platform-ack.key")
     config = MqttConfig(
-        broker_url=mosquitto.url,
-        ack_timeout_s=5,
-        backlog_rate=0,
-        platform_ack_key=public_key_path(tmp_path / "platform-ack.key"),
+        broker_url=mosquitto.url, platform_ack_key=public_key_path(tmp_path / "platform-ack.key")
     )
     platform = PlatformReceiver(
         tmp_path / "platform.db", MqttConfig(broker_url=mosquitto.url), signer=signer
@@ -92,7 +89,9 @@ async def test_poison_on_the_ack_topic_does_not_stop_delivery(tmp_path: Path, mo
     subscribed, stop = asyncio.Event(), asyncio.Event()
     mallory = asyncio.create_task(poison_publisher(mosquitto.url, subscribed, stop))
     await asyncio.sleep(0.5)  # the retained poison is in place before the gateway subscribes
-    sync = CloudSync(db, TOPICS, config, f"tanji-{GW}")
+    sync = CloudSync(
+        db, TOPICS, config, f"tanji-{GW}", delivery=DeliveryConfig(ack_timeout_s=5, backlog_rate=0)
+    )
     tasks = [asyncio.create_task(t) for t in (platform.run(), sync.run())]
     try:
         async with asyncio.timeout(60):
@@ -160,17 +159,14 @@ async def test_forged_acks_neither_deliver_nor_dead_letter_a_batch(
     records = list(site_records(USCC, GW, meters=3, start_ns=START, periods=4))
     ids = fill_outbox(db, USCC, GW, records, batch_size=2)
     key = tmp_path / "platform-ack.key"
-    config = MqttConfig(
-        broker_url=mosquitto.url,
-        ack_timeout_s=1,
-        backlog_rate=0,
-        platform_ack_key=public_key_path(key),
-    )
+    config = MqttConfig(broker_url=mosquitto.url, platform_ack_key=public_key_path(key))
     signer = ack_signer(key)
     stop = asyncio.Event()
     mallory = asyncio.create_task(forger(mosquitto.url, stop))
     await asyncio.sleep(0.3)
-    sync = CloudSync(db, TOPICS, config, f"tanji-{GW}")
+    sync = CloudSync(
+        db, TOPICS, config, f"tanji-{GW}", delivery=DeliveryConfig(ack_timeout_s=1, backlog_rate=0)
+    )
     link = asyncio.create_task(sync.run())
     platform = PlatformReceiver(
         tmp_path / "platform.db", MqttConfig(broker_url=mosquitto.url), signer=signer

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cloud_sync import CloudSync, MqttConfig, Topics
+from cloud_sync import CloudSync, DeliveryConfig, MqttConfig, Topics
 from gateway.cli.demo_chain import run_demo
 from gateway.cli.demo_site import DEMO_USCC
 from gateway.cli.demo_summary import DemoSummary
@@ -67,7 +67,8 @@ async def test_mutual_tls_chain_delivers_everything_and_announces_itself(
 
 
 async def run_sync_briefly(tmp_path: Path, config: MqttConfig, seconds: float = 3.0) -> CloudSync:
-    sync = CloudSync(tmp_path / "outbox.db", Topics("tanji/v1", DEMO_USCC, "gw"), config, "gw")
+    topics = Topics("tanji/v1", DEMO_USCC, "gw")
+    sync = CloudSync(tmp_path / "outbox.db", topics, config, "gw", delivery=DeliveryConfig())
     task = asyncio.create_task(sync.run())
     await asyncio.sleep(seconds)
     task.cancel()

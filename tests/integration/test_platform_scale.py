@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from cloud_sync import CloudSync, MqttConfig, Outbox, Topics
+from cloud_sync import CloudSync, DeliveryConfig, MqttConfig, Outbox, Topics
 from gateway.periods import datetime_to_ns
 from simulators.backlog import fill_outbox, site_records
 from simulators.platform import PlatformStore
@@ -40,11 +40,11 @@ def gateway_link(t: TlsBroker, db: Path, gateway_id: str, ack_key: Path) -> Clou
         ca_file=t.ca.cert_path,
         cert_file=t.gateway.cert,
         key_file=t.gateway.key,
-        ack_timeout_s=5,
-        backlog_rate=0,
         platform_ack_key=ack_key,
     )
-    return CloudSync(db, Topics("tanji/v1", USCC, gateway_id), config, f"tanji-{gateway_id}")
+    topics = Topics("tanji/v1", USCC, gateway_id)
+    policy = DeliveryConfig(ack_timeout_s=5, backlog_rate=0)
+    return CloudSync(db, topics, config, f"tanji-{gateway_id}", delivery=policy)
 
 
 async def pending(links: list[CloudSync]) -> int:

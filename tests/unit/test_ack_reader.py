@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloud_sync import Ack, AckStatus, MqttConfig, Topics
+from cloud_sync import Ack, AckStatus, DeliveryConfig, MqttConfig, Topics
 from cloud_sync.acks import MAX_ACK_BYTES, AckKeys, AckRefused, AckSigner, read_ack
 from cloud_sync.sync import CloudSync, InboundMessage, LogBudget
 
@@ -156,7 +156,7 @@ def test_any_json_is_an_ack_or_refused(message: Any):
 
 
 def sync_with_batches(db: Path, n: int) -> tuple[CloudSync, list[str]]:
-    sync = CloudSync(db, TOPICS, MqttConfig(), "gw")
+    sync = CloudSync(db, TOPICS, MqttConfig(), "gw", delivery=DeliveryConfig())
     ids = [f"{i:064x}" for i in range(1, n + 1)]
     for bid in ids:
         sync._conn.execute(

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_sync import Ack, AckStatus, MqttConfig, Outbox, Topics, TransportError
+from cloud_sync import Ack, AckStatus, DeliveryConfig, MqttConfig, Outbox, Topics, TransportError
 from cloud_sync.acks import AckKeys, AckRefused, AckSigner, read_ack, signed_body
 from cloud_sync.sync import CloudSync, InboundMessage
 from simulators.platform import ack_signer, public_key_path
@@ -206,7 +206,7 @@ def gateway(tmp_path: Path, keyed: bool = True) -> tuple[CloudSync, Path]:
     key = tmp_path / "platform.pub.pem"
     key.write_bytes(PLATFORM.public_pem())
     config = MqttConfig(platform_ack_key=key if keyed else None)
-    sync = CloudSync(db, Topics("tanji/v1", USCC, GW), config, "gw")
+    sync = CloudSync(db, Topics("tanji/v1", USCC, GW), config, "gw", delivery=DeliveryConfig())
     for bid in ("a1" * 32, "b2" * 32, "c3" * 32):
         sync._conn.execute(
             "INSERT INTO outbox (batch_id, payload, record_count, created_ns) VALUES (?,?,?,?)",

@@ -323,12 +323,19 @@ async def test_a_failed_send_ends_its_round_before_the_session_ends(tmp_path: Pa
     assert platform.in_flight_at_exit == [0, 0]  # each session ended with no send running
 
 
-def test_policy_given_beside_the_link_in_older_configurations():
-    """CloudSync without `delivery` takes the policy an older [mqtt] section carried."""
-    from cloud_sync import MqttConfig
+def test_delivery_policy_is_given_to_delivery_never_carried_by_the_link():
+    """The link's section says how to reach the platform; the policy is always the
+    DeliveryConfig delivery is given. Policy keys in a link's config are refused, not
+    silently ignored (older site files' [mqtt] keys are the site's to move: test_delivery_config)."""
+    from pydantic import ValidationError
 
-    old = MqttConfig(batch_size=7, ack_timeout_s=5, backlog_rate=0)
-    assert DeliveryConfig.beside(old) == DeliveryConfig(
-        batch_size=7, ack_timeout_s=5.0, backlog_rate=0.0
-    )
-    assert DeliveryConfig.beside(LoopbackLink()) == DeliveryConfig()
+    from cloud_sync import HttpsConfig, MqttConfig
+
+    for link, extra in (
+        (MqttConfig, {}),
+        (HttpsConfig, {"url": "https://127.0.0.1:8443"}),
+    ):
+        with pytest.raises(ValidationError, match="batch_size"):
+            link(batch_size=7, **extra)
+    with pytest.raises(TypeError, match="delivery"):
+        CloudSync(Path("unused.db"), TOPICS, LoopbackLink(), "gw")  # type: ignore[call-arg]

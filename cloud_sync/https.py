@@ -99,6 +99,16 @@ class HttpsConfig(LinkConfig, TlsFiles):
     def checks(self) -> tuple[Callable[[], object], ...]:
         return (self.verified_context,)
 
+    def notes(self) -> list[str]:
+        if self.cert_file is not None or self.peer_is_local:
+            return []
+        return [
+            "cert_file and key_file are not set: the gateway presents no client certificate;"
+            " a platform that requires one (mutual TLS, as a provincial platform will) refuses"
+            " the connection, and tanji status says so (tanji keys https makes the key and a"
+            " certificate request)"
+        ]
+
     def transport(self, topics: Topics, client_id: str, status: StatusMessage) -> HttpsTransport:
         return HttpsTransport(self, topics, client_id, status)
 

@@ -218,6 +218,11 @@ class LinkConfig(Frozen):
         key, password) and raises TransportError naming it when it cannot."""
         raise NotImplementedError
 
+    def notes(self) -> list[str]:
+        """What this section allows but whoever runs the site should hear about (without its
+        section name): `tanji check-config` prints them, `tanji run` logs them."""
+        return []
+
     def problems(self) -> list[str]:
         """What the link needs from this machine and cannot read, every one (the checks and
         the ack key); `tanji check-config` and `tanji run` ask this before anything starts."""

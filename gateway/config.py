@@ -254,8 +254,8 @@ class SiteConfig(Frozen):
         if self.platform.transport == "https" and self.https is None:
             raise ValueError(
                 'platform.transport = "https" needs an [https] section with the platform\'s'
-                ' url (e.g. url = "https://platform.example.cn:8443") and the client'
-                " certificate (cert_file, key_file)"
+                ' url (e.g. url = "https://platform.example.cn:8443"), and cert_file and'
+                " key_file when the platform requires a client certificate (mutual TLS)"
             )
         return self
 
@@ -498,6 +498,7 @@ def site_notes(config: SiteConfig) -> list[str]:
             f"[{section}] platform_ack_key is not set: the platform's acks are not"
             f" authenticated (allowed because the {link.peer} is on this machine)"
         )
+    notes += [f"[{section}] {note}" for note in link.notes()]
     if config.https is not None and section != "https":
         notes.append(
             f'[https] is given but not used: [platform] transport is "{section}"'

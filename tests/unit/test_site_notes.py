@@ -32,6 +32,34 @@ def test_an_https_section_the_transport_does_not_use_is_noted(tmp_path: Path):
     assert not any(n.startswith(UNUSED_HTTPS) for n in site_notes(parse_site_config(data)))
 
 
+NO_CLIENT_CERTIFICATE = "[https] cert_file and key_file are not set: the gateway presents no"
+
+
+def test_https_without_a_client_certificate_is_allowed_and_noted_off_this_machine(
+    tmp_path: Path,
+):
+    """Mutual TLS is the platform's to require: a gateway without a client certificate is a
+    valid site (a note, not an error) when the platform is elsewhere; on this machine there
+    is nothing to say. The section itself is required, and the error says what it needs."""
+    from gateway.config import ConfigError
+
+    data = example(tmp_path)
+    data["platform"]["transport"] = "https"
+    with pytest.raises(ConfigError) as refused:
+        parse_site_config(data)
+    (problem,) = refused.value.problems
+    assert "needs an [https] section with the platform's url" in str(problem)
+    assert "cert_file and key_file when the platform requires a client certificate" in str(problem)
+    key = tmp_path / "platform-ack.pub.pem"
+    data["https"] = {"url": "https://platform.example.cn:8443", "platform_ack_key": str(key)}
+    config = parse_site_config(data)
+    assert any(n.startswith(NO_CLIENT_CERTIFICATE) for n in site_notes(config)), site_notes(config)
+    data["https"] |= {"cert_file": "gw.pem", "key_file": "gw.key"}
+    assert not any(n.startswith(NO_CLIENT_CERTIFICATE) for n in site_notes(parse_site_config(data)))
+    data["https"] = {"url": "https://127.0.0.1:8443"}
+    assert not any(n.startswith(NO_CLIENT_CERTIFICATE) for n in site_notes(parse_site_config(data)))
+
+
 def test_check_config_prints_the_notes_and_run_logs_them(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):

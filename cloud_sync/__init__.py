@@ -22,7 +22,7 @@ from cloud_sync.contract import (
 )
 from cloud_sync.https import HttpsConfig, HttpsTransport
 from cloud_sync.identity import ClientRequest, IdentityError, create_client_request
-from cloud_sync.mqtt import MqttConfig, MqttTransport, describe_error
+from cloud_sync.mqtt import MqttConfig, MqttTransport
 from cloud_sync.outbox import (
     SETTLED_BATCHES,
     Outbox,
@@ -88,7 +88,6 @@ __all__ = [
     "build_readings_batch",
     "create_client_request",
     "create_schema",
-    "describe_error",
     "enqueue",
     "is_loopback",
     "legacy_policy",

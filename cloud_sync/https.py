@@ -99,6 +99,11 @@ class HttpsConfig(LinkConfig, TlsFiles):
     def checks(self) -> tuple[Callable[[], object], ...]:
         return (self.verified_context,)
 
+    def describe_error(self, exc: BaseException) -> str:
+        """An HTTPS link error in words an operator can act on: TLS problems name the
+        certificate, on whichever side it was refused."""
+        return self.tls_failure(exc, self.peer, self.section) or super().describe_error(exc)
+
     def notes(self) -> list[str]:
         if self.cert_file is not None or self.peer_is_local:
             return []
@@ -257,14 +262,7 @@ class HttpsTransport:
                 " stalled; the request is made again in the next session"
             ) from None
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:  # a TLS alert comes as is
-            raise TransportError(describe_error(exc, self.config)) from None
-
-
-def describe_error(exc: BaseException, config: HttpsConfig) -> str:
-    """An HTTPS link error in words an operator can act on: TLS problems name the
-    certificate, on whichever side it was refused."""
-    tls = config.tls_failure(exc, config.peer, config.section)
-    return tls or f"{config.peer}: {type(exc).__name__}: {exc}"
+            raise TransportError(self.config.describe_error(exc)) from None
 
 
 def _excerpt(body: bytes) -> str:

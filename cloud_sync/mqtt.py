@@ -164,6 +164,12 @@ class MqttConfig(LinkConfig, TlsFiles):
         """The verified TLS context for mqtts:// (cloud_sync.tls), None for plain mqtt://."""
         return self.verified_context() if self.tls else None
 
+    def describe_error(self, exc: BaseException) -> str:
+        """A broker error in words an operator can act on (TLS problems name the
+        certificate)."""
+        peer = f"broker {self.host}:{self.port}"
+        return self.tls_failure(exc, peer, self.section) or str(exc)
+
     def client_kwargs(self, client_id: str, will: aiomqtt.Will | None = None) -> dict[str, Any]:
         """Keyword arguments for `aiomqtt.Client` with a persistent session."""
         kwargs: dict[str, Any] = {
@@ -191,12 +197,6 @@ class MqttConfig(LinkConfig, TlsFiles):
         else:
             kwargs |= {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": False}
         return kwargs
-
-
-def describe_error(exc: BaseException, config: MqttConfig) -> str:
-    """A broker error in words an operator can act on (TLS problems name the certificate)."""
-    peer = f"broker {config.host}:{config.port}"
-    return config.tls_failure(exc, peer, config.section) or str(exc)
 
 
 class LastError(logging.Handler):
@@ -235,7 +235,7 @@ class MqttTransport:
         self._paho_log.addHandler(self._paho_errors)
 
     def _error(self, exc: BaseException) -> TransportError:
-        return TransportError(describe_error(exc, self.config))
+        return TransportError(self.config.describe_error(exc))
 
     async def __aenter__(self) -> Self:
         self._paho_errors.message = None
@@ -246,7 +246,7 @@ class MqttTransport:
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
-            text = describe_error(exc, self.config)
+            text = self.config.describe_error(exc)
             if self._paho_errors.message:
                 text = f"{text} while connecting: {self._paho_errors.message}"
             raise TransportError(text) from exc

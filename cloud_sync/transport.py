@@ -177,7 +177,8 @@ async def announce_stopped(
 class LinkConfig(Frozen):
     """The base of a transport's section in site.toml (`[mqtt]`, ...): how to reach the
     platform and who it is. A transport's config adds its own fields and implements `peer`,
-    `peer_is_local`, `checks` and `transport`, and says its `section` and `ack_channel`;
+    `peer_is_local`, `checks` and `transport`, says its `section` and `ack_channel`, and
+    describes its own failures (`describe_error`);
     `topic_prefix` and `platform_ack_key` (with `ack_keys`, `unsigned_acks_problem`,
     `problems`) are common to all."""
 
@@ -217,6 +218,12 @@ class LinkConfig(Frozen):
         """Each reads one thing the link needs from this machine (CA, client certificate and
         key, password) and raises TransportError naming it when it cannot."""
         raise NotImplementedError
+
+    def describe_error(self, exc: BaseException) -> str:
+        """A failure of this link (`exc`, as its client library raised it) in words an
+        operator can act on; each transport names what it can (the certificate refused,
+        the host). The TransportError a session raises carries this text."""
+        return f"{self.peer}: {type(exc).__name__}: {exc}"
 
     def notes(self) -> list[str]:
         """What this section allows but whoever runs the site should hear about (without its

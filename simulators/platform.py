@@ -28,7 +28,6 @@ from cloud_sync import (
     ContractError,
     MqttConfig,
     TransportError,
-    describe_error,
 )
 from gateway.errors import TanjiFailure
 from simulators.platform_store import PlatformStore
@@ -251,7 +250,7 @@ class PlatformReceiver:
                             received.append(await anext(messages))
                         await self._handle(client, received)
             except (aiomqtt.MqttError, TransportError) as exc:
-                self.last_error = describe_error(exc, self.mqtt)
+                self.last_error = self.mqtt.describe_error(exc)
                 log.warning("platform: broker unreachable (%s)", self.last_error)
             except Exception as exc:  # the database failed: nothing acked, the gateways resend
                 self.last_error = f"database: {exc}"

@@ -339,3 +339,33 @@ def test_delivery_policy_is_given_to_delivery_never_carried_by_the_link():
             link(batch_size=7, **extra)
     with pytest.raises(TypeError, match="delivery"):
         CloudSync(Path("unused.db"), TOPICS, LoopbackLink(), "gw")  # type: ignore[call-arg]
+
+
+def test_each_link_describes_its_own_failures_through_the_link_config():
+    """Whoever holds a LinkConfig (delivery, the platform simulator) asks it to put a failure
+    in words: TLS failures found behind the client library's wrapper name the peer and the
+    CA file, whichever transport it is; the module-level MQTT-only helper is gone."""
+    import ssl
+
+    import cloud_sync
+    from cloud_sync import HttpsConfig, MqttConfig
+
+    assert not hasattr(cloud_sync, "describe_error")
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    verify.verify_message = "certificate has expired"
+    wrapped = ConnectionError("connect failed")
+    wrapped.__cause__ = verify
+    links: list[LinkConfig] = [
+        MqttConfig(broker_url="mqtts://broker.example.cn:8883"),
+        HttpsConfig(url="https://platform.example.cn", ca_file=Path("/etc/tanji/ca.pem")),
+    ]
+    assert [link.describe_error(wrapped) for link in links] == [
+        "TLS: the certificate of the broker broker.example.cn:8883 failed verification"
+        " against the system CAs: certificate has expired",
+        "TLS: the certificate of the platform https://platform.example.cn failed"
+        " verification against /etc/tanji/ca.pem: certificate has expired",
+    ]
+    reset = ConnectionResetError("connection reset by peer")
+    assert links[1].describe_error(reset) == (
+        "platform https://platform.example.cn: ConnectionResetError: connection reset by peer"
+    )

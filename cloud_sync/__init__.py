@@ -2,8 +2,8 @@
 
 Delivery (outbox, window, acks, backlog lanes, the raw readings stream) is transport-neutral
 and talks to the platform through one small interface (`Transport`, made by a `LinkConfig`);
-MQTT is one transport. Public surface used by the gateway and the simulators; nothing here
-knows Modbus or OPC UA, and nothing outside cloud_sync imports its submodules.
+MQTT and HTTPS are the transports. Public surface used by the gateway and the simulators;
+nothing here knows Modbus or OPC UA, and nothing outside cloud_sync imports its submodules.
 """
 
 from cloud_sync.acks import AckKeys, AckRefused, AckSigner, read_ack
@@ -20,15 +20,14 @@ from cloud_sync.contract import (
     reading_message,
     validate,
 )
-from cloud_sync.https import HttpsConfig, HttpsTransport
+from cloud_sync.https import HttpsConfig
 from cloud_sync.identity import ClientRequest, IdentityError, create_client_request
-from cloud_sync.mqtt import MqttConfig, MqttTransport
+from cloud_sync.mqtt import MqttConfig
 from cloud_sync.outbox import (
     SETTLED_BATCHES,
     Outbox,
     OutboxError,
     OutboxStats,
-    Parked,
     create_schema,
     enqueue,
 )
@@ -39,7 +38,7 @@ from cloud_sync.policy import (
     PlatformConfig,
     legacy_policy,
 )
-from cloud_sync.sync import CloudSync, ReadingsSource, SyncCounters
+from cloud_sync.sync import CloudSync, ReadingsSource
 from cloud_sync.transport import (
     BatchRefused,
     InboundMessage,
@@ -48,7 +47,6 @@ from cloud_sync.transport import (
     StatusMessage,
     Transport,
     TransportError,
-    is_loopback,
 )
 
 __all__ = [
@@ -65,22 +63,18 @@ __all__ = [
     "ContractError",
     "DeliveryConfig",
     "HttpsConfig",
-    "HttpsTransport",
     "IdentityError",
     "InboundMessage",
     "LegacyPolicy",
     "LinkConfig",
     "MqttConfig",
-    "MqttTransport",
     "Outbox",
     "OutboxError",
     "OutboxStats",
     "Outgoing",
-    "Parked",
     "PlatformConfig",
     "ReadingsSource",
     "StatusMessage",
-    "SyncCounters",
     "Topics",
     "Transport",
     "TransportError",
@@ -89,7 +83,6 @@ __all__ = [
     "create_client_request",
     "create_schema",
     "enqueue",
-    "is_loopback",
     "legacy_policy",
     "load_json",
     "parse_batch",

@@ -369,3 +369,16 @@ def test_each_link_describes_its_own_failures_through_the_link_config():
     assert links[1].describe_error(reset) == (
         "platform https://platform.example.cn: ConnectionResetError: connection reset by peer"
     )
+
+
+def test_the_public_face_leaves_out_what_only_cloud_sync_uses():
+    """cloud_sync/__init__.py is the face the gateway, the simulators, the bench and the
+    tests use. A transport's session class is reached through its LinkConfig (`transport`),
+    the counters through `CloudSync.counters`, parked batches through the Outbox, and
+    `is_loopback` through `peer_is_local`: none of them is part of the face (nothing
+    outside cloud_sync used them; an import of one would now fail, and mypy says where)."""
+    import cloud_sync
+
+    internal = ("HttpsTransport", "MqttTransport", "Parked", "SyncCounters", "is_loopback")
+    assert not set(internal) & set(cloud_sync.__all__)
+    assert not any(hasattr(cloud_sync, name) for name in internal)

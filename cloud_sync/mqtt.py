@@ -23,7 +23,6 @@ import os
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
@@ -46,7 +45,7 @@ from cloud_sync.transport import (
     is_loopback,
     step,
 )
-from gateway.models import ConfigBool, ConfigFloat, in_range
+from gateway.models import ConfigBool, ConfigFloat, ConfigPath, in_range
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ class MqttConfig(LinkConfig, TlsFiles):
     protocol: Literal["5", "3.1.1"] = "5"
     client_id: str | None = None
     username: str | None = None
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
     password_env: str | None = None
     keepalive_s: Annotated[int, in_range(5, 3600)] = 20
     session_expiry_s: Annotated[int, in_range(0, 0xFFFFFFFF)] = 7 * 86400

@@ -70,6 +70,8 @@ def test_the_platform_links_files_are_relative_to_the_site_file(
         "broker_url": "mqtts://127.0.0.1:8883",
         "ca_file": "pki/ca.pem",
         "platform_ack_key": "platform-ack.pub.pem",
+        "username": "gw",
+        "password_file": "mqtt-password",
     }
     data["https"] = {
         "url": "https://127.0.0.1:8443",
@@ -83,6 +85,7 @@ def test_the_platform_links_files_are_relative_to_the_site_file(
     config = load_site_config(Path("site/site.toml"))
     assert config.mqtt.ca_file == Path("site/pki/ca.pem")
     assert config.mqtt.platform_ack_key == Path("site/platform-ack.pub.pem")
+    assert config.mqtt.password_file == Path("site/mqtt-password")
     assert config.https is not None
     assert (config.https.cert_file, config.https.key_file) == (
         Path("site/pki/gw.pem"),

@@ -20,6 +20,7 @@ import bisect
 import dataclasses
 import enum
 import json
+import logging
 import math
 import random
 import time
@@ -40,6 +41,9 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from collectors.modbus import UNSIGNED_BITS, ModbusPoint, Profile, encode, load_profile
 from gateway.models import Frozen, PointKind, Quantity
 from simulators.serial_line import VirtualSerialLine
+
+log = logging.getLogger(__name__)
+SHUTDOWN_S = 5.0  # for each pymodbus server to stop
 
 DAY_S = 86400.0
 POWER_FACTOR = 0.92  # constant, so reactive energy is an exact multiple of active energy
@@ -536,7 +540,11 @@ class MeterFleet:
         if self._scenario_task is not None:
             self._scenario_task.cancel()
         for server in self._servers:
-            await server.shutdown()  # type: ignore[no-untyped-call]
+            try:  # a stand-in that cannot stop must not hold up whoever stops it
+                async with asyncio.timeout(SHUTDOWN_S):
+                    await server.shutdown()  # type: ignore[no-untyped-call]
+            except TimeoutError:
+                log.warning("a simulated meter server did not stop within %.0f s", SHUTDOWN_S)
         self._servers.clear()
         for line in self.lines:
             await line.stop()

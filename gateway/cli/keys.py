@@ -86,7 +86,8 @@ def keys_https(
         '  url = "https://<the platform>"\n'
         f'  cert_file = "{made.key.parent / "tanji-https.pem"}"   # the signed certificate\n'
         f'  key_file = "{made.key}"\n'
-        '  ca_file = "<the CA that signs the platform\'s certificate>"   # if not a public CA',
+        '  ca_file = "<the CA that signs the platform\'s certificate>"   # if not a public CA\n'
+        '  platform_ack_key = "<the platform\'s ack-signing public key, from its operator>"',
         highlight=False,
         markup=False,
     )

@@ -26,6 +26,7 @@ def sim_pki(
     Example: tanji sim pki --out /tmp/tanji-pki --gateway-id line-gw-01
     """
     from simulators.pki import CertificateAuthority
+    from simulators.platform import public_key_path
 
     if out_dir.exists() and any(out_dir.iterdir()):
         raise TanjiError(f"--out {out_dir}: not empty; name a new folder for a new PKI")
@@ -35,14 +36,17 @@ def sim_pki(
         client = ca.issue(gateway_id, server=False)
     except OSError as exc:
         raise TanjiError(f"--out {out_dir}: cannot write: {exc.strerror or exc}") from None
+    ack_key = out_dir / "platform-ack.key"  # the platform simulator makes it on its first start
     out.print(
         f"CA {ca.cert_path}\nplatform simulator: {server.cert} {server.key}\n"
         f"gateway: {client.cert} {client.key}\n\n"
-        "tanji sim platform --no-mqtt --https-port 8443"
-        f" --https-cert {server.cert} --https-key {server.key} --https-client-ca {ca.cert_path}\n\n"
-        "in site.toml:\n"
+        f"tanji sim platform --no-mqtt --db {out_dir / 'platform.db'} --ack-key {ack_key}"
+        f" --https-port 8443 --https-cert {server.cert} --https-key {server.key}"
+        f" --https-client-ca {ca.cert_path}\n\n"
+        f'in site.toml (gateway_id = "{gateway_id}", the name in its certificate):\n'
         '[platform]\ntransport = "https"\n[https]\nurl = "https://127.0.0.1:8443"\n'
-        f'ca_file = "{ca.cert_path}"\ncert_file = "{client.cert}"\nkey_file = "{client.key}"',
+        f'ca_file = "{ca.cert_path}"\ncert_file = "{client.cert}"\nkey_file = "{client.key}"\n'
+        f'platform_ack_key = "{public_key_path(ack_key)}"',
         highlight=False,
         markup=False,
     )

@@ -65,6 +65,7 @@ def test_sim_pki_makes_a_working_mutual_tls_pair(tmp_path: Path):
     assert done.exit_code == 0, done.output
     ca, server, client = out / "tanji-trial-CA.pem", out / "platform", out / "gw-7"
     assert f'cert_file = "{client}.pem"' in done.output  # the section to paste names them
+    assert f'platform_ack_key = "{out / "platform-ack.pub.pem"}"' in done.output
     assert (client.with_suffix(".key").stat().st_mode & 0o777) == 0o600
     srv = _server(server.with_suffix(".pem"), server.with_suffix(".key"), ca)
     mutual = _client(ca, client.with_suffix(".pem"), client.with_suffix(".key"))
